@@ -1,0 +1,119 @@
+"""Reads and creates topics on the broker; the decisions live in connector.topics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, for_code
+
+from connector.errors import TopicError
+from connector.topics import ExistingTopic, Plan, TopicSpec, plan
+
+UNKNOWN_TOPIC = 3
+TOPIC_ALREADY_EXISTS = 36
+
+
+@asynccontextmanager
+async def admin_client(bootstrap_servers: str) -> AsyncIterator[AIOKafkaAdminClient]:
+    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000)
+    try:
+        await client.start()
+    except KafkaError as exc:
+        await client.close()
+        raise TopicError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def describe(client: AIOKafkaAdminClient, names: Sequence[str]) -> dict[str, ExistingTopic]:
+    """The topics among `names` that exist, with their partitions, replicas and configs."""
+    found: dict[str, tuple[int, int]] = {}
+    for topic in await client.describe_topics(list(names)):
+        if topic["error_code"] == UNKNOWN_TOPIC:
+            continue
+        _raise_for(topic["error_code"], topic["topic"])
+        partitions = topic["partitions"]
+        replicas = max((len(p["replicas"]) for p in partitions), default=0)
+        found[topic["topic"]] = (len(partitions), replicas)
+    if not found:
+        return {}
+    configs = await _configs(client, list(found))
+    return {
+        name: ExistingTopic(name, partitions, replicas, configs.get(name, {}))
+        for name, (partitions, replicas) in found.items()
+    }
+
+
+async def _configs(client: AIOKafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+    result: dict[str, dict[str, str]] = {}
+    for response in await client.describe_configs(resources):
+        for error_code, _message, _type, name, entries in _resources(response):
+            _raise_for(error_code, name)
+            result[name] = {entry[0]: entry[1] for entry in entries if entry[1] is not None}
+    return result
+
+
+def _resources(response: Any) -> list[tuple[int, str, int, str, list[tuple[Any, ...]]]]:
+    return [tuple(resource) for resource in response.resources]
+
+
+def _raise_for(error_code: int, topic: str) -> None:
+    if error_code:
+        raise TopicError(f"{topic}: {for_code(error_code).__name__} (code {error_code})")
+
+
+@dataclass(frozen=True)
+class Applied:
+    plan: Plan
+    created: tuple[str, ...]
+
+
+async def ensure(client: AIOKafkaAdminClient, declared: Sequence[TopicSpec]) -> Applied:
+    """Create what is missing; leave what exists alone and report how it drifted."""
+    existing = await describe(client, [spec.name for spec in declared])
+    wanted = plan(declared, existing)
+    created: list[str] = []
+    if wanted.create:
+        response = await client.create_topics(
+            [
+                NewTopic(
+                    spec.name,
+                    spec.partitions,
+                    spec.replication_factor,
+                    topic_configs=dict(spec.config),
+                )
+                for spec in wanted.create
+            ]
+        )
+        for name, error_code, *rest in response.topic_errors:
+            if error_code == TOPIC_ALREADY_EXISTS:
+                continue
+            if error_code:
+                detail = rest[0] if rest and rest[0] else for_code(error_code).__name__
+                raise TopicError(f"cannot create {name}: {detail}")
+            created.append(name)
+    if created:
+        wanted = await _settled(client, declared, created)
+    return Applied(wanted, tuple(created))
+
+
+async def _settled(
+    client: AIOKafkaAdminClient, declared: Sequence[TopicSpec], created: list[str]
+) -> Plan:
+    """Describe again once every created topic is visible in the broker's metadata."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        existing = await describe(client, [spec.name for spec in declared])
+        if all(name in existing for name in created) or loop.time() > deadline:
+            return plan(declared, existing)
+        await asyncio.sleep(0.1)

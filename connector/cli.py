@@ -1,0 +1,128 @@
+"""`nxcloud-connector` and `python -m connector`: one subcommand per component."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from connector import __version__, admin, broker, stack
+from connector.errors import ConnectorError
+from connector.settings import Settings
+from connector.topics import declare, plan
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    command: Command = args.command
+    try:
+        return command(args)
+    except ConnectorError as exc:
+        print(f"nxcloud-connector: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nxcloud-connector",
+        description="Carries NXCloud voice call outcomes into Kafka.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    kafka = commands.add_parser(
+        "kafka", help="run a local single-node Apache Kafka in the foreground"
+    )
+    kafka.add_argument("--port", type=int, default=9092, help="broker port (default 9092)")
+    kafka.add_argument(
+        "--controller-port", type=int, default=0, help="KRaft controller port (default port+1)"
+    )
+    kafka.add_argument(
+        "--data-dir",
+        type=Path,
+        default=broker.default_data_dir(),
+        help="where the broker keeps its data across restarts (default %(default)s)",
+    )
+    kafka.add_argument("--heap", default="512m", help="JVM heap (default %(default)s)")
+    kafka.set_defaults(command=run_kafka)
+
+    topics = commands.add_parser(
+        "topics", help="create the connector's topics where missing and report drift"
+    )
+    topics.add_argument(
+        "--check",
+        action="store_true",
+        help="only report; create nothing (exit 1 if not as declared)",
+    )
+    topics.set_defaults(command=run_topics)
+
+    up = commands.add_parser("up", help="run the whole pipeline locally, with a local Kafka")
+    up.set_defaults(command=run_up)
+    return parser
+
+
+def run_kafka(args: argparse.Namespace) -> int:
+    config = broker.BrokerConfig(
+        data_dir=args.data_dir.expanduser().resolve(),
+        port=args.port,
+        controller_port=args.controller_port,
+        heap=args.heap,
+    )
+    signal.signal(signal.SIGTERM, _interrupt)
+    local = broker.LocalKafka(config)
+    print(
+        f"Starting Apache Kafka {broker.KAFKA_VERSION} (data in {config.data_dir}) ...", flush=True
+    )
+    with local:
+        print(f"KAFKA_BOOTSTRAP_SERVERS={local.bootstrap_servers}", flush=True)
+        print(f"Log: {local.log_file}. Stop with Ctrl-C.", flush=True)
+        try:
+            code = local.wait()
+        except KeyboardInterrupt:
+            print("Stopping Kafka ...", flush=True)
+            return 0
+    print(f"Kafka exited on its own with status {code}; see {local.log_file}", file=sys.stderr)
+    return 1
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_up(_args: argparse.Namespace) -> int:
+    return stack.up(Settings.from_env())
+
+
+def run_topics(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    return asyncio.run(_topics(settings, check_only=args.check))
+
+
+async def _topics(settings: Settings, *, check_only: bool) -> int:
+    declared = declare(settings)
+    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
+        if check_only:
+            result = plan(declared, await admin.describe(client, [s.name for s in declared]))
+            created: tuple[str, ...] = ()
+        else:
+            applied = await admin.ensure(client, declared)
+            result, created = applied.plan, applied.created
+    for name in created:
+        print(f"created  {name}")
+    for name in result.matching:
+        if name not in created:
+            print(f"ok       {name}")
+    for spec in result.create:
+        print(f"missing  {spec.name}")
+    for drift in result.drift:
+        print(f"drift    {drift}")
+    return 1 if result.drift or result.create else 0

@@ -1,0 +1,41 @@
+"""Preconditions of the local broker give one clear error each."""
+
+from pathlib import Path
+
+import pytest
+
+from connector import broker
+from connector.errors import BrokerError
+
+
+def test_missing_java_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
+    with pytest.raises(BrokerError, match="Java 17 or newer is required"):
+        broker.java_executable()
+
+
+def test_missing_maven_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("KAFKA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BrokerError, match="Maven is required"):
+        broker.classpath(cache_dir=tmp_path)
+
+
+def test_kafka_home_must_be_a_distribution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KAFKA_HOME", str(tmp_path))
+    with pytest.raises(BrokerError, match="is not a Kafka distribution"):
+        broker.classpath()
+
+
+def test_kafka_home_libs_are_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "libs").mkdir()
+    (tmp_path / "libs" / "kafka_2.13-4.4.0.jar").touch()
+    monkeypatch.setenv("KAFKA_HOME", str(tmp_path))
+    assert broker.classpath() == str(tmp_path / "libs" / "*")
+
+
+def test_server_properties_bind_loopback_in_combined_kraft_mode(tmp_path: Path) -> None:
+    properties = broker.BrokerConfig(tmp_path, port=9500).server_properties()
+    assert "process.roles=broker,controller\n" in properties
+    assert "listeners=PLAINTEXT://127.0.0.1:9500,CONTROLLER://127.0.0.1:9501\n" in properties
+    assert "auto.create.topics.enable=false\n" in properties

@@ -1,0 +1,135 @@
+"""`nxcloud-connector kafka` and `topics`, run as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from connector.broker import free_port
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "connector", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@contextmanager
+def kafka_command(data_dir: Path, port: int, controller: int) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "connector",
+            "kafka",
+            f"--port={port}",
+            f"--controller-port={controller}",
+            f"--data-dir={data_dir}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def read_until(process: subprocess.Popen[str], prefix: str, deadline: float) -> str:
+    assert process.stdout is not None
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.5)
+        if ready:
+            line = process.stdout.readline()
+            if not line and process.poll() is not None:
+                break
+            seen.append(line)
+            if line.startswith(prefix):
+                return line.strip()
+    raise AssertionError(f"no line starting with {prefix!r}; saw {seen!r}")
+
+
+async def round_trip(bootstrap: str, topic: str, value: bytes | None) -> list[bytes]:
+    if value is not None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
+        )
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, value, key=b"k")
+        finally:
+            await producer.stop()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=10000)
+        return [message.value for messages in batches.values() for message in messages]
+    finally:
+        await consumer.stop()
+
+
+def stop(process: subprocess.Popen[str], signum: int) -> int:
+    process.send_signal(signum)
+    return process.wait(timeout=60)
+
+
+async def test_kafka_command_serves_keeps_data_and_topics_command_converges(
+    tmp_path: Path,
+) -> None:
+    port, controller = free_port(), free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "NXCLOUD_TOPIC_PARTITIONS": "2"}
+    payload = uuid.uuid4().bytes
+
+    with kafka_command(tmp_path, port, controller) as kafka:
+        line = read_until(kafka, "KAFKA_BOOTSTRAP_SERVERS=", time.monotonic() + 300)
+        assert line == f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}"
+
+        first = run_cli("topics", env=env)
+        second = run_cli("topics", env=env)
+        drift = run_cli("topics", "--check", env={**env, "NXCLOUD_TOPIC_PARTITIONS": "5"})
+        bad = run_cli("topics", env={**env, "NXCLOUD_TOPIC_PARTITIONS": "none"})
+        assert await round_trip(bootstrap, "nxcloud.voice.dead-letter", payload) == [payload]
+        assert stop(kafka, signal.SIGTERM) == 0
+
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("created  ") == 4
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split() == [
+        "ok",
+        "nxcloud.voice.dr.raw",
+        "ok",
+        "nxcloud.voice.cdr.raw",
+        "ok",
+        "nxcloud.voice.call-events",
+        "ok",
+        "nxcloud.voice.dead-letter",
+    ]
+    assert drift.returncode == 1
+    assert "drift    nxcloud.voice.dr.raw: partitions is 2, declared 5" in drift.stdout
+    assert bad.returncode == 2
+    assert "NXCLOUD_TOPIC_PARTITIONS" in bad.stderr
+
+    with kafka_command(tmp_path, port, controller) as kafka:
+        read_until(kafka, "KAFKA_BOOTSTRAP_SERVERS=", time.monotonic() + 20)
+        assert await round_trip(bootstrap, "nxcloud.voice.dead-letter", None) == [payload]
+        assert stop(kafka, signal.SIGINT) == 0
