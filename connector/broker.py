@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from connector.errors import BrokerError
+from connector.settings import default_state_dir
 
 KAFKA_VERSION: Final = "4.4.0"
 SCALA_VERSION: Final = "2.13"
@@ -86,8 +87,7 @@ logger.started.appenderRef.file.ref = file
 
 
 def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "nxcloud-connector" / "kafka"
+    return default_state_dir() / "kafka"
 
 
 def default_cache_dir() -> Path:

@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     topics.set_defaults(command=run_topics)
 
+    receiver = commands.add_parser("receiver", help="serve the DR push endpoint")
+    receiver.set_defaults(command=run_receiver)
+
     up = commands.add_parser("up", help="run the whole pipeline locally, with a local Kafka")
     up.set_defaults(command=run_up)
     return parser
@@ -96,6 +99,28 @@ def run_kafka(args: argparse.Namespace) -> int:
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def run_receiver(_args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from connector import logs
+    from connector.receiver import create_app
+
+    settings = Settings.from_env()
+    logs.configure()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.receiver_host,
+        port=settings.receiver_port,
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,
+        log_config=None,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=20,
+    )
+    return 0
 
 
 def run_up(_args: argparse.Namespace) -> int:

@@ -15,3 +15,7 @@ class BrokerError(ConnectorError):
 
 class TopicError(ConnectorError):
     """Topics cannot be described or created."""
+
+
+class SpoolError(ConnectorError):
+    """The local spool cannot take a record: full, or the disk failed."""

@@ -6,6 +6,8 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -36,6 +38,11 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "nxcloud-connector"
 
 
 def _text(raw: str) -> str:
@@ -81,6 +88,17 @@ def _http_url(raw: str) -> str:
     return raw.strip()
 
 
+def _networks(raw: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    networks = []
+    for part in raw.split(","):
+        if part.strip():
+            try:
+                networks.append(ip_network(part.strip(), strict=False))
+            except ValueError:
+                raise ValueError(f"{part.strip()!r} is not a network (CIDR)") from None
+    return tuple(networks)
+
+
 def _timezone(raw: str) -> ZoneInfo:
     try:
         return ZoneInfo(raw.strip())
@@ -120,6 +138,25 @@ class Settings:
         "NXCLOUD_DEAD_LETTER_RETENTION_DAYS", _int_at_least(1), 90
     )
     receiver_id: str = _env("NXCLOUD_RECEIVER_ID", _text, factory=socket.gethostname)
+    receiver_host: str = _env("NXCLOUD_RECEIVER_HOST", _text, "0.0.0.0")  # noqa: S104
+    receiver_port: int = _env("NXCLOUD_RECEIVER_PORT", _int_at_least(1), 8080)
+    receiver_token: Secret | None = _env("NXCLOUD_RECEIVER_TOKEN", _secret, secret=True)
+    receiver_allow_networks: tuple[IPv4Network | IPv6Network, ...] = _env(
+        "NXCLOUD_RECEIVER_ALLOW_NETWORKS", _networks, ()
+    )
+    receiver_trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = _env(
+        "NXCLOUD_RECEIVER_TRUSTED_PROXIES", _networks, ()
+    )
+    receiver_max_body_bytes: int = _env("NXCLOUD_RECEIVER_MAX_BODY_BYTES", _int_at_least(1), 65536)
+    receiver_max_fields: int = _env("NXCLOUD_RECEIVER_MAX_FIELDS", _int_at_least(1), 64)
+    receiver_read_timeout_seconds: int = _env(
+        "NXCLOUD_RECEIVER_READ_TIMEOUT_SECONDS", _int_at_least(1), 10
+    )
+    receiver_kafka_timeout_ms: int = _env(
+        "NXCLOUD_RECEIVER_KAFKA_TIMEOUT_MS", _int_at_least(1), 2000
+    )
+    spool_dir: Path = _env("NXCLOUD_SPOOL_DIR", Path, factory=lambda: default_state_dir() / "spool")
+    spool_max_bytes: int = _env("NXCLOUD_SPOOL_MAX_BYTES", _int_at_least(1), 1 << 30)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

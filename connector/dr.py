@@ -1,0 +1,176 @@
+"""DR pushes as plain values: read the fields, validate them, shape the raw record.
+
+Pure: no I/O, the clock and the receipt id are passed in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Final
+from urllib.parse import parse_qsl
+
+import orjson
+
+from connector.clock import rfc3339
+
+COMMON_FIELDS: Final = (
+    "phone",
+    "countryCode",
+    "duration",
+    "voice_type",
+    "messageid",
+    "second",
+    "cycle",
+    "size",
+    "customer_price",
+    "result",
+    "hangup_cause",
+    "hangup_disposition",
+)
+REQUIRED: Final[Mapping[str, tuple[str, ...]]] = {
+    "0": (*COMMON_FIELDS, "basic_price", "ivr_result"),
+    "1": COMMON_FIELDS,
+}
+NOT_BLANK: Final = ("phone", "countryCode", "messageid", "voice_type")
+COUNTS: Final = ("cycle", "size")
+AMOUNTS: Final = ("duration", "second", "customer_price", "basic_price")
+TIMES: Final = ("start_time", "end_time")
+TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
+PHONE: Final = re.compile(r"\+?[0-9]{4,20}")
+COUNTRY_CODE: Final = re.compile(r"\+?[0-9]{1,4}")
+TOKEN_FIELD: Final = "token"  # noqa: S105 - the name of a field, not a secret
+
+Fields = dict[str, str]
+
+
+class Invalid(ValueError):
+    """The push is not a DR the provider documents; the message says why."""
+
+
+def parse_urlencoded(data: bytes | str, max_fields: int) -> Fields:
+    """Decode a query string or form body, keeping blank values and the last of repeats."""
+    text = data.decode("utf-8", errors="strict") if isinstance(data, bytes) else data
+    try:
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=False,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=max_fields,
+        )
+    except ValueError as exc:
+        raise Invalid(f"too many fields (more than {max_fields})") from exc
+    return dict(pairs)
+
+
+def merge(query: Mapping[str, str], body: Mapping[str, str]) -> Fields:
+    """Fields from both places; where a field is in both, the body wins. Our token is dropped."""
+    fields = {**query, **body}
+    fields.pop(TOKEN_FIELD, None)
+    return fields
+
+
+def validate(fields: Mapping[str, str]) -> None:
+    """Raise Invalid unless the fields form a DR of voice_type 0 or 1 as documented."""
+    voice_type = fields.get("voice_type")
+    if voice_type is None:
+        raise Invalid("missing field: voice_type")
+    required = REQUIRED.get(voice_type.strip())
+    if required is None:
+        raise Invalid(f"voice_type must be 0 or 1, got {voice_type!r}")
+    missing = [name for name in required if name not in fields]
+    if missing:
+        raise Invalid("missing fields: " + ", ".join(missing))
+    blank = [name for name in NOT_BLANK if not fields[name].strip()]
+    if blank:
+        raise Invalid("blank fields: " + ", ".join(blank))
+    if not PHONE.fullmatch(fields["phone"].strip()):
+        raise Invalid(f"phone is not a phone number: {fields['phone']!r}")
+    if not COUNTRY_CODE.fullmatch(fields["countryCode"].strip()):
+        raise Invalid(f"countryCode is not a country code: {fields['countryCode']!r}")
+    for name in COUNTS:
+        if not fields[name].strip().isdigit():
+            raise Invalid(f"{name} is not a whole number: {fields[name]!r}")
+    for name in AMOUNTS:
+        if name in fields and not _is_amount(fields[name]):
+            raise Invalid(f"{name} is not a non-negative number: {fields[name]!r}")
+    for name in TIMES:
+        value = fields.get(name, "").strip()
+        if value and not _is_time(value):
+            raise Invalid(f"{name} is not yyyy-MM-dd HH:mm:ss: {value!r}")
+
+
+def _is_amount(raw: str) -> bool:
+    try:
+        value = Decimal(raw.strip())
+    except InvalidOperation:
+        return False
+    return value.is_finite() and value >= 0
+
+
+def _is_time(raw: str) -> bool:
+    try:
+        datetime.strptime(raw, TIME_FORMAT)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """How and when a push reached us."""
+
+    receipt_id: str
+    received_at: datetime
+    remote_addr: str
+    receiver: str
+    method: str
+    content_type: str
+
+
+def key(fields: Mapping[str, str]) -> bytes:
+    """The same call's receipts share a key, so they keep their order on one partition."""
+    return f"{fields['messageid'].strip()}|{fields['phone'].strip()}".encode()
+
+
+def raw_record(fields: Mapping[str, str], arrival: Arrival) -> bytes:
+    """The record stored on the raw DR topic: the fields exactly as received, with provenance."""
+    return orjson.dumps(
+        {
+            "receipt_id": arrival.receipt_id,
+            "received_at": rfc3339(arrival.received_at),
+            "receiver": arrival.receiver,
+            "remote_addr": arrival.remote_addr,
+            "method": arrival.method,
+            "content_type": arrival.content_type,
+            "fields": dict(fields),
+        }
+    )
+
+
+def dead_letter(
+    reason: str,
+    arrival: Arrival,
+    fields: Mapping[str, str] | None,
+    body: bytes | None = None,
+) -> bytes:
+    """The dead-letter record: what arrived, why it was refused, and nothing secret."""
+    return orjson.dumps(
+        {
+            "source": "receiver",
+            "reason": reason,
+            "receipt_id": arrival.receipt_id,
+            "received_at": rfc3339(arrival.received_at),
+            "receiver": arrival.receiver,
+            "remote_addr": arrival.remote_addr,
+            "method": arrival.method,
+            "content_type": arrival.content_type,
+            "fields": None if fields is None else dict(fields),
+            "body": None if body is None else body.decode("utf-8", errors="replace"),
+        }
+    )

@@ -1,0 +1,46 @@
+"""Prometheus metrics of the receiver; one registry per app, never a secret in a label."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class ReceiverMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "nxcloud_receiver_requests",
+            "DR pushes answered, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.publish_latency = Histogram(
+            "nxcloud_receiver_publish_seconds",
+            "Time from a push to its durable storage, by where it was stored",
+            ["stored_in"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.spool_depth = Gauge(
+            "nxcloud_receiver_spool_depth",
+            "Records in the spool waiting for Kafka",
+            registry=self.registry,
+        )
+        self.spool_bytes = Gauge(
+            "nxcloud_receiver_spool_bytes", "Bytes used by the spool", registry=self.registry
+        )
+        self.kafka_up = Gauge(
+            "nxcloud_receiver_kafka_up",
+            "1 while pushes go straight to Kafka, 0 while they go to the spool",
+            registry=self.registry,
+        )
+        self.drained = Counter(
+            "nxcloud_receiver_spool_drained",
+            "Records moved from the spool to Kafka",
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,68 @@
+"""Reading what landed on a topic, with a deadline instead of a sleep."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import uvicorn
+from aiokafka import AIOKafkaConsumer
+from starlette.applications import Starlette
+
+from connector.broker import free_port
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    until: Callable[[list[Any]], bool],
+    deadline: float = 30.0,
+) -> list[Any]:
+    """Decoded JSON values of `topic` from the start, once `until(values)` holds."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    values: list[Any] = []
+    try:
+        async with asyncio.timeout(deadline):
+            while not until(values):
+                batches = await consumer.getmany(timeout_ms=200)
+                for messages in batches.values():
+                    values.extend(orjson.loads(m.value) for m in messages if m.value is not None)
+    except TimeoutError:
+        raise AssertionError(
+            f"{topic}: condition not met within {deadline} s; got {len(values)} records"
+        ) from None
+    finally:
+        await consumer.stop()
+    return values
+
+
+@asynccontextmanager
+async def serving(app: Starlette) -> AsyncIterator[str]:
+    """Serve `app` over real HTTP on a free loopback port; yields the base URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(30):
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise AssertionError("server stopped during start-up")
+                await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
