@@ -80,7 +80,12 @@ class Publisher:
             self._drainer.cancel()
             await asyncio.gather(self._drainer, return_exceptions=True)
         if self._producer is not None:
-            await self._producer.stop()
+            # Deliveries still pending here timed out and were spooled: nothing waits on them.
+            try:
+                async with asyncio.timeout(self._timeout * 5):
+                    await self._producer.stop()
+            except TimeoutError:
+                log.warning("kafka producer did not stop in time")
 
     async def publish(self, topic: str, key: bytes | None, value: bytes) -> StoredIn:
         """Store the record durably; raise SpoolError when neither Kafka nor the spool can."""
@@ -133,36 +138,34 @@ class Publisher:
     async def _drain_forever(self) -> None:
         backoff = 0.1
         while True:
-            if self._producer is None:
-                await self._connect()
-                if self._producer is None:
-                    await asyncio.sleep(backoff * (0.5 + random.random()))  # noqa: S311
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-            if self._spool.empty():
-                if self._producer is not None and not self._direct:
-                    self._direct = True
-                    self._metrics.kafka_up.set(1)
-                    log.info("kafka available, storing directly")
-                self._wake.clear()
-                await self._wake.wait()
-                continue
             try:
-                await self._drain_once()
+                if self._producer is None:
+                    await self._connect()
+                    if self._producer is None:
+                        raise TimeoutError("kafka not reachable")
+                if self._spool.depth == 0:
+                    self._idle()
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                await self._drain_once(self._producer)
                 backoff = 0.1
             except (KafkaError, TimeoutError, OSError) as exc:
                 log.debug("drain attempt failed", extra={"error": type(exc).__name__})
                 await asyncio.sleep(backoff * (0.5 + random.random()))  # noqa: S311
                 backoff = min(backoff * 2, 5.0)
 
-    async def _drain_once(self) -> None:
-        await self._connect()
-        producer = self._producer
-        if producer is None:
-            raise TimeoutError("no producer")
+    def _idle(self) -> None:
+        """Nothing left to drain: once nothing is on its way to the spool either, go direct."""
+        if not self._direct and self._spool.empty():
+            self._direct = True
+            self._metrics.kafka_up.set(1)
+            log.info("kafka available, storing directly")
+
+    async def _drain_once(self, producer: AIOKafkaProducer) -> None:
         entries = await self._spool.oldest(DRAIN_BATCH)
         if not entries:
-            return
+            raise OSError("spool reports records but none could be read")
         async with asyncio.timeout(max(self._timeout * 5, 10)):
             deliveries = [
                 await producer.send(entry.topic, entry.value, key=entry.key) for entry in entries

@@ -1,0 +1,99 @@
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from connector import dr
+from tests.test_receiver import EXAMPLE_FIELDS, PROVIDER_EXAMPLE, VERIFICATION
+
+ARRIVAL = dr.Arrival(
+    receipt_id="r1",
+    received_at=datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC),
+    remote_addr="203.0.113.9",
+    receiver="rx-1",
+    method="GET",
+    content_type="",
+)
+
+
+def test_the_provider_example_parses_with_its_blank_ivr_result() -> None:
+    fields = dr.parse_urlencoded(PROVIDER_EXAMPLE.replace(" ", "%20"), max_fields=64)
+    assert fields == EXAMPLE_FIELDS
+    assert fields["ivr_result"] == ""
+    dr.validate(fields)
+
+
+def test_plus_means_space_and_percent_escapes_are_decoded() -> None:
+    fields = dr.parse_urlencoded("result=Successful+connection&x=%E6%88%90", max_fields=8)
+    assert fields == {"result": "Successful connection", "x": "成"}
+
+
+def test_too_many_fields_is_invalid() -> None:
+    with pytest.raises(dr.Invalid, match="too many fields"):
+        dr.parse_urlencoded("&".join(f"f{i}=1" for i in range(10)), max_fields=5)
+
+
+def test_the_body_wins_and_our_token_is_not_a_provider_field() -> None:
+    merged = dr.merge({"a": "query", "b": "query", "token": "t"}, {"a": "body"})
+    assert merged == {"a": "body", "b": "query"}
+
+
+def test_voice_type_1_needs_neither_basic_price_nor_ivr_result() -> None:
+    fields = {k: v for k, v in VERIFICATION.items() if k != "record_url"}
+    dr.validate(fields)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"voice_type": "2"}, "voice_type must be 0 or 1"),
+        ({"voice_type": None}, "missing field: voice_type"),
+        ({"ivr_result": None}, "missing fields: ivr_result"),
+        ({"basic_price": None, "cycle": None}, "missing fields: cycle, basic_price"),
+        ({"messageid": " "}, "blank fields: messageid"),
+        ({"phone": "86-150"}, "phone is not a phone number"),
+        ({"countryCode": "86a"}, "countryCode is not a country code"),
+        ({"size": "1.5"}, "size is not a whole number"),
+        ({"second": "-1"}, "second is not a non-negative number"),
+        ({"customer_price": "NaN"}, "customer_price is not a non-negative number"),
+        ({"start_time": "2020-12-01T00:00:00"}, "start_time is not yyyy-MM-dd HH:mm:ss"),
+    ],
+)
+def test_invalid_pushes_say_why(change: dict[str, str | None], reason: str) -> None:
+    fields = {**EXAMPLE_FIELDS}
+    for name, value in change.items():
+        if value is None:
+            fields.pop(name)
+        else:
+            fields[name] = value
+    with pytest.raises(dr.Invalid, match=reason):
+        dr.validate(fields)
+
+
+def test_blank_optional_times_and_unknown_fields_are_accepted() -> None:
+    dr.validate({**EXAMPLE_FIELDS, "start_time": "", "end_time": "", "show_phone": "123"})
+
+
+def test_the_key_keeps_one_call_on_one_partition() -> None:
+    assert dr.key(EXAMPLE_FIELDS) == b"74078a0090f17e011505297261994|8615088888888"
+
+
+def test_the_raw_record_keeps_the_fields_exactly_and_says_where_they_came_from() -> None:
+    record = orjson.loads(dr.raw_record(EXAMPLE_FIELDS, ARRIVAL))
+    assert record == {
+        "receipt_id": "r1",
+        "received_at": "2026-11-23T10:00:00.123456Z",
+        "receiver": "rx-1",
+        "remote_addr": "203.0.113.9",
+        "method": "GET",
+        "content_type": "",
+        "fields": EXAMPLE_FIELDS,
+    }
+
+
+def test_a_dead_letter_keeps_the_raw_input_and_the_reason() -> None:
+    letter = orjson.loads(dr.dead_letter("bad", ARRIVAL, {"a": ""}, b"a=&b=\xff"))
+    assert letter["reason"] == "bad"
+    assert letter["fields"] == {"a": ""}
+    assert letter["body"] == "a=&b=\ufffd"
+    assert letter["source"] == "receiver"
