@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -28,6 +29,14 @@ DRAIN_BATCH = 500
 class StoredIn(enum.Enum):
     KAFKA = "kafka"
     SPOOL = "spool"
+
+
+class Store(Protocol):
+    """Where the receiver puts records; `Publisher` is the real one."""
+
+    async def publish(self, topic: str, key: bytes | None, value: bytes) -> StoredIn: ...
+
+    async def ready(self) -> bool: ...
 
 
 def new_producer(bootstrap_servers: str) -> AIOKafkaProducer:
@@ -190,4 +199,4 @@ async def _quietly(awaitable: Awaitable[object]) -> None:
         log.debug("ignored error while closing", exc_info=True)
 
 
-__all__ = ["Publisher", "SpoolError", "StoredIn", "new_producer"]
+__all__ = ["Publisher", "SpoolError", "Store", "StoredIn", "new_producer"]

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,7 +27,7 @@ from connector.clock import utcnow
 from connector.errors import SpoolError
 from connector.guard import client_address, network_ok, token_ok
 from connector.metrics import ReceiverMetrics
-from connector.publisher import Publisher
+from connector.publisher import Publisher, Store
 from connector.settings import Settings
 from connector.spool import Spool
 from connector.topics import TopicNames
@@ -35,6 +35,7 @@ from connector.topics import TopicNames
 log = logging.getLogger(__name__)
 
 DR_PATH = "/nxcloud/voice/dr"
+StoreFactory = Callable[[Settings, ReceiverMetrics], AbstractAsyncContextManager[Store]]
 
 
 class Refused(Exception):
@@ -102,7 +103,7 @@ class DrEndpoint:
     names: TopicNames
     metrics: ReceiverMetrics
     clock: Callable[[], datetime]
-    publisher: Publisher | None = None
+    publisher: Store | None = None
 
     async def handle(self, request: Request) -> Response:
         settings = self.settings
@@ -175,20 +176,25 @@ class DrEndpoint:
         return answer(False, refused.status)
 
 
+def kafka_store(settings: Settings, metrics: ReceiverMetrics) -> AbstractAsyncContextManager[Store]:
+    spool = Spool(settings.spool_dir, settings.spool_max_bytes)
+    timeout = settings.receiver_kafka_timeout_ms / 1000
+    return Publisher(settings.kafka_bootstrap_servers, spool, timeout, metrics)
+
+
 def create_app(
     settings: Settings,
     names: TopicNames | None = None,
     clock: Callable[[], datetime] = utcnow,
+    store: StoreFactory = kafka_store,
 ) -> Starlette:
     metrics = ReceiverMetrics()
     endpoint = DrEndpoint(settings, names or TopicNames(), metrics, clock)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        spool = Spool(settings.spool_dir, settings.spool_max_bytes)
-        timeout = settings.receiver_kafka_timeout_ms / 1000
-        async with Publisher(settings.kafka_bootstrap_servers, spool, timeout, metrics) as pub:
-            endpoint.publisher = pub
+        async with store(settings, metrics) as opened:
+            endpoint.publisher = opened
             yield
             endpoint.publisher = None
 

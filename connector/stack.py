@@ -5,31 +5,71 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from contextlib import ExitStack
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 from connector import admin, broker
+from connector.errors import ConnectorError
 from connector.settings import Settings
 from connector.topics import declare
 
+READY_WITHIN = 60.0
+
 
 def up(settings: Settings) -> int:
-    """Start a local Kafka unless KAFKA_BOOTSTRAP_SERVERS names one, create topics, and wait."""
+    """Start a local Kafka unless KAFKA_BOOTSTRAP_SERVERS names one, create topics, run all."""
     with ExitStack() as stack:
         if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
             local = broker.LocalKafka(broker.BrokerConfig(broker.default_data_dir()))
             print(f"Starting Apache Kafka {broker.KAFKA_VERSION} ...", flush=True)
             stack.enter_context(local)
         applied = asyncio.run(_topics(settings))
-        print(f"Kafka:  {settings.kafka_bootstrap_servers}", flush=True)
-        print(f"Topics: {', '.join(spec.name for spec in declare(settings))}", flush=True)
         for drift in applied.plan.drift:
             print(f"drift   {drift}", flush=True)
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}
+        receiver = stack.enter_context(_running("receiver", env))
+        _await_ready(receiver, f"http://127.0.0.1:{settings.receiver_port}/readyz")
+        print(f"Kafka:    {settings.kafka_bootstrap_servers}", flush=True)
+        print(f"Topics:   {', '.join(spec.name for spec in declare(settings))}", flush=True)
+        print(f"Receiver: http://127.0.0.1:{settings.receiver_port}/nxcloud/voice/dr", flush=True)
         print("Running. Stop with Ctrl-C.", flush=True)
         stopping = {signal.SIGINT, signal.SIGTERM}
         signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
         signal.sigwait(stopping)
         print("Stopping ...", flush=True)
     return 0
+
+
+@contextmanager
+def _running(component: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen([sys.executable, "-m", "connector", component], env=env)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _await_ready(process: subprocess.Popen[bytes], url: str, name: str = "receiver") -> None:
+    deadline = time.monotonic() + READY_WITHIN
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ConnectorError(f"the {name} exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own URL
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise ConnectorError(f"{url} not ready within {READY_WITHIN:.0f} s")
 
 
 async def _topics(settings: Settings) -> admin.Applied:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -54,17 +55,27 @@ def kafka_command(data_dir: Path, port: int, controller: int) -> Iterator[subpro
 
 
 def read_until(process: subprocess.Popen[str], prefix: str, deadline: float) -> str:
+    """The first line of the process's output starting with `prefix`, read before `deadline`."""
     assert process.stdout is not None
-    seen: list[str] = []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.5)
-        if ready:
-            line = process.stdout.readline()
-            if not line and process.poll() is not None:
-                break
-            seen.append(line)
+    lines: queue.Queue[str] = queue.Queue()
+    stream = process.stdout
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
             if line.startswith(prefix):
-                return line.strip()
+                return
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=remaining)
+        except queue.Empty:
+            break
+        seen.append(line)
+        if line.startswith(prefix):
+            return line.strip()
     raise AssertionError(f"no line starting with {prefix!r}; saw {seen!r}")
 
 

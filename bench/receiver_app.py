@@ -1,0 +1,37 @@
+"""The receiver as the benchmark serves it: real, or with publishing replaced by a no-op."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from starlette.applications import Starlette
+
+from connector.metrics import ReceiverMetrics
+from connector.publisher import Store, StoredIn
+from connector.receiver import create_app, kafka_store
+from connector.settings import Settings
+
+
+class NoopStore:
+    async def publish(self, topic: str, key: bytes | None, value: bytes) -> StoredIn:
+        return StoredIn.KAFKA
+
+    async def ready(self) -> bool:
+        return True
+
+
+def noop_store(
+    _settings: Settings, _metrics: ReceiverMetrics
+) -> AbstractAsyncContextManager[Store]:
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[Store]:
+        yield NoopStore()
+
+    return opened()
+
+
+def app() -> Starlette:
+    noop = os.environ.get("BENCH_NOOP") == "1"
+    return create_app(Settings.from_env(), store=noop_store if noop else kafka_store)

@@ -1,0 +1,53 @@
+"""`nxcloud-connector up` runs a local Kafka and the receiver; a push goes all the way in."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from connector.broker import free_port
+from tests.kafka_helpers import read_topic
+from tests.test_cli import read_until
+from tests.test_receiver import EXAMPLE_FIELDS
+
+
+async def test_up_stores_a_push_on_the_raw_topic_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env |= {
+        "XDG_DATA_HOME": str(tmp_path),
+        "NXCLOUD_RECEIVER_PORT": str(port),
+        "NXCLOUD_RECEIVER_HOST": "127.0.0.1",
+    }
+    process = subprocess.Popen(  # noqa: ASYNC220 - the test drives a real process
+        [sys.executable, "-m", "connector", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        read_until(process, "Running.", time.monotonic() + 120)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            deadline = time.monotonic() + 30
+            while (await http.get("/readyz")).text != "ready":
+                assert time.monotonic() < deadline
+            fields = {**EXAMPLE_FIELDS, "messageid": "up-1"}
+            response = await http.post("/nxcloud/voice/dr", data=fields)
+        assert (response.status_code, response.text) == (200, "success")
+        records = await read_topic(
+            "127.0.0.1:9092", "nxcloud.voice.dr.raw", lambda values: len(values) >= 1
+        )
+        assert records[0]["fields"] == fields
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=90) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
