@@ -68,6 +68,20 @@ def _parser() -> argparse.ArgumentParser:
     receiver = commands.add_parser("receiver", help="serve the DR push endpoint")
     receiver.set_defaults(command=run_receiver)
 
+    poller = commands.add_parser("poller", help="poll the CDR query API into Kafka")
+    poller.set_defaults(command=run_poller)
+
+    sandbox = commands.add_parser("sandbox", help="a local stand-in for NXCloud")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8090)
+    sandbox.add_argument("--seed", type=int, default=1)
+    sandbox.add_argument("--rate", type=float, default=1.0, help="messages per second")
+    sandbox.add_argument("--history-hours", type=float, default=1.0)
+    sandbox.add_argument("--push-to", default=None, help="receiver URL to push each DR to")
+    sandbox.add_argument("--appkey", default="sandbox")
+    sandbox.add_argument("--secretkey", default="sandbox")
+    sandbox.set_defaults(command=run_sandbox)
+
     up = commands.add_parser("up", help="run the whole pipeline locally, with a local Kafka")
     up.set_defaults(command=run_up)
     return parser
@@ -120,6 +134,36 @@ def run_receiver(_args: argparse.Namespace) -> int:
         timeout_keep_alive=30,
         timeout_graceful_shutdown=20,
     )
+    return 0
+
+
+def run_poller(_args: argparse.Namespace) -> int:
+    from connector import logs
+    from connector.service import poll
+
+    settings = Settings.from_env()
+    settings.credentials()
+    logs.configure()
+    return asyncio.run(poll(settings))
+
+
+def run_sandbox(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    import uvicorn
+
+    from connector import logs, sandbox
+    from connector.clock import utcnow
+
+    logs.configure()
+    world = sandbox.World(args.seed, utcnow() - timedelta(hours=args.history_hours), args.rate)
+    stand_in = sandbox.Sandbox(
+        world, appkey=args.appkey, secretkey=args.secretkey, push_to=args.push_to
+    )
+    uvicorn.run(
+        sandbox.create_app(stand_in), host=args.host, port=args.port, log_config=None,
+        access_log=False,
+    )  # fmt: skip
     return 0
 
 

@@ -189,7 +189,7 @@ def create_app(
     store: StoreFactory = kafka_store,
 ) -> Starlette:
     metrics = ReceiverMetrics()
-    endpoint = DrEndpoint(settings, names or TopicNames(), metrics, clock)
+    endpoint = DrEndpoint(settings, names or TopicNames.of(settings), metrics, clock)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

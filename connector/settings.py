@@ -99,6 +99,11 @@ def _networks(raw: str) -> tuple[IPv4Network | IPv6Network, ...]:
     return tuple(networks)
 
 
+def _durations(raw: str) -> tuple[int, ...]:
+    values = tuple(_int_at_least(1)(part.strip()) for part in raw.split(",") if part.strip())
+    return tuple(sorted(values))
+
+
 def _timezone(raw: str) -> ZoneInfo:
     try:
         return ZoneInfo(raw.strip())
@@ -157,6 +162,25 @@ class Settings:
     )
     spool_dir: Path = _env("NXCLOUD_SPOOL_DIR", Path, factory=lambda: default_state_dir() / "spool")
     spool_max_bytes: int = _env("NXCLOUD_SPOOL_MAX_BYTES", _int_at_least(1), 1 << 30)
+    account: str = _env("NXCLOUD_ACCOUNT", _text, "default")
+    topic_suffix: str = _env("NXCLOUD_TOPIC_SUFFIX", _text, "")
+    poller_window_seconds: int = _env("NXCLOUD_POLLER_WINDOW_SECONDS", _int_at_least(1), 300)
+    poller_settle_seconds: int = _env("NXCLOUD_POLLER_SETTLE_SECONDS", _int_at_least(0), 120)
+    poller_repoll_after_seconds: tuple[int, ...] = _env(
+        "NXCLOUD_POLLER_REPOLL_AFTER_SECONDS", _durations, (600, 3600, 21600, 86400)
+    )
+    poller_first_lookback_seconds: int = _env(
+        "NXCLOUD_POLLER_FIRST_LOOKBACK_SECONDS", _int_at_least(0), 3600
+    )
+    poller_page_size: int = _env("NXCLOUD_POLLER_PAGE_SIZE", _int_at_least(1), 100)
+    poller_min_interval_ms: int = _env("NXCLOUD_POLLER_MIN_INTERVAL_MS", _int_at_least(1), 1100)
+    poller_http_timeout_seconds: int = _env(
+        "NXCLOUD_POLLER_HTTP_TIMEOUT_SECONDS", _int_at_least(1), 15
+    )
+    poller_credentials_retry_seconds: int = _env(
+        "NXCLOUD_POLLER_CREDENTIALS_RETRY_SECONDS", _int_at_least(1), 300
+    )
+    poller_metrics_port: int = _env("NXCLOUD_POLLER_METRICS_PORT", _int_at_least(0), 9102)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -19,6 +19,12 @@ class TopicNames:
     cdr_raw: str = "nxcloud.voice.cdr.raw"
     call_events: str = "nxcloud.voice.call-events"
     dead_letter: str = "nxcloud.voice.dead-letter"
+    poller_state: str = "nxcloud.voice.poller-state"
+
+    @classmethod
+    def of(cls, settings: Settings) -> TopicNames:
+        names = cls()
+        return names.with_suffix(settings.topic_suffix) if settings.topic_suffix else names
 
     def with_suffix(self, suffix: str) -> TopicNames:
         return TopicNames(
@@ -26,6 +32,7 @@ class TopicNames:
             cdr_raw=f"{self.cdr_raw}.{suffix}",
             call_events=f"{self.call_events}.{suffix}",
             dead_letter=f"{self.dead_letter}.{suffix}",
+            poller_state=f"{self.poller_state}.{suffix}",
         )
 
 
@@ -40,7 +47,7 @@ class TopicSpec:
 
 def declare(settings: Settings, names: TopicNames | None = None) -> tuple[TopicSpec, ...]:
     """The topic contract: names, partitions, replication and the configs that matter."""
-    names = names or TopicNames()
+    names = names or TopicNames.of(settings)
     replication = settings.topic_replication_factor
     durable = {"min.insync.replicas": str(max(1, replication - 1))}
     raw = {
@@ -85,6 +92,13 @@ def declare(settings: Settings, names: TopicNames | None = None) -> tuple[TopicS
                 "retention.ms": str(settings.dead_letter_retention_days * DAY_MS),
             },
             "Input that could not be accepted or normalized, with the reason.",
+        ),
+        TopicSpec(
+            names.poller_state,
+            1,
+            replication,
+            {**durable, "cleanup.policy": "compact"},
+            "The CDR poller's checkpoint per account; its one partition elects the active poller.",
         ),
     )
 

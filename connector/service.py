@@ -1,0 +1,27 @@
+"""Long-running components with their signal handling and metrics endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import httpx
+from prometheus_client import start_http_server
+
+from connector.poller import Poller
+from connector.settings import Settings
+from connector.topics import TopicNames
+
+
+async def poll(settings: Settings, names: TopicNames | None = None) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    timeout = httpx.Timeout(settings.poller_http_timeout_seconds)
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        poller = Poller(settings, names or TopicNames.of(settings), http)
+        if settings.poller_metrics_port:
+            start_http_server(settings.poller_metrics_port, registry=poller.metrics.registry)
+        await poller.run(stop)
+    return 0

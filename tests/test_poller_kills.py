@@ -1,0 +1,81 @@
+"""A poller killed at random points and restarted loses no row."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+from datetime import timedelta
+
+from connector import admin, sandbox
+from connector.broker import free_port
+from connector.clock import utcnow
+from connector.settings import Settings
+from connector.topics import TopicNames, declare
+from tests.kafka_helpers import read_topic, serving
+
+
+def start_poller(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "connector", "poller"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def test_a_poller_killed_repeatedly_loses_no_row(
+    settings: Settings, topic_names: TopicNames
+) -> None:
+    world = sandbox.World(seed=11, origin=utcnow() - timedelta(seconds=60), rate=1.0, max_seconds=2)
+    stand_in = sandbox.Sandbox(world, cdr_delay=timedelta(seconds=1))
+    names = TopicNames()
+    suffix = topic_names.dr_raw.rsplit(".", 1)[-1]
+    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
+        await admin.ensure(client, declare(settings, names.with_suffix(suffix)))
+    wanted = {
+        call.cdr_id
+        for call in world.calls_between(world.origin, world.origin + timedelta(seconds=70))
+    }
+    chaos = random.Random(suffix)
+    async with serving(sandbox.create_app(stand_in)) as url:
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "NXCLOUD_TOPIC_SUFFIX": suffix,
+            "NXCLOUD_APPKEY": "sandbox",
+            "NXCLOUD_SECRETKEY": "sandbox",
+            "NXCLOUD_CDR_URL": url + "/api/voiceSms/getVoiceCdr",
+            "NXCLOUD_ACCOUNT": suffix,
+            "NXCLOUD_POLLER_WINDOW_SECONDS": "10",
+            "NXCLOUD_POLLER_SETTLE_SECONDS": "4",
+            "NXCLOUD_POLLER_FIRST_LOOKBACK_SECONDS": "60",
+            "NXCLOUD_POLLER_REPOLL_AFTER_SECONDS": "600",
+            "NXCLOUD_POLLER_PAGE_SIZE": "5",
+            "NXCLOUD_POLLER_METRICS_PORT": str(free_port()),
+        }
+        kills = 0
+        for _ in range(3):
+            process = start_poller(env)
+            await asyncio.sleep(chaos.uniform(3.0, 9.0))  # a random moment to kill at
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+        process = start_poller(env)
+        try:
+            values = await read_topic(
+                settings.kafka_bootstrap_servers,
+                names.with_suffix(suffix).cdr_raw,
+                lambda values: wanted <= {v["row"]["id"] for v in values},
+                deadline=180,
+            )
+        finally:
+            process.terminate()
+            process.wait(30)
+    assert kills == 3
+    assert wanted <= {v["row"]["id"] for v in values}
+    gaps = [b - a for a, b in zip(stand_in.requests, stand_in.requests[1:], strict=False)]
+    assert min(gaps) >= 1.0
