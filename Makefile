@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install up test check bench-receiver clean
+.PHONY: install up test check bench-receiver bench-backfill clean
 
 $(BIN)/nxcloud-connector: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ check: install
 
 bench-receiver: install
 	$(BIN)/python -m bench.receiver --seconds 30
+
+bench-backfill: install
+	$(BIN)/python -m bench.backfill
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     poller = commands.add_parser("poller", help="poll the CDR query API into Kafka")
     poller.set_defaults(command=run_poller)
 
+    backfill = commands.add_parser("backfill", help="poll a past range of CDRs once, then exit")
+    backfill.add_argument("--since", required=True, help="ISO 8601; no zone means NXCLOUD_TIMEZONE")
+    backfill.add_argument("--until", required=True, help="ISO 8601; no zone means NXCLOUD_TIMEZONE")
+    backfill.set_defaults(command=run_backfill)
+
     sandbox = commands.add_parser("sandbox", help="a local stand-in for NXCloud")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8090)
@@ -145,6 +150,17 @@ def run_poller(_args: argparse.Namespace) -> int:
     settings.credentials()
     logs.configure()
     return asyncio.run(poll(settings))
+
+
+def run_backfill(args: argparse.Namespace) -> int:
+    from connector.backfill import backfill, parse_moment
+
+    settings = Settings.from_env()
+    since = parse_moment(args.since, settings, "--since")
+    until = parse_moment(args.until, settings, "--until")
+    pages, rows = asyncio.run(backfill(settings, since, until))
+    print(f"backfilled {rows} rows in {pages} pages")
+    return 0
 
 
 def run_sandbox(args: argparse.Namespace) -> int:

@@ -268,7 +268,12 @@ class Poller:
                 extra={"kind": task.kind, "rows": rows, **task.window.as_json()},
             )
 
-    async def fetch(self, window: cdr.Window, producer: AIOKafkaProducer) -> int:
+    async def fetch(
+        self,
+        window: cdr.Window,
+        producer: AIOKafkaProducer,
+        on_page: Callable[[int, int, int], None] | None = None,
+    ) -> int:
         """Store every row of `window`; return once the broker acknowledged all of them."""
         deliveries = []
         number, pages = 1, 1
@@ -279,6 +284,8 @@ class Poller:
             for row in page.rows:
                 record = cdr.raw_record(row, window, number, fetched_at, self.settings.account)
                 deliveries.append(await producer.send(self.names.cdr_raw, record, key=cdr.key(row)))
+            if on_page is not None:
+                on_page(pages, number, len(page.rows))
             number += 1
         await asyncio.gather(*deliveries)
         self.metrics.rows.inc(len(deliveries))

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from connector import admin, sandbox
+from connector.backfill import backfill, windows
 from connector.clock import utcnow
 from connector.poller import Poller
 from connector.settings import Secret, Settings
@@ -187,3 +189,30 @@ async def test_two_replicas_elect_one_active_poller(rig: Rig) -> None:
     assert sorted(active) == [0, 1]
     gaps = [b - a for a, b in zip(rig.stand_in.requests, rig.stand_in.requests[1:], strict=False)]
     assert min(gaps) >= 1.0
+
+
+async def test_backfill_stores_a_past_range_with_progress_and_exits(rig: Rig) -> None:
+    world = rig.stand_in.world
+    since = world.origin.replace(microsecond=0)
+    until = since + timedelta(seconds=20)
+    out = io.StringIO()
+    pages, rows = await backfill(rig.settings, since, until, rig.names, out)
+
+    values = await read_topic(
+        rig.settings.kafka_bootstrap_servers, rig.names.cdr_raw, lambda v: len(v) >= rows
+    )
+    assert expected_ids(world, since, until) <= ids(values)
+    assert pages >= 2
+    assert "ETA" in out.getvalue()
+    assert "100%" in out.getvalue()
+
+
+def test_backfill_windows_tile_the_range_per_service_within_24_hours() -> None:
+    since = datetime(2026, 11, 1, tzinfo=UTC)
+    planned = windows(since, since + timedelta(hours=30))
+    assert [(w.service, w.end - w.start) for w in planned] == [
+        (0, timedelta(hours=24)),
+        (0, timedelta(hours=6)),
+        (1, timedelta(hours=24)),
+        (1, timedelta(hours=6)),
+    ]
