@@ -18,6 +18,7 @@ from connector.settings import Settings
 from connector.topics import declare
 
 READY_WITHIN = 60.0
+SANDBOX_PORT = 8090
 
 
 def up(settings: Settings) -> int:
@@ -31,11 +32,29 @@ def up(settings: Settings) -> int:
         for drift in applied.plan.drift:
             print(f"drift   {drift}", flush=True)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}
-        receiver = stack.enter_context(_running("receiver", env))
-        _await_ready(receiver, f"http://127.0.0.1:{settings.receiver_port}/readyz")
+        receiver = stack.enter_context(_running(["receiver"], env))
+        receiver_url = f"http://127.0.0.1:{settings.receiver_port}"
+        _await_ready(receiver, receiver_url + "/readyz")
+        if settings.nxcloud_appkey is None:
+            env |= {
+                "NXCLOUD_APPKEY": "sandbox",
+                "NXCLOUD_SECRETKEY": "sandbox",
+                "NXCLOUD_CDR_URL": f"http://127.0.0.1:{SANDBOX_PORT}/api/voiceSms/getVoiceCdr",
+                "NXCLOUD_POLLER_WINDOW_SECONDS": "60",
+                "NXCLOUD_POLLER_SETTLE_SECONDS": "30",
+            }
+            sandbox = [
+                "sandbox",
+                f"--port={SANDBOX_PORT}",
+                f"--push-to={receiver_url}/nxcloud/voice/dr",
+            ]
+            stack.enter_context(_running(sandbox, env))
+            print(f"Sandbox:  http://127.0.0.1:{SANDBOX_PORT} (no NXCLOUD_APPKEY: plays NXCloud)")
+        stack.enter_context(_running(["poller"], env))
         print(f"Kafka:    {settings.kafka_bootstrap_servers}", flush=True)
         print(f"Topics:   {', '.join(spec.name for spec in declare(settings))}", flush=True)
-        print(f"Receiver: http://127.0.0.1:{settings.receiver_port}/nxcloud/voice/dr", flush=True)
+        print(f"Receiver: {receiver_url}/nxcloud/voice/dr", flush=True)
+        print(f"Poller:   {env.get('NXCLOUD_CDR_URL', settings.nxcloud_cdr_url)}", flush=True)
         print("Running. Stop with Ctrl-C.", flush=True)
         stopping = {signal.SIGINT, signal.SIGTERM}
         signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
@@ -45,8 +64,8 @@ def up(settings: Settings) -> int:
 
 
 @contextmanager
-def _running(component: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen([sys.executable, "-m", "connector", component], env=env)
+def _running(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen([sys.executable, "-m", "connector", *command], env=env)
     try:
         yield process
     finally:

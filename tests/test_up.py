@@ -1,4 +1,4 @@
-"""`nxcloud-connector up` runs a local Kafka and the receiver; a push goes all the way in."""
+"""`nxcloud-connector up` runs Kafka, the receiver, the sandbox and the poller locally."""
 
 from __future__ import annotations
 
@@ -42,9 +42,15 @@ async def test_up_stores_a_push_on_the_raw_topic_and_stops_cleanly(tmp_path: Pat
             response = await http.post("/nxcloud/voice/dr", data=fields)
         assert (response.status_code, response.text) == (200, "success")
         records = await read_topic(
-            "127.0.0.1:9092", "nxcloud.voice.dr.raw", lambda values: len(values) >= 1
+            "127.0.0.1:9092",
+            "nxcloud.voice.dr.raw",
+            lambda values: any(v["fields"]["messageid"] == "up-1" for v in values),
         )
-        assert records[0]["fields"] == fields
+        assert next(v for v in records if v["fields"]["messageid"] == "up-1")["fields"] == fields
+        polled = await read_topic(
+            "127.0.0.1:9092", "nxcloud.voice.cdr.raw", lambda values: len(values) >= 1, deadline=90
+        )
+        assert polled[0]["account"] == "default"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=90) == 0
     finally:
