@@ -138,19 +138,20 @@ def key(fields: Mapping[str, str]) -> bytes:
     return f"{fields['messageid'].strip()}|{fields['phone'].strip()}".encode()
 
 
+def _provenance(arrival: Arrival) -> dict[str, str]:
+    return {
+        "receipt_id": arrival.receipt_id,
+        "received_at": rfc3339(arrival.received_at),
+        "receiver": arrival.receiver,
+        "remote_addr": arrival.remote_addr,
+        "method": arrival.method,
+        "content_type": arrival.content_type,
+    }
+
+
 def raw_record(fields: Mapping[str, str], arrival: Arrival) -> bytes:
     """The record stored on the raw DR topic: the fields exactly as received, with provenance."""
-    return orjson.dumps(
-        {
-            "receipt_id": arrival.receipt_id,
-            "received_at": rfc3339(arrival.received_at),
-            "receiver": arrival.receiver,
-            "remote_addr": arrival.remote_addr,
-            "method": arrival.method,
-            "content_type": arrival.content_type,
-            "fields": dict(fields),
-        }
-    )
+    return orjson.dumps({**_provenance(arrival), "fields": dict(fields)})
 
 
 def dead_letter(
@@ -164,12 +165,7 @@ def dead_letter(
         {
             "source": "receiver",
             "reason": reason,
-            "receipt_id": arrival.receipt_id,
-            "received_at": rfc3339(arrival.received_at),
-            "receiver": arrival.receiver,
-            "remote_addr": arrival.remote_addr,
-            "method": arrival.method,
-            "content_type": arrival.content_type,
+            **_provenance(arrival),
             "fields": None if fields is None else dict(fields),
             "body": None if body is None else body.decode("utf-8", errors="replace"),
         }

@@ -81,17 +81,22 @@ def ids(values: list[Any]) -> set[int]:
     return {value["row"]["id"] for value in values}
 
 
+async def stored_rows(rig: Rig, wanted: set[int]) -> list[Any]:
+    """The raw CDR records, once every wanted row id is among them."""
+    return await read_topic(
+        rig.settings.kafka_bootstrap_servers,
+        rig.names.cdr_raw,
+        lambda values: wanted <= ids(values),
+        deadline=120,
+    )
+
+
 async def test_every_call_is_stored_within_one_request_per_second(rig: Rig) -> None:
     world = rig.stand_in.world
     wanted = expected_ids(world, world.origin, world.origin + timedelta(seconds=30))
     running, http = await start(rig)
     try:
-        values = await read_topic(
-            rig.settings.kafka_bootstrap_servers,
-            rig.names.cdr_raw,
-            lambda values: wanted <= ids(values),
-            deadline=120,
-        )
+        values = await stored_rows(rig, wanted)
     finally:
         await finish(running, http)
 
@@ -112,12 +117,7 @@ async def test_refusals_and_429_are_backed_off_and_retried(rig: Rig) -> None:
     wanted = expected_ids(world, world.origin, world.origin + timedelta(seconds=10))
     running, http = await start(rig)
     try:
-        await read_topic(
-            rig.settings.kafka_bootstrap_servers,
-            rig.names.cdr_raw,
-            lambda values: wanted <= ids(values),
-            deadline=120,
-        )
+        await stored_rows(rig, wanted)
     finally:
         await finish(running, http)
     requests = rig.stand_in.requests
@@ -176,12 +176,7 @@ async def test_two_replicas_elect_one_active_poller(rig: Rig) -> None:
     first, first_http = await start(rig)
     second, second_http = await start(rig)
     try:
-        await read_topic(
-            rig.settings.kafka_bootstrap_servers,
-            rig.names.cdr_raw,
-            lambda values: wanted <= ids(values),
-            deadline=120,
-        )
+        await stored_rows(rig, wanted)
         active = [p.poller.metrics.active._value.get() for p in (first, second)]
     finally:
         await finish(first, first_http)
