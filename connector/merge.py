@@ -1,0 +1,161 @@
+"""One truth per call: merge observations, decide revisions, shape the event. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final
+
+import orjson
+
+from connector.clock import rfc3339
+from connector.normalize import EITHER, Observation
+
+SCHEMA_VERSION: Final = 1
+BILLING: Final = ("cycle_seconds", "cycles", "unit_price", "basic_price")
+CDR_ONLY: Final = ("connected_at", "display_number", "cdr_id")
+FACTS: Final = (
+    "display_number", "connected", "result_raw", "hangup_cause", "hangup_disposition",
+    "ivr_result", "record_url", "started_at", "ended_at", "connected_at", "duration_seconds",
+    *BILLING, "cdr_id",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CallState:
+    call_id: str
+    service: str
+    message_id: str
+    phone: str
+    phone_raw: str
+    country_code: str
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    sources: frozenset[str] = frozenset()
+    revision: int = 0
+    first_seen_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+def _merged_facts(state: CallState, observation: Observation) -> dict[str, Any]:
+    facts = {name: state.facts.get(name) for name in FACTS}
+    for name in FACTS:
+        value = observation.facts.get(name)
+        if value is None:
+            continue
+        if (
+            observation.source == "dr"
+            or name in CDR_ONLY
+            or (name in BILLING and "dr" not in state.sources)
+            or facts[name] is None
+        ):
+            facts[name] = value
+    return facts
+
+
+def _service(current: str, observed: str) -> str:
+    return observed if current == EITHER else current
+
+
+def merge(
+    state: CallState | None, observation: Observation, now: datetime
+) -> tuple[CallState, dict[str, Any] | None]:
+    """The call after `observation`, and the event to emit, or None when nothing changed."""
+    if state is None:
+        state = CallState(
+            call_id=observation.call_id,
+            service=observation.service,
+            message_id=observation.message_id,
+            phone=observation.phone,
+            phone_raw=observation.phone_raw,
+            country_code=observation.country_code,
+        )
+    merged = replace(
+        state,
+        service=_service(state.service, observation.service),
+        phone_raw=observation.phone_raw if observation.source == "dr" else state.phone_raw,
+        facts=_merged_facts(state, observation),
+        sources=state.sources | {observation.source},
+    )
+    if state.revision and _content(merged) == _content(state):
+        return state, None
+    merged = replace(
+        merged,
+        revision=state.revision + 1,
+        first_seen_at=state.first_seen_at or now,
+        updated_at=now,
+    )
+    return merged, event(merged)
+
+
+def cost(facts: Mapping[str, Any]) -> Decimal | None:
+    """cycles x unit price for a connected call; the basic price for one not connected."""
+    cycles, unit = facts.get("cycles"), facts.get("unit_price")
+    if facts.get("connected") is False and facts.get("basic_price") is not None:
+        return Decimal(facts["basic_price"])
+    if cycles is None or unit is None:
+        return None
+    return Decimal(cycles) * Decimal(unit)
+
+
+def _content(state: CallState) -> dict[str, Any]:
+    facts = state.facts
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "call_id": state.call_id,
+        "service": state.service,
+        "message_id": state.message_id,
+        "phone": state.phone,
+        "phone_raw": state.phone_raw,
+        "country_code": state.country_code,
+        "display_number": facts.get("display_number"),
+        "connected": facts.get("connected"),
+        "result_raw": facts.get("result_raw"),
+        "hangup_cause": facts.get("hangup_cause"),
+        "hangup_disposition": facts.get("hangup_disposition"),
+        "ivr_result": facts.get("ivr_result"),
+        "record_url": facts.get("record_url"),
+        "started_at": _time(facts.get("started_at")),
+        "ended_at": _time(facts.get("ended_at")),
+        "connected_at": _time(facts.get("connected_at")),
+        "duration_seconds": facts.get("duration_seconds"),
+        "billing": {
+            "cycle_seconds": facts.get("cycle_seconds"),
+            "cycles": facts.get("cycles"),
+            "unit_price": _money(facts.get("unit_price")),
+            "basic_price": _money(facts.get("basic_price")),
+            "cost": _money(cost(facts)),
+            "cost_final": "dr" in state.sources,
+        },
+        "cdr_id": facts.get("cdr_id"),
+        "sources": sorted(state.sources),
+    }
+
+
+def event(state: CallState) -> dict[str, Any]:
+    content = _content(state)
+    digest = hashlib.blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=16)
+    digest.update(f"|{state.revision}".encode())
+    assert state.first_seen_at is not None
+    assert state.updated_at is not None
+    return {
+        **content,
+        "event_id": digest.hexdigest(),
+        "revision": state.revision,
+        "first_seen_at": rfc3339(state.first_seen_at),
+        "updated_at": rfc3339(state.updated_at),
+    }
+
+
+def expired(state: CallState, now: datetime, horizon: timedelta) -> bool:
+    return state.updated_at is not None and now - state.updated_at > horizon
+
+
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None else rfc3339(moment)
+
+
+def _money(amount: Decimal | None) -> str | None:
+    return None if amount is None else format(amount, "f")

@@ -1,0 +1,209 @@
+"""DRs and CDR rows as one kind of observation of a call. Pure: the zone is an argument.
+
+A call is (service family, messageid, phone in E.164). The DR's phone carries the country
+code and the CDR's does not, so each source's form is tried first and the other second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+
+GROUP_CALL: Final = "group_call"
+VERIFICATION: Final = "verification"
+NOTIFICATION: Final = "notification"
+EITHER: Final = "verification_or_notification"
+FAMILIES: Final = {
+    GROUP_CALL: GROUP_CALL,
+    VERIFICATION: EITHER,
+    NOTIFICATION: EITHER,
+    EITHER: EITHER,
+}
+CONNECTED: Final = frozenset({"successful connection", "成功接通"})
+NOT_CONNECTED: Final = frozenset({"unsuccessful connection", "未接通"})
+DISPOSITIONS: Final = frozenset({"send_cancel", "recv_refuse", "recv_bye", "send_bye", "other"})
+PROVIDER_TIME: Final = "%Y-%m-%d %H:%M:%S"
+
+
+class Unusable(ValueError):
+    """The record cannot be turned into an observation; the message says why."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    source: str
+    service: str
+    message_id: str
+    phone: str
+    phone_raw: str
+    country_code: str
+    facts: Mapping[str, Any]
+
+    @property
+    def family(self) -> str:
+        return FAMILIES[self.service]
+
+    @property
+    def call_id(self) -> str:
+        return call_id(self.family, self.message_id, self.phone)
+
+
+def call_id(family: str, message_id: str, phone: str) -> str:
+    identity = f"{family}|{message_id}|{phone}".encode()
+    return hashlib.blake2b(identity, digest_size=16).hexdigest()
+
+
+def e164(phone: str, country_code: str, *, national_first: bool) -> str:
+    """The number in E.164, trying the source's own form first, then the other.
+
+    A form counts when it is a valid number in the given country; when neither is, the
+    source's own form is kept as it is.
+    """
+    digits = "".join(ch for ch in phone if ch.isdigit())
+    code = "".join(ch for ch in country_code if ch.isdigit())
+    if not digits:
+        raise Unusable(f"phone has no digits: {phone!r}")
+    national = f"+{code}{digits}"
+    international = f"+{digits}"
+    candidates = (national, international) if national_first else (international, national)
+    for candidate in candidates:
+        try:
+            number = phonenumbers.parse(candidate)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number) and (not code or number.country_code == int(code)):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    fallback = candidates[0]
+    if len(fallback) > 16:
+        raise Unusable(f"phone is not a number in any form: {phone!r} (country {country_code!r})")
+    return fallback
+
+
+def connected(result: str) -> bool | None:
+    text = result.strip().lower()
+    if text in CONNECTED:
+        return True
+    if text in NOT_CONNECTED:
+        return False
+    return None
+
+
+def local_time(text: Any, zone: ZoneInfo) -> datetime | None:
+    if text is None or not str(text).strip():
+        return None
+    try:
+        return datetime.strptime(str(text).strip(), PROVIDER_TIME).replace(tzinfo=zone)
+    except ValueError:
+        raise Unusable(f"time is not yyyy-MM-dd HH:mm:ss: {text!r}") from None
+
+
+def decimal(value: Any, name: str) -> Decimal | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise Unusable(f"{name} is not a number: {value!r}") from None
+    if not number.is_finite():
+        raise Unusable(f"{name} is not a number: {value!r}")
+    return number
+
+
+def whole(value: Any, name: str) -> int | None:
+    number = decimal(value, name)
+    if number is None:
+        return None
+    if number != number.to_integral_value():
+        raise Unusable(f"{name} is not a whole number: {value!r}")
+    return int(number)
+
+
+def text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(value)
+
+
+def from_dr(fields: Mapping[str, str], zone: ZoneInfo) -> Observation:
+    """A DR's fields (strings, as received) as an observation."""
+    voice_type = fields.get("voice_type", "").strip()
+    if voice_type not in ("0", "1"):
+        raise Unusable(f"voice_type must be 0 or 1, got {voice_type!r}")
+    service = GROUP_CALL if voice_type == "0" else EITHER
+    phone_raw = fields.get("phone", "")
+    country_code = fields.get("countryCode", "").strip().lstrip("+")
+    disposition = fields.get("hangup_disposition", "").strip()
+    facts = {
+        "connected": connected(fields.get("result", "")),
+        "result_raw": fields.get("result"),
+        "hangup_cause": fields.get("hangup_cause") or None,
+        "hangup_disposition": disposition if disposition in DISPOSITIONS else None,
+        "ivr_result": fields.get("ivr_result") if service == GROUP_CALL else None,
+        "record_url": fields.get("record_url") or None,
+        "started_at": local_time(fields.get("start_time"), zone),
+        "ended_at": local_time(fields.get("end_time"), zone),
+        "duration_seconds": whole(fields.get("duration"), "duration"),
+        "cycle_seconds": whole(fields.get("cycle"), "cycle"),
+        "cycles": whole(fields.get("size"), "size"),
+        "unit_price": decimal(fields.get("customer_price"), "customer_price"),
+        "basic_price": decimal(fields.get("basic_price"), "basic_price"),
+        "display_number": fields.get("show_phone") or None,
+    }
+    return Observation(
+        source="dr",
+        service=service,
+        message_id=_message_id(fields.get("messageid")),
+        phone=e164(phone_raw, country_code, national_first=False),
+        phone_raw=phone_raw,
+        country_code=country_code,
+        facts=facts,
+    )
+
+
+def from_cdr(row: Mapping[str, Any], service_queried: int, zone: ZoneInfo) -> Observation:
+    """A CDR row (numbers as the provider types them) as an observation."""
+    if service_queried == 0:
+        service = GROUP_CALL
+    else:
+        kind = whole(row.get("voice_type"), "voice_type")
+        service = {1: VERIFICATION, 2: NOTIFICATION}.get(kind or 0, EITHER)
+    phone_raw = str(row.get("phone", ""))
+    country_code = str(row.get("countryCode", "")).strip().lstrip("+")
+    ivr = row.get("ivr_result")
+    facts = {
+        "connected": connected(str(row.get("result", ""))),
+        "result_raw": text(row.get("result")),
+        "ivr_result": text(ivr) if service == GROUP_CALL and ivr is not None else None,
+        "started_at": local_time(row.get("start_time"), zone),
+        "ended_at": local_time(row.get("end_time"), zone),
+        "connected_at": local_time(row.get("time"), zone),
+        "duration_seconds": whole(row.get("second"), "second"),
+        "cycle_seconds": whole(row.get("cycle"), "cycle"),
+        "cycles": whole(row.get("size"), "size"),
+        "unit_price": decimal(row.get("customer_price"), "customer_price"),
+        "basic_price": decimal(row.get("basic_price"), "basic_price"),
+        "display_number": text(row.get("show_phone")) or None,
+        "cdr_id": text(row.get("id")),
+    }
+    return Observation(
+        source="cdr",
+        service=service,
+        message_id=_message_id(row.get("messageid")),
+        phone=e164(phone_raw, country_code, national_first=True),
+        phone_raw=phone_raw,
+        country_code=country_code,
+        facts=facts,
+    )
+
+
+def _message_id(value: Any) -> str:
+    if value is None or not str(value).strip():
+        raise Unusable("messageid is missing")
+    return str(value).strip()

@@ -1,0 +1,108 @@
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from connector.merge import CallState, cost, expired, merge
+from connector.normalize import Observation, from_cdr, from_dr
+from tests.test_normalize import CDR_GROUP_ROW, CDR_VERIFICATION_ROW
+from tests.test_receiver import EXAMPLE_FIELDS, VERIFICATION
+
+ZONE = ZoneInfo("Asia/Shanghai")
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+DR = from_dr({**EXAMPLE_FIELDS, "messageid": "784522", "customer_price": "0.036"}, ZONE)
+CDR = from_cdr(CDR_GROUP_ROW, 0, ZONE)
+
+
+def settled(observation: Observation, price: float) -> Observation:
+    return from_cdr({**CDR_GROUP_ROW, "customer_price": price}, 0, ZONE)
+
+
+def test_the_first_record_of_a_call_is_revision_1() -> None:
+    state, event = merge(None, CDR, T0)
+    assert event is not None
+    assert event["revision"] == 1
+    assert event["sources"] == ["cdr"]
+    assert event["billing"]["cost_final"] is False
+    assert event["billing"]["cost"] == "0.05"
+    assert event["first_seen_at"] == event["updated_at"] == "2026-11-23T10:00:00.000000Z"
+    assert state.revision == 1
+
+
+def test_the_other_source_arriving_is_the_next_revision_with_the_full_state() -> None:
+    state, _ = merge(None, CDR, T0)
+    state, event = merge(state, DR, T0 + timedelta(seconds=5))
+    assert event is not None
+    assert event["revision"] == 2
+    assert event["sources"] == ["cdr", "dr"]
+    assert event["display_number"] == "085944247"
+    assert event["hangup_cause"] == "NORMAL_CLEARING"
+    assert event["cdr_id"] == "11112"
+    assert event["billing"]["unit_price"] == "0.036"
+    assert event["billing"]["cost_final"] is True
+    assert event["first_seen_at"] == "2026-11-23T10:00:00.000000Z"
+
+
+def test_a_repeat_changes_nothing_and_emits_nothing() -> None:
+    state, _ = merge(None, DR, T0)
+    again, event = merge(state, DR, T0 + timedelta(minutes=1))
+    assert event is None
+    assert again == state
+    state, _ = merge(state, CDR, T0)
+    repolled, event = merge(state, CDR, T0 + timedelta(hours=1))
+    assert event is None
+    assert repolled.revision == 2
+
+
+def test_a_settled_cdr_cost_is_a_revision_until_the_dr_is_seen() -> None:
+    state, _ = merge(None, CDR, T0)
+    state, event = merge(state, settled(CDR, 0.04), T0)
+    assert event is not None
+    assert event["billing"]["unit_price"] == "0.04"
+    state, _ = merge(state, DR, T0)
+    state, event = merge(state, settled(CDR, 0.07), T0)
+    assert event is None
+    assert state.facts["unit_price"] == DR.facts["unit_price"]
+
+
+def test_the_cdr_says_which_of_verification_or_notification() -> None:
+    dr = from_dr({**VERIFICATION, "messageid": "35618"}, ZONE)
+    state, first = merge(None, dr, T0)
+    assert first is not None
+    assert first["service"] == "verification_or_notification"
+    state, second = merge(state, from_cdr(CDR_VERIFICATION_ROW, 1, ZONE), T0)
+    assert second is not None
+    assert second["service"] == "notification"
+    assert second["call_id"] == first["call_id"]
+
+
+def test_event_ids_are_deterministic_and_differ_by_revision() -> None:
+    one = merge(None, CDR, T0)[1]
+    same = merge(None, CDR, T0 + timedelta(days=1))[1]
+    assert one is not None
+    assert same is not None
+    assert one["event_id"] == same["event_id"]
+    state, _ = merge(None, CDR, T0)
+    two = merge(state, DR, T0)[1]
+    assert two is not None
+    assert two["event_id"] != one["event_id"]
+
+
+def test_cost_rules() -> None:
+    from decimal import Decimal
+
+    assert cost({"connected": True, "cycles": 3, "unit_price": Decimal("0.012")}) == Decimal(
+        "0.036"
+    )
+    assert cost({"connected": False, "cycles": 0, "basic_price": Decimal("0.005")}) == Decimal(
+        "0.005"
+    )
+    assert cost({"connected": False, "cycles": 0, "unit_price": Decimal("0.012")}) == 0
+    assert cost({"connected": True}) is None
+
+
+def test_state_expires_after_the_horizon() -> None:
+    state, _ = merge(None, CDR, T0)
+    assert not expired(state, T0 + timedelta(days=7), timedelta(days=8))
+    assert expired(state, T0 + timedelta(days=9), timedelta(days=8))
+    assert not expired(replace(state, updated_at=None), T0, timedelta(0))
+    assert isinstance(state, CallState)
