@@ -7,7 +7,7 @@ from connector import dr
 from tests.test_receiver import EXAMPLE_FIELDS, PROVIDER_EXAMPLE, VERIFICATION
 
 ARRIVAL = dr.Arrival(
-    receipt_id="r1",
+    receipt_id="0f1e2d3c4b5a69788796a5b4c3d2e1f0",
     received_at=datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC),
     remote_addr="203.0.113.9",
     receiver="rx-1",
@@ -81,7 +81,7 @@ def test_the_key_keeps_one_call_on_one_partition() -> None:
 def test_the_raw_record_keeps_the_fields_exactly_and_says_where_they_came_from() -> None:
     record = orjson.loads(dr.raw_record(EXAMPLE_FIELDS, ARRIVAL))
     assert record == {
-        "receipt_id": "r1",
+        "receipt_id": "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
         "received_at": "2026-11-23T10:00:00.123456Z",
         "receiver": "rx-1",
         "remote_addr": "203.0.113.9",
