@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from ipaddress import ip_network
@@ -9,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
+from connector.broker import free_port
 from connector.receiver import create_app
 from connector.settings import Secret, Settings
+from connector.spool import Spool
 from connector.topics import TopicNames
 from tests.kafka_helpers import read_topic, serving
 
@@ -228,3 +232,53 @@ async def test_the_network_allow_list_honours_forwarded_for_only_from_proxies(
     assert [r.status_code for r in (direct, allowed, other, forged)] == [403, 200, 403, 403]
     record = await stored(listed, topics.dr_raw, "net-1")
     assert record["remote_addr"] == "203.0.113.9"
+
+
+async def test_without_kafka_pushes_are_spooled_until_the_spool_is_full_then_503(
+    tmp_path: Path,
+) -> None:
+    unreachable = Settings(
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+        spool_dir=tmp_path / "spool",
+        spool_max_bytes=1500,
+        receiver_kafka_timeout_ms=200,
+    )
+    async with (
+        serving(create_app(unreachable)) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        assert (await http.get("/readyz")).text == "ready"
+        answers = [
+            (await http.post("/nxcloud/voice/dr", data={**EXAMPLE_FIELDS, "messageid": f"s{i}"}))
+            for i in range(4)
+        ]
+        metrics = (await http.get("/metrics")).text
+    assert [(a.status_code, a.text) for a in answers[:2]] == [(200, "success")] * 2
+    assert (answers[-1].status_code, answers[-1].text) == (503, "error")
+    assert "nxcloud_receiver_spool_depth 2.0" in metrics
+    assert 'nxcloud_receiver_requests_total{outcome="unavailable"}' in metrics
+    spool = Spool(tmp_path / "spool", 1500)
+    spool.open()
+    stored = [orjson.loads(entry.value) for entry in await spool.oldest(10)]
+    assert [record["fields"]["messageid"] for record in stored] == ["s0", "s1"]
+
+
+async def test_a_stalled_body_is_cut_off_with_408(
+    receiver_settings: Settings, topics: TopicNames
+) -> None:
+    patient = dataclasses.replace(receiver_settings, receiver_read_timeout_seconds=1)
+    async with serving(create_app(patient, topics)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /nxcloud/voice/dr HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 500\r\n\r\n"
+            b"phone=86150"
+        )
+        await writer.drain()
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+            body = await reader.read(5)
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 408")
+    assert body == b"error"
