@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--secretkey", default="sandbox")
     sandbox.set_defaults(command=run_sandbox)
 
+    worker = commands.add_parser("worker", help="merge DRs and CDRs into call events (Faust)")
+    worker.set_defaults(command=run_worker)
+
     up = commands.add_parser("up", help="run the whole pipeline locally, with a local Kafka")
     up.set_defaults(command=run_up)
     return parser
@@ -181,6 +184,15 @@ def run_sandbox(args: argparse.Namespace) -> int:
         access_log=False,
     )  # fmt: skip
     return 0
+
+
+def run_worker(_args: argparse.Namespace) -> int:
+    from connector.worker import create_app
+
+    settings = Settings.from_env()
+    app = create_app(settings)
+    sys.argv = ["nxcloud-connector", "worker", "--loglevel=info", "--without-web"]
+    app.main()
 
 
 def run_up(_args: argparse.Namespace) -> int:

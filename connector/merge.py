@@ -37,6 +37,7 @@ class CallState:
     revision: int = 0
     first_seen_at: datetime | None = None
     updated_at: datetime | None = None
+    cdr_seen_at: datetime | None = None
 
 
 def _merged_facts(state: CallState, observation: Observation) -> dict[str, Any]:
@@ -62,7 +63,18 @@ def _service(current: str, observed: str) -> str:
 def merge(
     state: CallState | None, observation: Observation, now: datetime
 ) -> tuple[CallState, dict[str, Any] | None]:
-    """The call after `observation`, and the event to emit, or None when nothing changed."""
+    """The call after `observation` (observed at `now`), and the event to emit, if any.
+
+    A CDR row older than one already applied is stale (a replay, a slow re-poll) and
+    changes nothing, so a provisional cost can never replace a settled one.
+    """
+    if (
+        state is not None
+        and observation.source == "cdr"
+        and state.cdr_seen_at is not None
+        and now < state.cdr_seen_at
+    ):
+        return state, None
     if state is None:
         state = CallState(
             call_id=observation.call_id,
@@ -78,9 +90,10 @@ def merge(
         phone_raw=observation.phone_raw if observation.source == "dr" else state.phone_raw,
         facts=_merged_facts(state, observation),
         sources=state.sources | {observation.source},
+        cdr_seen_at=now if observation.source == "cdr" else state.cdr_seen_at,
     )
     if state.revision and _content(merged) == _content(state):
-        return state, None
+        return replace(state, cdr_seen_at=merged.cdr_seen_at), None
     merged = replace(
         merged,
         revision=state.revision + 1,

@@ -180,6 +180,11 @@ class Settings:
     poller_credentials_retry_seconds: int = _env(
         "NXCLOUD_POLLER_CREDENTIALS_RETRY_SECONDS", _int_at_least(1), 300
     )
+    worker_store: str = _env("NXCLOUD_WORKER_STORE", _text, "memory://")
+    worker_state_days: int = _env("NXCLOUD_WORKER_STATE_DAYS", _int_at_least(8), 8)
+    worker_data_dir: Path = _env(
+        "NXCLOUD_WORKER_DATA_DIR", Path, factory=lambda: default_state_dir() / "worker"
+    )
     poller_metrics_port: int = _env("NXCLOUD_POLLER_METRICS_PORT", _int_at_least(0), 9102)
 
     @classmethod

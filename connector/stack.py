@@ -51,10 +51,12 @@ def up(settings: Settings) -> int:
             stack.enter_context(_running(sandbox, env))
             print(f"Sandbox:  http://127.0.0.1:{SANDBOX_PORT} (no NXCLOUD_APPKEY: plays NXCloud)")
         stack.enter_context(_running(["poller"], env))
+        stack.enter_context(_running(["worker"], env))
         print(f"Kafka:    {settings.kafka_bootstrap_servers}", flush=True)
         print(f"Topics:   {', '.join(spec.name for spec in declare(settings))}", flush=True)
         print(f"Receiver: {receiver_url}/nxcloud/voice/dr", flush=True)
         print(f"Poller:   {env.get('NXCLOUD_CDR_URL', settings.nxcloud_cdr_url)}", flush=True)
+        print("Worker:   merging into nxcloud.voice.call-events", flush=True)
         print("Running. Stop with Ctrl-C.", flush=True)
         stopping = {signal.SIGINT, signal.SIGTERM}
         signal.pthread_sigmask(signal.SIG_BLOCK, stopping)

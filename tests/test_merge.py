@@ -106,3 +106,12 @@ def test_state_expires_after_the_horizon() -> None:
     assert expired(state, T0 + timedelta(days=9), timedelta(days=8))
     assert not expired(replace(state, updated_at=None), T0, timedelta(0))
     assert isinstance(state, CallState)
+
+
+def test_a_stale_cdr_row_replayed_after_a_newer_one_changes_nothing() -> None:
+    state, _ = merge(None, CDR, T0)
+    state, event = merge(state, settled(CDR, 0.04), T0 + timedelta(minutes=30))
+    assert event is not None
+    replayed, stale = merge(state, CDR, T0)
+    assert stale is None
+    assert replayed.facts["unit_price"] == state.facts["unit_price"]

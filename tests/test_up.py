@@ -51,6 +51,13 @@ async def test_up_stores_a_push_on_the_raw_topic_and_stops_cleanly(tmp_path: Pat
             "127.0.0.1:9092", "nxcloud.voice.cdr.raw", lambda values: len(values) >= 1, deadline=90
         )
         assert polled[0]["account"] == "default"
+        events = await read_topic(
+            "127.0.0.1:9092",
+            "nxcloud.voice.call-events",
+            lambda values: any(v["message_id"] == "up-1" for v in values),
+            deadline=120,
+        )
+        assert next(v for v in events if v["message_id"] == "up-1")["sources"] == ["dr"]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=90) == 0
     finally:

@@ -1,0 +1,107 @@
+"""Observations and call states as JSON, for the worker's topics and table. Pure."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final
+
+import orjson
+
+from connector.merge import CallState
+from connector.normalize import Observation
+
+MONEY: Final = frozenset({"unit_price", "basic_price"})
+TIMES: Final = frozenset({"started_at", "ended_at", "connected_at"})
+
+
+def _facts_out(facts: Any) -> dict[str, Any]:
+    return {
+        name: (str(value) if isinstance(value, Decimal) else
+               value.isoformat() if isinstance(value, datetime) else value)
+        for name, value in facts.items()
+    }  # fmt: skip
+
+
+def _facts_in(facts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: (
+            None if value is None
+            else Decimal(value) if name in MONEY
+            else datetime.fromisoformat(value) if name in TIMES
+            else value
+        )
+        for name, value in facts.items()
+    }  # fmt: skip
+
+
+def encode_observation(observation: Observation, observed_at: datetime) -> bytes:
+    return orjson.dumps(
+        {
+            "source": observation.source,
+            "service": observation.service,
+            "message_id": observation.message_id,
+            "phone": observation.phone,
+            "phone_raw": observation.phone_raw,
+            "country_code": observation.country_code,
+            "facts": _facts_out(observation.facts),
+            "observed_at": observed_at.isoformat(),
+        }
+    )
+
+
+def decode_observation(data: bytes) -> tuple[Observation, datetime]:
+    raw = orjson.loads(data)
+    observation = Observation(
+        source=raw["source"],
+        service=raw["service"],
+        message_id=raw["message_id"],
+        phone=raw["phone"],
+        phone_raw=raw["phone_raw"],
+        country_code=raw["country_code"],
+        facts=_facts_in(raw["facts"]),
+    )
+    return observation, datetime.fromisoformat(raw["observed_at"])
+
+
+def encode_state(state: CallState) -> bytes:
+    return orjson.dumps(
+        {
+            "call_id": state.call_id,
+            "service": state.service,
+            "message_id": state.message_id,
+            "phone": state.phone,
+            "phone_raw": state.phone_raw,
+            "country_code": state.country_code,
+            "facts": _facts_out(state.facts),
+            "sources": sorted(state.sources),
+            "revision": state.revision,
+            "first_seen_at": state.first_seen_at.isoformat() if state.first_seen_at else None,
+            "updated_at": state.updated_at.isoformat() if state.updated_at else None,
+            "cdr_seen_at": state.cdr_seen_at.isoformat() if state.cdr_seen_at else None,
+        }
+    )
+
+
+def decode_state(data: bytes) -> CallState:
+    raw = orjson.loads(data)
+    return CallState(
+        call_id=raw["call_id"],
+        service=raw["service"],
+        message_id=raw["message_id"],
+        phone=raw["phone"],
+        phone_raw=raw["phone_raw"],
+        country_code=raw["country_code"],
+        facts=_facts_in(raw["facts"]),
+        sources=frozenset(raw["sources"]),
+        revision=raw["revision"],
+        first_seen_at=datetime.fromisoformat(raw["first_seen_at"])
+        if raw["first_seen_at"]
+        else None,
+        updated_at=datetime.fromisoformat(raw["updated_at"]) if raw["updated_at"] else None,
+        cdr_seen_at=_moment(raw.get("cdr_seen_at")),
+    )
+
+
+def _moment(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
