@@ -123,7 +123,7 @@ async def test_kafka_command_serves_keeps_data_and_topics_command_converges(
         assert stop(kafka, signal.SIGTERM) == 0
 
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("created  ") == 5
+    assert first.stdout.count("created  ") == 6
     assert second.returncode == 0, second.stderr
     assert second.stdout.split() == [
         "ok",
@@ -136,6 +136,8 @@ async def test_kafka_command_serves_keeps_data_and_topics_command_converges(
         "nxcloud.voice.dead-letter",
         "ok",
         "nxcloud.voice.poller-state",
+        "ok",
+        "nxcloud.voice.calls-by-id",
     ]
     assert drift.returncode == 1
     assert "drift    nxcloud.voice.dr.raw: partitions is 2, declared 5" in drift.stdout

@@ -22,6 +22,7 @@ def test_the_public_topic_names_are_fixed() -> None:
         "nxcloud.voice.call-events",
         "nxcloud.voice.dead-letter",
         "nxcloud.voice.poller-state",
+        "nxcloud.voice.calls-by-id",
     ]
 
 
@@ -61,7 +62,7 @@ def test_topics_as_declared_need_nothing_even_with_extra_configs() -> None:
     result = plan(declare(settings), existing_as_declared(settings))
     assert result.create == ()
     assert result.drift == ()
-    assert len(result.matching) == 5
+    assert len(result.matching) == 6
 
 
 def test_partition_count_and_config_drift_are_reported() -> None:
