@@ -11,6 +11,7 @@ import orjson
 from connector.merge import CallState
 from connector.normalize import Observation
 
+IDENTITY: Final = ("service", "message_id", "phone", "phone_raw", "country_code")
 MONEY: Final = frozenset({"unit_price", "basic_price"})
 TIMES: Final = frozenset({"started_at", "ended_at", "connected_at"})
 
@@ -39,11 +40,7 @@ def encode_observation(observation: Observation, observed_at: datetime) -> bytes
     return orjson.dumps(
         {
             "source": observation.source,
-            "service": observation.service,
-            "message_id": observation.message_id,
-            "phone": observation.phone,
-            "phone_raw": observation.phone_raw,
-            "country_code": observation.country_code,
+            **{name: getattr(observation, name) for name in IDENTITY},
             "facts": _facts_out(observation.facts),
             "observed_at": observed_at.isoformat(),
         }
@@ -54,11 +51,7 @@ def decode_observation(data: bytes) -> tuple[Observation, datetime]:
     raw = orjson.loads(data)
     observation = Observation(
         source=raw["source"],
-        service=raw["service"],
-        message_id=raw["message_id"],
-        phone=raw["phone"],
-        phone_raw=raw["phone_raw"],
-        country_code=raw["country_code"],
+        **{name: raw[name] for name in IDENTITY},
         facts=_facts_in(raw["facts"]),
     )
     return observation, datetime.fromisoformat(raw["observed_at"])
@@ -68,11 +61,7 @@ def encode_state(state: CallState) -> bytes:
     return orjson.dumps(
         {
             "call_id": state.call_id,
-            "service": state.service,
-            "message_id": state.message_id,
-            "phone": state.phone,
-            "phone_raw": state.phone_raw,
-            "country_code": state.country_code,
+            **{name: getattr(state, name) for name in IDENTITY},
             "facts": _facts_out(state.facts),
             "sources": sorted(state.sources),
             "revision": state.revision,
@@ -87,11 +76,7 @@ def decode_state(data: bytes) -> CallState:
     raw = orjson.loads(data)
     return CallState(
         call_id=raw["call_id"],
-        service=raw["service"],
-        message_id=raw["message_id"],
-        phone=raw["phone"],
-        phone_raw=raw["phone_raw"],
-        country_code=raw["country_code"],
+        **{name: raw[name] for name in IDENTITY},
         facts=_facts_in(raw["facts"]),
         sources=frozenset(raw["sources"]),
         revision=raw["revision"],
