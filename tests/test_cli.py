@@ -54,8 +54,14 @@ def kafka_command(data_dir: Path, port: int, controller: int) -> Iterator[subpro
             process.wait()
 
 
-def read_until(process: subprocess.Popen[str], prefix: str, deadline: float) -> str:
-    """The first line of the process's output starting with `prefix`, read before `deadline`."""
+def read_until(
+    process: subprocess.Popen[str], wanted: str, deadline: float, *, anywhere: bool = False
+) -> str:
+    """The first output line that starts with (or, `anywhere`, contains) `wanted`.
+
+    The process's output keeps being drained afterwards, so a chatty child never blocks
+    on a full pipe.
+    """
     assert process.stdout is not None
     lines: queue.Queue[str] = queue.Queue()
     stream = process.stdout
@@ -63,8 +69,6 @@ def read_until(process: subprocess.Popen[str], prefix: str, deadline: float) -> 
     def pump() -> None:
         for line in stream:
             lines.put(line)
-            if line.startswith(prefix):
-                return
 
     threading.Thread(target=pump, daemon=True).start()
     seen: list[str] = []
@@ -74,9 +78,9 @@ def read_until(process: subprocess.Popen[str], prefix: str, deadline: float) -> 
         except queue.Empty:
             break
         seen.append(line)
-        if line.startswith(prefix):
+        if (wanted in line) if anywhere else line.startswith(wanted):
             return line.strip()
-    raise AssertionError(f"no line starting with {prefix!r}; saw {seen!r}")
+    raise AssertionError(f"no line with {wanted!r}; saw {seen[-20:]!r}")
 
 
 async def round_trip(bootstrap: str, topic: str, value: bytes | None) -> list[bytes]:

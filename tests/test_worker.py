@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -24,43 +22,25 @@ from connector.merge import CallState, merge
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic
+from tests.test_cli import read_until
 from tests.test_schemas import valid
 
 ZONE = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
 
-def start_worker(env: dict[str, str], data: Path) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
-    process = subprocess.Popen(
+def start_worker(env: dict[str, str], data: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-m", "connector", "worker"],
         env={**env, "NXCLOUD_WORKER_DATA_DIR": str(data)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    lines: queue.Queue[str] = queue.Queue()
-    stream = process.stdout
-    assert stream is not None
-
-    def pump() -> None:
-        for line in stream:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return process, lines
 
 
-def await_ready(lines: queue.Queue[str], deadline: float) -> None:
-    seen = []
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=left)
-        except queue.Empty:
-            break
-        seen.append(line)
-        if "[^Worker]: Ready" in line:
-            return
-    raise AssertionError("worker not ready: " + "".join(seen[-20:]))
+def await_ready(process: subprocess.Popen[str]) -> None:
+    read_until(process, "[^Worker]: Ready", time.monotonic() + 120, anywhere=True)
 
 
 def traffic(messages: int) -> Iterator[sandbox.Call]:
@@ -116,15 +96,15 @@ async def test_workers_emit_exactly_the_expected_revisions_even_when_one_is_kill
             state, event = merge(state, seen, at)
             if event is not None:
                 expected[event["call_id"]] = event
-    first, first_lines = start_worker(env, tmp_path / "a")
-    second, second_lines = start_worker(env, tmp_path / "b")
+    first = start_worker(env, tmp_path / "a")
+    second = start_worker(env, tmp_path / "b")
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
     )
     await producer.start()
     try:
-        await asyncio.to_thread(await_ready, first_lines, time.monotonic() + 120)
-        await asyncio.to_thread(await_ready, second_lines, time.monotonic() + 120)
+        await asyncio.to_thread(await_ready, first)
+        await asyncio.to_thread(await_ready, second)
 
         async def phase(
             topic: str, records: list[tuple[bytes, bytes]], revision: int, kill: bool = False
