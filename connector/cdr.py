@@ -11,11 +11,10 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from connector.clock import rfc3339
+from connector.clock import provider_time, rfc3339
 
 MAX_WINDOW: Final = timedelta(hours=24)
 LOOKBACK: Final = timedelta(days=7)
-PROVIDER_TIME: Final = "%Y-%m-%d %H:%M:%S"
 SERVICES: Final = (0, 1)
 AUTH_WORDS: Final = ("appkey", "secretkey", "secret", "key", "auth", "ip", "illegal", "sign")
 
@@ -36,10 +35,6 @@ class Window:
 
     def as_json(self) -> dict[str, Any]:
         return {"service": self.service, "start": rfc3339(self.start), "end": rfc3339(self.end)}
-
-
-def provider_time(moment: datetime, zone: ZoneInfo) -> str:
-    return moment.astimezone(zone).strftime(PROVIDER_TIME)
 
 
 def query_form(

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+from typing import Final
+from zoneinfo import ZoneInfo
+
+PROVIDER_TIME: Final = "%Y-%m-%d %H:%M:%S"
 
 
 def utcnow() -> datetime:
@@ -15,3 +19,13 @@ def rfc3339(moment: datetime) -> str:
         raise ValueError("naive datetime: attach a zone before formatting")
     text = moment.astimezone(UTC).isoformat(timespec="microseconds")
     return text.replace("+00:00", "Z")
+
+
+def provider_time(moment: datetime, zone: ZoneInfo) -> str:
+    """The provider's `yyyy-MM-dd HH:mm:ss`, in its (configured) zone."""
+    return moment.astimezone(zone).strftime(PROVIDER_TIME)
+
+
+def parse_provider_time(text: str, zone: tzinfo) -> datetime:
+    """Raises ValueError unless `text` is `yyyy-MM-dd HH:mm:ss`."""
+    return datetime.strptime(text, PROVIDER_TIME).replace(tzinfo=zone)

@@ -8,14 +8,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Final
 from urllib.parse import parse_qsl
 
 import orjson
 
-from connector.clock import rfc3339
+from connector.clock import parse_provider_time, rfc3339
 
 COMMON_FIELDS: Final = (
     "phone",
@@ -39,7 +39,6 @@ NOT_BLANK: Final = ("phone", "countryCode", "messageid", "voice_type")
 COUNTS: Final = ("cycle", "size")
 AMOUNTS: Final = ("duration", "second", "customer_price", "basic_price")
 TIMES: Final = ("start_time", "end_time")
-TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 PHONE: Final = re.compile(r"\+?[0-9]{4,20}")
 COUNTRY_CODE: Final = re.compile(r"\+?[0-9]{1,4}")
 TOKEN_FIELD: Final = "token"  # noqa: S105 - the name of a field, not a secret
@@ -115,7 +114,7 @@ def _is_amount(raw: str) -> bool:
 
 def _is_time(raw: str) -> bool:
     try:
-        datetime.strptime(raw, TIME_FORMAT)
+        parse_provider_time(raw, UTC)
     except ValueError:
         return False
     return True

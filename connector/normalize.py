@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 
+from connector.clock import parse_provider_time
+
 GROUP_CALL: Final = "group_call"
 VERIFICATION: Final = "verification"
 NOTIFICATION: Final = "notification"
@@ -29,7 +31,6 @@ FAMILIES: Final = {
 CONNECTED: Final = frozenset({"successful connection", "成功接通"})
 NOT_CONNECTED: Final = frozenset({"unsuccessful connection", "未接通"})
 DISPOSITIONS: Final = frozenset({"send_cancel", "recv_refuse", "recv_bye", "send_bye", "other"})
-PROVIDER_TIME: Final = "%Y-%m-%d %H:%M:%S"
 
 
 class Unusable(ValueError):
@@ -99,7 +100,7 @@ def local_time(text: Any, zone: ZoneInfo) -> datetime | None:
     if text is None or not str(text).strip():
         return None
     try:
-        return datetime.strptime(str(text).strip(), PROVIDER_TIME).replace(tzinfo=zone)
+        return parse_provider_time(str(text).strip(), zone)
     except ValueError:
         raise Unusable(f"time is not yyyy-MM-dd HH:mm:ss: {text!r}") from None
 

@@ -26,7 +26,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from connector.cdr import LOOKBACK, MAX_WINDOW, PROVIDER_TIME
+from connector.cdr import LOOKBACK, MAX_WINDOW
+from connector.clock import parse_provider_time, provider_time
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,10 @@ class Call:
         return self.started_at + timedelta(seconds=max(self.seconds, 1) + 5)
 
     @property
+    def connected_at(self) -> datetime:
+        return self.started_at + timedelta(seconds=5)
+
+    @property
     def size(self) -> int:
         return -(-self.seconds // self.cycle) if self.connected else 0
 
@@ -86,9 +91,11 @@ class Call:
             "id": self.cdr_id,
             "result": RESULTS[(self.language, self.connected)],
             "cycle": self.cycle,
-            "time": _local(self.started_at + timedelta(seconds=5), zone) if self.connected else "",
-            "start_time": _local(self.started_at, zone),
-            "end_time": _local(self.ended_at, zone),
+            "time": provider_time(self.started_at + timedelta(seconds=5), zone)
+            if self.connected
+            else "",
+            "start_time": provider_time(self.started_at, zone),
+            "end_time": provider_time(self.ended_at, zone),
             "phone": self.national,
             "second": self.seconds,
             "countryCode": self.country_code,
@@ -115,8 +122,8 @@ class Call:
             "cycle": str(self.cycle),
             "size": str(self.size),
             "customer_price": str(self.unit_price),
-            "start_time": _local(self.started_at, zone),
-            "end_time": _local(self.ended_at, zone),
+            "start_time": provider_time(self.started_at, zone),
+            "end_time": provider_time(self.ended_at, zone),
             "result": RESULTS[(self.language, self.connected)],
             "hangup_cause": self.hangup_cause,
             "hangup_disposition": self.hangup_disposition,
@@ -127,10 +134,6 @@ class Call:
         elif self.record_url:
             fields["record_url"] = self.record_url
         return fields
-
-
-def _local(moment: datetime, zone: ZoneInfo) -> str:
-    return moment.astimezone(zone).strftime(PROVIDER_TIME)
 
 
 @dataclass(frozen=True)
@@ -236,8 +239,8 @@ class Sandbox:
             return 200, {"code": "0", "msg": "request too frequent: one per second"}, {}
         try:
             service = int(form["voiceType"])
-            start = self._parse(form["start_time"])
-            end = self._parse(form["end_time"])
+            start = parse_provider_time(form["start_time"], self.zone)
+            end = parse_provider_time(form["end_time"], self.zone)
             page = int(form["page"])
             page_size = int(form["page_size"])
         except (KeyError, ValueError):
@@ -261,9 +264,6 @@ class Sandbox:
         ]
         info = {"total": len(visible), "page": page, "pageSize": page_size, "rows": rows}
         return 200, {"code": "1", "info": info}, {}
-
-    def _parse(self, text: str) -> datetime:
-        return datetime.strptime(text, PROVIDER_TIME).replace(tzinfo=self.zone)
 
     async def push_forever(self, http: httpx.AsyncClient) -> None:
         """Push each call's DR once, as the provider does, when the call ends."""

@@ -9,7 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from connector import admin, sandbox
-from connector.clock import utcnow
+from connector.clock import provider_time, utcnow
 from connector.dr import validate
 from connector.receiver import create_app
 from connector.settings import Settings
@@ -51,8 +51,8 @@ def ask(stand_in: sandbox.Sandbox, **change: str) -> tuple[int, dict[str, Any]]:
         "appkey": "sandbox",
         "secretkey": "sandbox",
         "voiceType": "0",
-        "start_time": sandbox._local(now - timedelta(hours=2), stand_in.zone),
-        "end_time": sandbox._local(now, stand_in.zone),
+        "start_time": provider_time(now - timedelta(hours=2), stand_in.zone),
+        "end_time": provider_time(now, stand_in.zone),
         "page": "1",
         "page_size": "10",
         **change,
@@ -71,10 +71,10 @@ def test_the_documented_limits_answer_code_0() -> None:
     assert body["info"]["total"] > 10
     assert isinstance(body["info"]["rows"][0]["id"], int)
     assert isinstance(body["info"]["rows"][0]["customer_price"], float)
-    too_long = sandbox._local(now - timedelta(hours=25), zone)
+    too_long = provider_time(now - timedelta(hours=25), zone)
     assert ask(stand_in, start_time=too_long)[1]["code"] == "0"
-    too_old = sandbox._local(now - timedelta(days=8), zone)
-    ends_old = sandbox._local(now - timedelta(days=7, hours=23), zone)
+    too_old = provider_time(now - timedelta(days=8), zone)
+    ends_old = provider_time(now - timedelta(days=7, hours=23), zone)
     assert ask(stand_in, start_time=too_old, end_time=ends_old)[1]["code"] == "0"
     assert ask(stand_in, secretkey="wrong")[1]["msg"] == "appkey or secretkey error"
     stand_in.answer({"appkey": "sandbox", "secretkey": "sandbox"})
