@@ -145,15 +145,7 @@ class DrEndpoint:
         return await self._store(dr.key(fields), dr.raw_record(fields, arrival))
 
     async def _store(self, key: bytes, record: bytes) -> Response:
-        assert self.publisher is not None
-        try:
-            await self.publisher.publish(self.names.dr_raw, key, record)
-        except SpoolError as exc:
-            log.error("push not stored", extra={"reason": str(exc)})
-            self.metrics.requests.labels("unavailable").inc()
-            return answer(False, 503)
-        self.metrics.requests.labels("success").inc()
-        return answer(True, 200)
+        return await self._publish(self.names.dr_raw, key, record, "success", answer(True, 200))
 
     async def _refuse(
         self,
@@ -162,18 +154,30 @@ class DrEndpoint:
         query: dr.Fields | None,
         body: bytes | None,
     ) -> Response:
-        assert self.publisher is not None
         fields = None if query is None else dr.merge(query, {})
         record = dr.dead_letter(refused.reason, arrival, fields, body)
         log.info("push refused", extra={"reason": refused.reason, "status": refused.status})
+        return await self._publish(
+            self.names.dead_letter,
+            None,
+            record,
+            f"refused_{refused.status}",
+            answer(False, refused.status),
+        )
+
+    async def _publish(
+        self, topic: str, key: bytes | None, record: bytes, outcome: str, reply: Response
+    ) -> Response:
+        """Store `record` and give `reply`, or 503 when neither Kafka nor the spool can."""
+        assert self.publisher is not None
         try:
-            await self.publisher.publish(self.names.dead_letter, None, record)
+            await self.publisher.publish(topic, key, record)
         except SpoolError as exc:
-            log.error("refused push not stored", extra={"reason": str(exc)})
+            log.error("record not stored", extra={"reason": str(exc), "topic": topic})
             self.metrics.requests.labels("unavailable").inc()
             return answer(False, 503)
-        self.metrics.requests.labels(f"refused_{refused.status}").inc()
-        return answer(False, refused.status)
+        self.metrics.requests.labels(outcome).inc()
+        return reply
 
 
 def kafka_store(settings: Settings, metrics: ReceiverMetrics) -> AbstractAsyncContextManager[Store]:
