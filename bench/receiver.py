@@ -111,11 +111,6 @@ async def topic_size(bootstrap: str, topic: str) -> int:
         await consumer.stop()
 
 
-async def create_topics(bootstrap: str) -> None:
-    async with admin.admin_client(bootstrap) as client:
-        await admin.ensure(client, declare(Settings(kafka_bootstrap_servers=bootstrap)))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=30)
@@ -128,7 +123,8 @@ def main() -> int:
         work = Path(scratch)
         with LocalKafka(BrokerConfig(work / "kafka", free_port(), free_port(), heap="1g")) as kafka:
             bootstrap = kafka.bootstrap_servers
-            asyncio.run(create_topics(bootstrap))
+            declared = declare(Settings(kafka_bootstrap_servers=bootstrap))
+            asyncio.run(admin.converge(bootstrap, declared))
             topic = TopicNames().dr_raw
             with receiver(bootstrap, work / "spool", noop=False) as url:
                 wrk(url, 5, args.connections)  # warm-up

@@ -117,3 +117,14 @@ async def _settled(
         if all(name in existing for name in created) or loop.time() > deadline:
             return plan(declared, existing)
         await asyncio.sleep(0.1)
+
+
+async def converge(
+    bootstrap_servers: str, declared: Sequence[TopicSpec], *, create: bool = True
+) -> Applied:
+    """Connect, then `ensure` the declared topics, or only report how they differ."""
+    async with admin_client(bootstrap_servers) as client:
+        if create:
+            return await ensure(client, declared)
+        existing = await describe(client, [spec.name for spec in declared])
+        return Applied(plan(declared, existing), ())

@@ -13,7 +13,7 @@ from types import FrameType
 from connector import __version__, admin, broker, stack
 from connector.errors import ConnectorError
 from connector.settings import Settings
-from connector.topics import declare, plan
+from connector.topics import declare
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -205,14 +205,10 @@ def run_topics(args: argparse.Namespace) -> int:
 
 
 async def _topics(settings: Settings, *, check_only: bool) -> int:
-    declared = declare(settings)
-    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
-        if check_only:
-            result = plan(declared, await admin.describe(client, [s.name for s in declared]))
-            created: tuple[str, ...] = ()
-        else:
-            applied = await admin.ensure(client, declared)
-            result, created = applied.plan, applied.created
+    applied = await admin.converge(
+        settings.kafka_bootstrap_servers, declare(settings), create=not check_only
+    )
+    result, created = applied.plan, applied.created
     for name in created:
         print(f"created  {name}")
     for name in result.matching:

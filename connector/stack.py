@@ -28,7 +28,7 @@ def up(settings: Settings) -> int:
             local = broker.LocalKafka(broker.BrokerConfig(broker.default_data_dir()))
             print(f"Starting Apache Kafka {broker.KAFKA_VERSION} ...", flush=True)
             stack.enter_context(local)
-        applied = asyncio.run(_topics(settings))
+        applied = asyncio.run(admin.converge(settings.kafka_bootstrap_servers, declare(settings)))
         for drift in applied.plan.drift:
             print(f"drift   {drift}", flush=True)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}
@@ -79,11 +79,11 @@ def _running(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Pop
             process.wait()
 
 
-def _await_ready(process: subprocess.Popen[bytes], url: str, name: str = "receiver") -> None:
+def _await_ready(process: subprocess.Popen[bytes], url: str) -> None:
     deadline = time.monotonic() + READY_WITHIN
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ConnectorError(f"the {name} exited with status {process.returncode}")
+            raise ConnectorError(f"the receiver exited with status {process.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own URL
                 if response.status == 200:
@@ -91,8 +91,3 @@ def _await_ready(process: subprocess.Popen[bytes], url: str, name: str = "receiv
         except OSError:
             time.sleep(0.1)
     raise ConnectorError(f"{url} not ready within {READY_WITHIN:.0f} s")
-
-
-async def _topics(settings: Settings) -> admin.Applied:
-    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
-        return await admin.ensure(client, declare(settings))
