@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, tzinfo
 from typing import Final
 from zoneinfo import ZoneInfo
 
 PROVIDER_TIME: Final = "%Y-%m-%d %H:%M:%S"
+# what strptime(PROVIDER_TIME) accepts, matched without its per-call cost
+_PROVIDER_TIME: Final = re.compile(
+    r"(\d{4})-(\d{1,2})-(\d{1,2}) (\d{1,2}):(\d{1,2}):(\d{1,2})", re.ASCII
+)
 
 
 def utcnow() -> datetime:
@@ -28,4 +33,8 @@ def provider_time(moment: datetime, zone: ZoneInfo) -> str:
 
 def parse_provider_time(text: str, zone: tzinfo) -> datetime:
     """Raises ValueError unless `text` is `yyyy-MM-dd HH:mm:ss`."""
-    return datetime.strptime(text, PROVIDER_TIME).replace(tzinfo=zone)
+    match = _PROVIDER_TIME.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not yyyy-MM-dd HH:mm:ss: {text!r}")
+    year, month, day, hour, minute, second = map(int, match.groups())
+    return datetime(year, month, day, hour, minute, second, tzinfo=zone)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -61,6 +62,7 @@ def call_id(family: str, message_id: str, phone: str) -> str:
     return hashlib.blake2b(identity, digest_size=16).hexdigest()
 
 
+@lru_cache(maxsize=65536)
 def e164(phone: str, country_code: str, *, national_first: bool) -> str:
     """The number in E.164, trying the source's own form first, then the other.
 

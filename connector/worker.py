@@ -7,15 +7,20 @@ keeps each call's state in a table and emits a revision only when the call chang
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
+from faust.streams import Stream, _current_event
+from faust.transport.drivers.aiokafka import Producer as AIOKafkaDriverProducer
 
-from connector import codec, normalize
+from connector import codec, normalize, outbox
 from connector.clock import utcnow
 from connector.merge import expired, merge
 from connector.settings import Settings
@@ -25,6 +30,8 @@ log = logging.getLogger(__name__)
 
 CE_SOURCE = "nxcloud-connector/worker"
 CE_TYPE = "com.nxcloud.voice.call.v1"
+BATCH = 500
+BATCH_WITHIN = 0.01
 
 
 def cloudevent_headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:
@@ -70,10 +77,32 @@ def dead_letter(reason: str, topic: str, partition: int, offset: int, value: byt
     )
 
 
+class _IdempotentProducer(AIOKafkaDriverProducer):
+    """Faust makes its producer idempotent only inside transactions; ours always is."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {"acks": "all", "enable_idempotence": True}
+
+
+class WorkerApp(faust.App):
+    def _new_producer(self) -> Any:
+        return _IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
+
+
+@contextmanager
+def current(event: faust.types.EventT[bytes]) -> Iterator[None]:
+    """Make `event` faust's current event, as its own stream iteration would."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
 def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App:
     names = names or TopicNames.of(settings)
     suffix = f".{settings.topic_suffix}" if settings.topic_suffix else ""
-    app = faust.App(
+    app = WorkerApp(
         f"nxcloud-worker{suffix}",
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         store=settings.worker_store,
@@ -82,6 +111,7 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
         topic_replication_factor=settings.topic_replication_factor,
         topic_allow_declare=True,
         producer_acks=-1,
+        producer_linger=0.005,
         web_enabled=False,
         processing_guarantee="at_least_once",
         broker_commit_every=1000,
@@ -99,8 +129,6 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
         key_serializer=raw,
         value_serializer=raw,
     )
-    events = app.topic(names.call_events, key_serializer=raw, value_serializer=raw)
-    dead = app.topic(names.dead_letter, key_serializer=raw, value_serializer=raw)
     # key_type/value_type bytes make the changelog raw; without them faust reads it back
     # as JSON during recovery, fails on every record and never finishes recovering.
     table = app.Table(
@@ -112,36 +140,57 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
     )
     horizon = timedelta(days=settings.worker_state_days)
 
+    crashing: set[asyncio.Future[None]] = set()
+
+    def failed(error: BaseException) -> None:
+        log.error("a record was not delivered; stopping", extra={"error": repr(error)})
+        crashing.add(asyncio.ensure_future(app.crash(error)))
+
+    async def send(records: list[outbox.Outgoing]) -> None:
+        # Faust flushes its producer before every commit, so these are delivered before
+        # the offsets that produced them are committed; a failed delivery stops the
+        # worker, which then resumes from the last commit.
+        producer = cast("AIOKafkaDriverProducer", app.producer)._ensure_producer()
+        await outbox.send(producer, records, failed)
+
     @app.agent(sources)
-    async def normalize_records(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for record in stream.events():
-            message = record.message
-            try:
-                observation, seen_at = observe(message.topic, record.value, names, settings)
-            except normalize.Unusable as exc:
-                letter = dead_letter(str(exc), message.topic, message.partition,
-                                     message.offset, record.value)  # fmt: skip
-                await dead.send(value=letter)
-                continue
-            await calls.send(
-                key=observation.call_id.encode(),
-                value=codec.encode_observation(observation, seen_at),
-            )
-            yield None
+    async def normalize_records(stream: faust.StreamT[bytes]) -> None:
+        async for batch in cast("Stream[bytes]", stream).take_events(BATCH, within=BATCH_WITHIN):
+            await send([normalized(record) for record in batch])
+
+    def normalized(record: faust.types.EventT[bytes]) -> outbox.Outgoing:
+        message = record.message
+        try:
+            observation, seen_at = observe(message.topic, record.value, names, settings)
+        except normalize.Unusable as exc:
+            letter = dead_letter(str(exc), message.topic, message.partition,
+                                 message.offset, record.value)  # fmt: skip
+            return outbox.Outgoing(names.dead_letter, None, letter)
+        value = codec.encode_observation(observation, seen_at)
+        return outbox.Outgoing(names.calls_by_id, observation.call_id.encode(), value)
 
     @app.agent(calls)
-    async def merge_calls(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for key, value in stream.items():
-            observation, seen_at = codec.decode_observation(value)
-            stored = table.get(key)
-            state = codec.decode_state(stored) if stored else None
-            merged, event = merge(state, observation, seen_at)
-            if event is not None:
-                table[key] = codec.encode_state(merged)
-                await events.send(
-                    key=key, value=orjson.dumps(event), headers=cloudevent_headers(event)
-                )
-            yield None
+    async def merge_calls(stream: faust.StreamT[bytes]) -> None:
+        async for batch in cast("Stream[bytes]", stream).take_events(BATCH, within=BATCH_WITHIN):
+            events = []
+            for record in batch:
+                # the table finds the partition of a key's state from the current event
+                with current(record):
+                    event = merged(cast(bytes, record.key), record.value)
+                if event is not None:
+                    events.append(event)
+            await send(events)
+
+    def merged(key: bytes, value: bytes) -> outbox.Outgoing | None:
+        observation, seen_at = codec.decode_observation(value)
+        stored = table.get(key)
+        state = codec.decode_state(stored) if stored else None
+        merged, event = merge(state, observation, seen_at)
+        if event is None:
+            return None
+        table[key] = codec.encode_state(merged)
+        headers = cloudevent_headers(event)
+        return outbox.Outgoing(names.call_events, key, orjson.dumps(event), headers)
 
     @app.timer(interval=3600.0)  # type: ignore[untyped-decorator]
     async def forget_old_calls() -> None:
