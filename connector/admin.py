@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, for_code
@@ -128,3 +129,26 @@ async def converge(
             return await ensure(client, declared)
         existing = await describe(client, [spec.name for spec in declared])
         return Applied(plan(declared, existing), ())
+
+
+async def record_counts(bootstrap_servers: str, topics: Sequence[str]) -> dict[str, int]:
+    """Records each topic holds now (end offsets less start offsets, over its partitions)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+    try:
+        await consumer.start()
+        await consumer.client.force_metadata_update()
+        partitions = [
+            TopicPartition(topic, number)
+            for topic in topics
+            for number in consumer.partitions_for_topic(topic) or ()
+        ]
+        ends = await consumer.end_offsets(partitions)
+        starts = await consumer.beginning_offsets(partitions)
+    except KafkaError as exc:
+        raise TopicError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+    finally:
+        await consumer.stop()
+    counts = dict.fromkeys(topics, 0)
+    for tp, end in ends.items():
+        counts[tp.topic] += end - starts[tp]
+    return counts

@@ -98,7 +98,7 @@ def merge(
         merged,
         revision=state.revision + 1,
         first_seen_at=state.first_seen_at or now,
-        updated_at=now,
+        updated_at=max(state.updated_at or now, now),
     )
     return merged, event(merged)
 

@@ -15,7 +15,7 @@ from contextlib import ExitStack, contextmanager
 from connector import admin, broker
 from connector.errors import ConnectorError
 from connector.settings import Settings
-from connector.topics import declare
+from connector.topics import TopicNames, declare
 
 READY_WITHIN = 60.0
 SANDBOX_PORT = 8090
@@ -32,10 +32,9 @@ def up(settings: Settings) -> int:
         for drift in applied.plan.drift:
             print(f"drift   {drift}", flush=True)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}
-        receiver = stack.enter_context(_running(["receiver"], env))
         receiver_url = f"http://127.0.0.1:{settings.receiver_port}"
-        _await_ready(receiver, receiver_url + "/readyz")
-        if settings.nxcloud_appkey is None:
+        sandboxed = settings.nxcloud_appkey is None
+        if sandboxed:
             env |= {
                 "NXCLOUD_APPKEY": "sandbox",
                 "NXCLOUD_SECRETKEY": "sandbox",
@@ -43,24 +42,29 @@ def up(settings: Settings) -> int:
                 "NXCLOUD_POLLER_WINDOW_SECONDS": "60",
                 "NXCLOUD_POLLER_SETTLE_SECONDS": "30",
             }
-            sandbox = [
-                "sandbox",
-                f"--port={SANDBOX_PORT}",
-                f"--push-to={receiver_url}/nxcloud/voice/dr",
-            ]
-            stack.enter_context(_running(sandbox, env))
-            print(f"Sandbox:  http://127.0.0.1:{SANDBOX_PORT} (no NXCLOUD_APPKEY: plays NXCloud)")
-        stack.enter_context(_running(["poller"], env))
+        # Entered in this order, stopped in the reverse: the sandbox stops pushing first,
+        # the receiver then drains what it holds, the poller and the worker commit, and
+        # Kafka stops last.
         stack.enter_context(_running(["worker"], env))
-        print(f"Kafka:    {settings.kafka_bootstrap_servers}", flush=True)
-        print(f"Topics:   {', '.join(spec.name for spec in declare(settings))}", flush=True)
-        print(f"Receiver: {receiver_url}/nxcloud/voice/dr", flush=True)
-        print(f"Poller:   {env.get('NXCLOUD_CDR_URL', settings.nxcloud_cdr_url)}", flush=True)
-        print("Worker:   merging into nxcloud.voice.call-events", flush=True)
+        stack.enter_context(_running(["poller"], env))
+        receiver = stack.enter_context(_running(["receiver"], env))
+        _await_ready(receiver, receiver_url + "/readyz")
+        if sandboxed:
+            sandbox = ["sandbox", f"--port={SANDBOX_PORT}",
+                       f"--push-to={receiver_url}/nxcloud/voice/dr"]  # fmt: skip
+            stack.enter_context(_running(sandbox, env))
+        names = TopicNames.of(settings)
+        print(f"Kafka:     {settings.kafka_bootstrap_servers}", flush=True)
+        print(f"Topics:    {', '.join(spec.name for spec in declare(settings))}", flush=True)
+        print(f"DR push:   {receiver_url}/nxcloud/voice/dr  (give this URL to NXCloud)")
+        print(f"CDR API:   {env.get('NXCLOUD_CDR_URL', settings.nxcloud_cdr_url)}", flush=True)
+        if sandboxed:
+            print(
+                f"Sandbox:   http://127.0.0.1:{SANDBOX_PORT} (no NXCLOUD_APPKEY: it plays NXCloud)"
+            )
+        print("Watch:     nxcloud-connector tail", flush=True)
         print("Running. Stop with Ctrl-C.", flush=True)
-        stopping = {signal.SIGINT, signal.SIGTERM}
-        signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
-        signal.sigwait(stopping)
+        _report_until_stopped(settings.kafka_bootstrap_servers, names)
         print("Stopping ...", flush=True)
     return 0
 
@@ -77,6 +81,24 @@ def _running(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Pop
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _report_until_stopped(bootstrap: str, names: TopicNames) -> None:
+    """Progress every few seconds (one redrawn line on a terminal) until SIGINT/SIGTERM."""
+    stopping = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+    live = sys.stdout.isatty()
+    topics = {"DRs received": names.dr_raw, "CDR rows polled": names.cdr_raw,
+              "call events": names.call_events, "dead letters": names.dead_letter}  # fmt: skip
+    while signal.sigtimedwait(stopping, 2.0 if live else 30.0) is None:
+        try:
+            counts = asyncio.run(admin.record_counts(bootstrap, list(topics.values())))
+        except ConnectorError:
+            continue
+        line = "  ".join(f"{label}: {counts[topic]:,}" for label, topic in topics.items())
+        print(f"\r{line}" if live else line, end="" if live else "\n", flush=True)
+    if live:
+        print(flush=True)
 
 
 def _await_ready(process: subprocess.Popen[bytes], url: str) -> None:

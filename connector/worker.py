@@ -9,29 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import faust
 import orjson
-from faust.streams import Stream, _current_event
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaDriverProducer
 
-from connector import codec, normalize, outbox
+from connector import codec, normalize
 from connector.clock import utcnow
 from connector.merge import expired, merge
 from connector.settings import Settings
+from connector.table import CallTable
 from connector.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
 CE_SOURCE = "nxcloud-connector/worker"
 CE_TYPE = "com.nxcloud.voice.call.v1"
-BATCH = 500
-BATCH_WITHIN = 0.01
 
 
 def cloudevent_headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:
@@ -89,16 +85,6 @@ class WorkerApp(faust.App):
         return _IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
 
 
-@contextmanager
-def current(event: faust.types.EventT[bytes]) -> Iterator[None]:
-    """Make `event` faust's current event, as its own stream iteration would."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
 def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App:
     names = names or TopicNames.of(settings)
     suffix = f".{settings.topic_suffix}" if settings.topic_suffix else ""
@@ -129,75 +115,61 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
         key_serializer=raw,
         value_serializer=raw,
     )
+    events = app.topic(names.call_events, key_serializer=raw, value_serializer=raw)
+    dead = app.topic(names.dead_letter, key_serializer=raw, value_serializer=raw)
     # key_type/value_type bytes make the changelog raw; without them faust reads it back
     # as JSON during recovery, fails on every record and never finishes recovering.
-    table = app.Table(
-        "calls",
+    table = CallTable(
+        app,
+        name="calls",
         default=None,
+        beacon=app.tables.beacon,
         partitions=settings.topic_partitions,
         key_type=bytes,
         value_type=bytes,
     )
+    app.tables.add(table)
     horizon = timedelta(days=settings.worker_state_days)
 
-    crashing: set[asyncio.Future[None]] = set()
-
-    def failed(error: BaseException) -> None:
-        log.error("a record was not delivered; stopping", extra={"error": repr(error)})
-        crashing.add(asyncio.ensure_future(app.crash(error)))
-
-    async def send(records: list[outbox.Outgoing]) -> None:
-        # Faust flushes its producer before every commit, so these are delivered before
-        # the offsets that produced them are committed; a failed delivery stops the
-        # worker, which then resumes from the last commit.
-        producer = cast("AIOKafkaDriverProducer", app.producer)._ensure_producer()
-        await outbox.send(producer, records, failed)
-
     @app.agent(sources)
-    async def normalize_records(stream: faust.StreamT[bytes]) -> None:
-        async for batch in cast("Stream[bytes]", stream).take_events(BATCH, within=BATCH_WITHIN):
-            await send([normalized(record) for record in batch])
-
-    def normalized(record: faust.types.EventT[bytes]) -> outbox.Outgoing:
-        message = record.message
-        try:
-            observation, seen_at = observe(message.topic, record.value, names, settings)
-        except normalize.Unusable as exc:
-            letter = dead_letter(str(exc), message.topic, message.partition,
-                                 message.offset, record.value)  # fmt: skip
-            return outbox.Outgoing(names.dead_letter, None, letter)
-        value = codec.encode_observation(observation, seen_at)
-        return outbox.Outgoing(names.calls_by_id, observation.call_id.encode(), value)
+    async def normalize_records(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for record in stream.events():
+            message = record.message
+            try:
+                observation, seen_at = observe(message.topic, record.value, names, settings)
+            except normalize.Unusable as exc:
+                letter = dead_letter(str(exc), message.topic, message.partition,
+                                     message.offset, record.value)  # fmt: skip
+                await dead.send(value=letter)
+                continue
+            await calls.send(
+                key=observation.call_id.encode(),
+                value=codec.encode_observation(observation, seen_at),
+            )
+            yield None
 
     @app.agent(calls)
-    async def merge_calls(stream: faust.StreamT[bytes]) -> None:
-        async for batch in cast("Stream[bytes]", stream).take_events(BATCH, within=BATCH_WITHIN):
-            events = []
-            for record in batch:
-                # the table finds the partition of a key's state from the current event
-                with current(record):
-                    event = merged(cast(bytes, record.key), record.value)
-                if event is not None:
-                    events.append(event)
-            await send(events)
-
-    def merged(key: bytes, value: bytes) -> outbox.Outgoing | None:
-        observation, seen_at = codec.decode_observation(value)
-        stored = table.get(key)
-        state = codec.decode_state(stored) if stored else None
-        merged, event = merge(state, observation, seen_at)
-        if event is None:
-            return None
-        table[key] = codec.encode_state(merged)
-        headers = cloudevent_headers(event)
-        return outbox.Outgoing(names.call_events, key, orjson.dumps(event), headers)
+    async def merge_calls(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for key, value in stream.items():
+            observation, seen_at = codec.decode_observation(value)
+            stored = table.get(key)
+            state = codec.decode_state(stored) if stored else None
+            merged, event = merge(state, observation, seen_at)
+            if event is not None:
+                table[key] = codec.encode_state(merged)
+                await events.send(
+                    key=key, value=orjson.dumps(event), headers=cloudevent_headers(event)
+                )
+            yield None
 
     @app.timer(interval=3600.0)  # type: ignore[untyped-decorator]
     async def forget_old_calls() -> None:
-        now = utcnow()
-        stale = [
-            key for key, value in table.items() if expired(codec.decode_state(value), now, horizon)
-        ]
+        now, stale = utcnow(), []
+        for number, (key, value) in enumerate(table.items()):
+            if expired(codec.decode_state(value), now, horizon):
+                stale.append(key)
+            if number % 1000 == 0:
+                await asyncio.sleep(0)  # a million calls take seconds: let the agents run
         for key in stale:
             del table[key]
         if stale:

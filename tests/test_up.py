@@ -8,9 +8,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from connector import admin
 from connector.broker import free_port
 from tests.kafka_helpers import read_topic
 from tests.test_cli import read_until
@@ -60,6 +62,52 @@ async def test_up_stores_a_push_on_the_raw_topic_and_stops_cleanly(tmp_path: Pat
         assert next(v for v in events if v["message_id"] == "up-1")["sources"] == ["dr"]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=90) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+async def test_up_interrupted_and_started_again_loses_no_pushed_dr(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env |= {"XDG_DATA_HOME": str(tmp_path), "NXCLOUD_RECEIVER_HOST": "127.0.0.1"}
+
+    def start() -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "connector", "up"], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        read_until(process, "Running.", time.monotonic() + 120)
+        return process
+
+    def received(values: list[Any]) -> set[tuple[str, str]]:
+        return {(v["fields"]["messageid"], v["fields"]["phone"]) for v in values}
+
+    def merged(values: list[Any]) -> set[tuple[str, str]]:
+        return {(v["message_id"], v["phone_raw"]) for v in values if "dr" in v["sources"]}
+
+    process = start()
+    try:
+        await read_topic(
+            "127.0.0.1:9092", "nxcloud.voice.call-events",
+            lambda values: len(merged(values)) >= 3, deadline=120,
+        )  # fmt: skip
+        process.send_signal(signal.SIGINT)  # mid-stream: the sandbox keeps pushing until then
+        assert process.wait(timeout=120) == 0
+        process = start()
+        stored = (await admin.record_counts("127.0.0.1:9092", ["nxcloud.voice.dr.raw"]))[
+            "nxcloud.voice.dr.raw"
+        ]
+        pushed = received(
+            await read_topic("127.0.0.1:9092", "nxcloud.voice.dr.raw", lambda v: len(v) >= stored)
+        )
+        assert len(pushed) >= 3
+        await read_topic(
+            "127.0.0.1:9092", "nxcloud.voice.call-events",
+            lambda values: merged(values) >= pushed, deadline=120,
+        )  # fmt: skip
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) == 0
     finally:
         if process.poll() is None:
             process.kill()

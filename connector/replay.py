@@ -1,0 +1,348 @@
+"""Raw history back through normalize and merge: `replay`, `replay --into`, `redrive`.
+
+`replay` normalizes raw records of a time range with the current settings and hands the
+observations to the running worker's merge (on `calls-by-id`), so a call whose content is
+unchanged produces nothing and a corrected one gets the next revision. `--into` merges the
+range afresh, in this process, into a new call-event topic. `redrive` retries dead letters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from connector import admin, codec, dr, normalize
+from connector.errors import ConnectorError
+from connector.merge import CallState, merge
+from connector.settings import Settings
+from connector.topics import TopicNames, TopicSpec, declare
+from connector.worker import cloudevent_headers, dead_letter, observe
+
+SETTLE_WITHIN = 600.0
+
+
+@dataclass
+class Summary:
+    read: int = 0
+    observations: int = 0
+    dead_letters: int = 0
+    calls: set[str] = field(default_factory=set)
+    changed: set[str] = field(default_factory=set)
+
+    def lines(self) -> list[str]:
+        return [
+            f"records read:   {self.read}",
+            f"calls touched:  {len(self.calls)}",
+            f"calls changed:  {len(self.changed)}",
+            f"dead letters:   {self.dead_letters}",
+        ]
+
+
+class Progress:
+    """One line per topic, redrawn on a terminal, printed every few seconds elsewhere."""
+
+    def __init__(self, out: TextIO = sys.stderr, every: float = 5.0) -> None:
+        self.out, self.every, self.shown = out, every, 0.0
+        self.live = out.isatty()
+
+    def show(self, topic: str, done: int, total: int, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and not self.live and now - self.shown < self.every:
+            return
+        if not final and self.live and now - self.shown < 0.1:
+            return
+        self.shown = now
+        share = done / total if total else 1.0
+        bar = "#" * int(share * 30)
+        line = f"{topic} [{bar:<30}] {done:,}/{total:,} {share:4.0%}"
+        self.out.write(("\r" + line + ("\n" if final else "")) if self.live else line + "\n")
+        self.out.flush()
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+async def scan(
+    bootstrap: str,
+    topic: str,
+    since: datetime | None,
+    until: datetime | None,
+    progress: Progress,
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topic` stored in [since, until), as the log had it at the start."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    async with consumer:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            await consumer.client.force_metadata_update()
+            found = consumer.partitions_for_topic(topic) or ()
+            partitions = [TopicPartition(topic, p) for p in found]
+        if not partitions:
+            raise ConnectorError(f"topic {topic} does not exist")
+        ends = await consumer.end_offsets(partitions)
+        starts = await _offsets_at(
+            consumer, partitions, _ms(since), await consumer.beginning_offsets(partitions)
+        )
+        stops = await _offsets_at(consumer, partitions, _ms(until), ends)
+        wanted = {tp: (starts[tp], stops[tp]) for tp in partitions if starts[tp] < stops[tp]}
+        total, done = sum(stop - start for start, stop in wanted.values()), 0
+        consumer.assign(list(wanted))
+        for tp, (start, _stop) in wanted.items():
+            consumer.seek(tp, start)
+        while wanted:
+            batches = await consumer.getmany(*wanted, timeout_ms=1000)
+            for tp, records in batches.items():
+                stop = wanted[tp][1]
+                for record in records:
+                    if record.offset < stop:
+                        done += 1
+                        yield record
+                if records and records[-1].offset >= stop - 1:
+                    del wanted[tp]
+                    consumer.pause(tp)
+            progress.show(topic, done, total)
+        progress.show(topic, done, total, final=True)
+
+
+async def _offsets_at(
+    consumer: AIOKafkaConsumer,
+    partitions: list[TopicPartition],
+    at_ms: int | None,
+    otherwise: dict[TopicPartition, int],
+) -> dict[TopicPartition, int]:
+    if at_ms is None:
+        return dict(otherwise)
+    found = await consumer.offsets_for_times(dict.fromkeys(partitions, at_ms))
+    ends = await consumer.end_offsets(partitions)
+    return {tp: ends[tp] if found[tp] is None else found[tp].offset for tp in partitions}
+
+
+def sources(names: TopicNames, source: str) -> list[str]:
+    return {"dr": [names.dr_raw], "cdr": [names.cdr_raw]}.get(source, [names.dr_raw, names.cdr_raw])
+
+
+def _producer(bootstrap: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=10
+    )
+
+
+async def replay(
+    settings: Settings,
+    *,
+    source: str,
+    since: datetime,
+    until: datetime | None,
+    progress: Progress,
+    names: TopicNames | None = None,
+) -> Summary:
+    """Hand a range's observations to the running worker; wait until it has merged them."""
+    names = names or TopicNames.of(settings)
+    summary = Summary()
+    started_ms = int(time.time() * 1000)
+    bootstrap = settings.kafka_bootstrap_servers
+    async with _producer(bootstrap) as producer:
+        for topic in sources(names, source):
+            async for record in scan(bootstrap, topic, since, until, progress):
+                summary.read += 1
+                await _observe(record, names, settings, producer, summary)
+        await producer.flush()
+        ends = await _ends(bootstrap, names.calls_by_id)
+    await _await_merged(settings, names, ends)
+    summary.changed = await _changed_since(bootstrap, names.call_events, started_ms, summary.calls)
+    return summary
+
+
+async def _observe(
+    record: ConsumerRecord[bytes, bytes],
+    names: TopicNames,
+    settings: Settings,
+    producer: AIOKafkaProducer,
+    summary: Summary,
+) -> None:
+    value = record.value or b""
+    try:
+        observation, seen_at = observe(record.topic, value, names, settings)
+    except normalize.Unusable as exc:
+        summary.dead_letters += 1
+        letter = dead_letter(str(exc), record.topic, record.partition, record.offset, value)
+        await producer.send(names.dead_letter, letter)
+        return
+    summary.observations += 1
+    summary.calls.add(observation.call_id)
+    encoded = codec.encode_observation(observation, seen_at)
+    await producer.send(names.calls_by_id, encoded, key=observation.call_id.encode())
+
+
+async def _ends(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    async with consumer:
+        await consumer.client.force_metadata_update()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        return ends
+
+
+def worker_group(settings: Settings) -> str:
+    return f"nxcloud-worker.{settings.topic_suffix}" if settings.topic_suffix else "nxcloud-worker"
+
+
+async def _await_merged(
+    settings: Settings, names: TopicNames, ends: dict[TopicPartition, int]
+) -> None:
+    """Until the worker group has committed past everything the replay handed it."""
+    deadline = time.monotonic() + SETTLE_WITHIN
+    client = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await client.start()
+    try:
+        while time.monotonic() < deadline:
+            try:
+                committed = await client.list_consumer_group_offsets(worker_group(settings))
+            except KafkaError:
+                committed = {}
+            if all(
+                tp in committed and committed[tp].offset >= end for tp, end in ends.items() if end
+            ):
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await client.close()
+    raise ConnectorError(
+        f"the worker did not merge the replayed records within {SETTLE_WITHIN:.0f} s: "
+        f"is `nxcloud-connector worker` running on {names.calls_by_id}?"
+    )
+
+
+def _at(committed: dict[TopicPartition, Any], tp: TopicPartition) -> int:
+    return committed[tp].offset if tp in committed else -1
+
+
+async def _changed_since(bootstrap: str, topic: str, since_ms: int, calls: set[str]) -> set[str]:
+    changed: set[str] = set()
+    async for record in scan(bootstrap, topic, _moment(since_ms), None, Progress(io.StringIO())):
+        call_id = (record.key or b"").decode()
+        if call_id in calls:
+            changed.add(call_id)
+    return changed
+
+
+def _moment(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+async def rebuild(
+    settings: Settings,
+    *,
+    into: str,
+    since: datetime | None,
+    until: datetime | None,
+    progress: Progress,
+    names: TopicNames | None = None,
+) -> Summary:
+    """A complete call-event topic from the raw topics, merged afresh in arrival order."""
+    names = names or TopicNames.of(settings)
+    bootstrap = settings.kafka_bootstrap_servers
+    events_spec = next(spec for spec in declare(settings, names) if spec.name == names.call_events)
+    target = TopicSpec(
+        into, events_spec.partitions, events_spec.replication_factor, events_spec.config
+    )
+    await admin.converge(bootstrap, (target,))
+    summary = Summary()
+    observed: list[tuple[datetime, int, normalize.Observation]] = []
+    async with _producer(bootstrap) as producer:
+        for topic in sources(names, "all"):
+            async for record in scan(bootstrap, topic, since, until, progress):
+                summary.read += 1
+                value = record.value or b""
+                try:
+                    observation, seen_at = observe(topic, value, names, settings)
+                except normalize.Unusable as exc:
+                    summary.dead_letters += 1
+                    letter = dead_letter(str(exc), topic, record.partition, record.offset, value)
+                    await producer.send(names.dead_letter, letter)
+                    continue
+                observed.append((seen_at, len(observed), observation))
+        states: dict[str, CallState] = {}
+        for seen_at, _order, observation in sorted(observed, key=lambda item: item[:2]):
+            state, event = merge(states.get(observation.call_id), observation, seen_at)
+            states[observation.call_id] = state
+            summary.calls.add(observation.call_id)
+            if event is not None:
+                summary.changed.add(observation.call_id)
+                await producer.send(
+                    into, orjson.dumps(event), key=event["call_id"].encode(),
+                    headers=cloudevent_headers(event),
+                )  # fmt: skip
+        await producer.flush()
+    return summary
+
+
+async def redrive(
+    settings: Settings, since: datetime | None, progress: Progress, names: TopicNames | None = None
+) -> Summary:
+    """Dead letters back in: a receiver's refused DR to the raw topic if it is valid now,
+    a worker's record to the merge if it normalizes now; the rest stay where they are."""
+    names = names or TopicNames.of(settings)
+    bootstrap = settings.kafka_bootstrap_servers
+    summary = Summary()
+    async with _producer(bootstrap) as producer:
+        async for record in scan(bootstrap, names.dead_letter, since, None, progress):
+            summary.read += 1
+            letter: dict[str, Any] = orjson.loads(record.value or b"{}")
+            if not await _redriven(letter, names, settings, producer, summary):
+                summary.dead_letters += 1
+        await producer.flush()
+    return summary
+
+
+async def _redriven(
+    letter: dict[str, Any],
+    names: TopicNames,
+    settings: Settings,
+    producer: AIOKafkaProducer,
+    summary: Summary,
+) -> bool:
+    if letter.get("source") == "receiver":
+        fields = letter.get("fields")
+        if not isinstance(fields, dict):
+            return False
+        try:
+            dr.validate(fields)
+        except dr.Invalid:
+            return False
+        arrival = dr.Arrival(
+            letter["receipt_id"], datetime.fromisoformat(letter["received_at"]),
+            letter["remote_addr"], letter["receiver"], letter["method"], letter["content_type"],
+        )  # fmt: skip
+        await producer.send(names.dr_raw, dr.raw_record(fields, arrival), key=dr.key(fields))
+        summary.observations += 1
+        return True
+    topic, value = letter.get("topic"), str(letter.get("value", "")).encode()
+    if topic not in (names.dr_raw, names.cdr_raw):
+        return False
+    try:
+        observation, seen_at = observe(topic, value, names, settings)
+    except normalize.Unusable:
+        return False
+    summary.observations += 1
+    summary.calls.add(observation.call_id)
+    encoded = codec.encode_observation(observation, seen_at)
+    await producer.send(names.calls_by_id, encoded, key=observation.call_id.encode())
+    return True
+
+
+def print_summary(summary: Summary, out: TextIO = sys.stdout, extra: Iterable[str] = ()) -> None:
+    for line in [*summary.lines(), *extra]:
+        print(line, file=out)
