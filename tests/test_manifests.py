@@ -1,8 +1,10 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
 from connector import manifests
-from connector.errors import TopicError
+from connector.errors import ConfigError, TopicError
 from connector.settings import Settings
 from connector.topics import declare
 
@@ -67,3 +69,34 @@ def test_main_reports_a_bad_setting_by_name(
     monkeypatch.setenv("NXCLOUD_TOPIC_PARTITIONS", "zero")
     assert manifests.main(["--cluster", "c1"]) == 2
     assert "NXCLOUD_TOPIC_PARTITIONS" in capsys.readouterr().err
+
+
+def test_env_files_layer_and_skip_comments(tmp_path: Path) -> None:
+    base, overlay = tmp_path / "base.env", tmp_path / "overlay.env"
+    base.write_text("# settings\nNXCLOUD_TOPIC_PARTITIONS=6\n\nNXCLOUD_ACCOUNT=a=b\n")
+    overlay.write_text("NXCLOUD_TOPIC_PARTITIONS=12\n")
+    assert manifests.read_env_files([base, overlay]) == {
+        "NXCLOUD_TOPIC_PARTITIONS": "12",
+        "NXCLOUD_ACCOUNT": "a=b",
+    }
+
+
+def test_an_env_file_line_without_a_value_is_an_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.env"
+    bad.write_text("NXCLOUD_TOPIC_PARTITIONS\n")
+    with pytest.raises(ConfigError, match=r"bad\.env:1"):
+        manifests.read_env_files([bad])
+
+
+def test_main_with_env_files_ignores_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NXCLOUD_TOPIC_PARTITIONS", "9")
+    settings = tmp_path / "settings.env"
+    settings.write_text("NXCLOUD_TOPIC_REPLICATION_FACTOR=3\n")
+    assert manifests.main(["--cluster", "c1", "--env-file", str(settings)]) == 0
+    out = capsys.readouterr().out
+    assert f"--env-file {settings.as_posix()}" in out.splitlines()[0]
+    topics = list(yaml.safe_load_all(out))
+    assert {topic["spec"]["partitions"] for topic in topics} == {6, 1}
+    assert {topic["spec"]["replicas"] for topic in topics} == {3}
