@@ -9,7 +9,7 @@ KUSTOMIZE := .tools/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 KAFKA_CLUSTER ?= my-cluster
 KAFKA_NAMESPACE ?= kafka
 
-.PHONY: install tools up test check manifests bench-receiver bench-backfill clean
+.PHONY: install tools up test check manifests bench-receiver bench-backfill bench-worker clean
 
 $(BIN)/nxcloud-connector: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,9 @@ bench-receiver: install
 
 bench-backfill: install
 	$(BIN)/python -m bench.backfill
+
+bench-worker: install
+	$(BIN)/python -m bench.worker
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .pytest_cache .ruff_cache

@@ -136,12 +136,7 @@ async def record_counts(bootstrap_servers: str, topics: Sequence[str]) -> dict[s
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
     try:
         await consumer.start()
-        await consumer.client.force_metadata_update()
-        partitions = [
-            TopicPartition(topic, number)
-            for topic in topics
-            for number in consumer.partitions_for_topic(topic) or ()
-        ]
+        partitions = [tp for topic in topics for tp in await partitions_of(consumer, topic)]
         ends = await consumer.end_offsets(partitions)
         starts = await consumer.beginning_offsets(partitions)
     except KafkaError as exc:
@@ -152,3 +147,9 @@ async def record_counts(bootstrap_servers: str, topics: Sequence[str]) -> dict[s
     for tp, end in ends.items():
         counts[tp.topic] += end - starts[tp]
     return counts
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The topic's partitions from fresh metadata (an unsubscribed consumer has none)."""
+    await consumer._client.force_metadata_update()
+    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]

@@ -84,11 +84,7 @@ async def scan(
     """Every record of `topic` stored in [since, until), as the log had it at the start."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     async with consumer:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not partitions:
-            await consumer.client.force_metadata_update()
-            found = consumer.partitions_for_topic(topic) or ()
-            partitions = [TopicPartition(topic, p) for p in found]
+        partitions = await admin.partitions_of(consumer, topic)
         if not partitions:
             raise ConnectorError(f"topic {topic} does not exist")
         ends = await consumer.end_offsets(partitions)
@@ -189,8 +185,7 @@ async def _observe(
 async def _ends(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     async with consumer:
-        await consumer.client.force_metadata_update()
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        partitions = await admin.partitions_of(consumer, topic)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
         return ends
 

@@ -71,7 +71,10 @@ def up(settings: Settings) -> int:
 
 @contextmanager
 def _running(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen([sys.executable, "-m", "connector", *command], env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "connector", *command], env=env,
+        preexec_fn=broker.die_with_parent,  # noqa: PLW1509 - no part outlives `up`
+    )  # fmt: skip
     try:
         yield process
     finally:

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
+from connector import admin
 from connector.errors import ConnectorError
 
 
@@ -40,11 +41,9 @@ async def tail(
     pretty = out.isatty()
     printed = 0
     async with consumer:
-        await consumer.client.force_metadata_update()
-        found = consumer.partitions_for_topic(topic)
-        if not found:
+        partitions = await admin.partitions_of(consumer, topic)
+        if not partitions:
             raise ConnectorError(f"topic {topic} does not exist: run `nxcloud-connector topics`")
-        partitions = [TopicPartition(topic, p) for p in sorted(found)]
         consumer.assign(partitions)
         if from_beginning:
             await consumer.seek_to_beginning(*partitions)

@@ -35,7 +35,8 @@ async def test_tail_prints_the_events_of_one_message_from_the_beginning(
     async with AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers) as producer:
         for number in range(5):
             event = {"call_id": f"c{number}", "message_id": f"m{number % 2}", "revision": 1}
-            await producer.send_and_wait(topic_names.call_events, orjson.dumps(event))
+            key = f"c{number}".encode()
+            await producer.send_and_wait(topic_names.call_events, orjson.dumps(event), key=key)
     out = io.StringIO()
     printed = await tail(
         settings.kafka_bootstrap_servers, topic_names.call_events, from_beginning=True,

@@ -90,7 +90,7 @@ async def test_up_interrupted_and_started_again_loses_no_pushed_dr(tmp_path: Pat
     try:
         await read_topic(
             "127.0.0.1:9092", "nxcloud.voice.call-events",
-            lambda values: len(merged(values)) >= 3, deadline=120,
+            lambda values: len(merged(values)) >= 3, deadline=240,
         )  # fmt: skip
         process.send_signal(signal.SIGINT)  # mid-stream: the sandbox keeps pushing until then
         assert process.wait(timeout=120) == 0
@@ -102,10 +102,23 @@ async def test_up_interrupted_and_started_again_loses_no_pushed_dr(tmp_path: Pat
             await read_topic("127.0.0.1:9092", "nxcloud.voice.dr.raw", lambda v: len(v) >= stored)
         )
         assert len(pushed) >= 3
-        await read_topic(
-            "127.0.0.1:9092", "nxcloud.voice.call-events",
-            lambda values: merged(values) >= pushed, deadline=120,
-        )  # fmt: skip
+        seen: list[Any] = []
+
+        def all_merged(values: list[Any]) -> bool:
+            seen[:] = values
+            return merged(values) >= pushed
+
+        try:
+            await read_topic(
+                "127.0.0.1:9092", "nxcloud.voice.call-events", all_merged, deadline=180
+            )
+        except AssertionError:
+            missing = pushed - merged(seen)
+            ids = {message for message, _phone in missing}
+            related = [(v["message_id"], v["phone_raw"], v["sources"], v["revision"])
+                       for v in seen if v["message_id"] in ids]  # fmt: skip
+            message = f"{len(missing)} DRs without an event: {missing}; {related}"
+            raise AssertionError(message) from None
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=120) == 0
     finally:
