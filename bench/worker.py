@@ -332,7 +332,7 @@ async def latency(bootstrap: str, scratch: Path, rate: int, seconds: int) -> Non
 async def memory(bootstrap: str, scratch: Path, calls: int) -> None:
     stage = Stage(bootstrap, "memory")
     await stage.create()
-    process = worker(stage, scratch, "memory", NXCLOUD_WORKER_STORE="rocksdict://")
+    process = worker(stage, scratch, "memory", NXCLOUD_WORKER_STORE="rocksdb://")
     samples: list[tuple[int, float]] = []
     producing = threading.Thread(
         target=lambda: asyncio.run(produce(stage, one_dr_per_call(calls))), daemon=True

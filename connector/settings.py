@@ -51,6 +51,13 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _store(raw: str) -> str:
+    """Faust's table stores: memory://, or rocksdb:// (driven by rocksdict when installed)."""
+    if raw.strip() not in {"memory://", "rocksdb://"}:
+        raise ValueError("must be memory:// or rocksdb:// (RocksDB through rocksdict)")
+    return raw.strip()
+
+
 def _secret(raw: str) -> Secret:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -180,7 +187,7 @@ class Settings:
     poller_credentials_retry_seconds: int = _env(
         "NXCLOUD_POLLER_CREDENTIALS_RETRY_SECONDS", _int_at_least(1), 300
     )
-    worker_store: str = _env("NXCLOUD_WORKER_STORE", _text, "memory://")
+    worker_store: str = _env("NXCLOUD_WORKER_STORE", _store, "memory://")
     worker_state_days: int = _env("NXCLOUD_WORKER_STATE_DAYS", _int_at_least(8), 8)
     worker_data_dir: Path = _env(
         "NXCLOUD_WORKER_DATA_DIR", Path, factory=lambda: default_state_dir() / "worker"

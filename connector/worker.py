@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import faust
 import orjson
@@ -28,6 +28,15 @@ log = logging.getLogger(__name__)
 
 CE_SOURCE = "nxcloud-connector/worker"
 CE_TYPE = "com.nxcloud.voice.call.v1"
+MIB = 1024 * 1024
+# Faust's RocksDB defaults (per partition: 3 x 64 MiB memtables, a 2 GiB block cache) let
+# the worker's memory grow with its state; these keep it bounded (bench/worker.py).
+ROCKSDB_OPTIONS: Final = {
+    "write_buffer_size": 8 * MIB,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 16 * MIB,
+    "block_cache_compressed_size": 4 * MIB,
+}
 
 
 def cloudevent_headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:
@@ -127,6 +136,7 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
         partitions=settings.topic_partitions,
         key_type=bytes,
         value_type=bytes,
+        options=ROCKSDB_OPTIONS if settings.worker_store.startswith("rocksdb") else None,
     )
     app.tables.add(table)
     horizon = timedelta(days=settings.worker_state_days)

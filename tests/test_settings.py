@@ -38,6 +38,7 @@ def test_values_are_parsed_and_typed() -> None:
         ("NXCLOUD_CDR_URL", "ftp://example", "must be an http(s) URL"),
         ("NXCLOUD_TOPIC_PARTITIONS", "zero", "must be an integer"),
         ("NXCLOUD_RAW_RETENTION_DAYS", "0", "must be at least 1"),
+        ("NXCLOUD_WORKER_STORE", "rocksdict://", "must be memory:// or rocksdb://"),
     ],
 )
 def test_a_bad_value_fails_naming_the_variable(variable: str, value: str, reason: str) -> None:
