@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 import faust
 import orjson
-from faust.transport.drivers.aiokafka import Producer as AIOKafkaDriverProducer
 
 from connector import codec, heartbeat, normalize
 from connector.clock import utcnow
@@ -82,22 +81,10 @@ def dead_letter(reason: str, topic: str, partition: int, offset: int, value: byt
     )
 
 
-class _IdempotentProducer(AIOKafkaDriverProducer):
-    """Faust makes its producer idempotent only inside transactions; ours always is."""
-
-    def _settings_extra(self) -> Mapping[str, Any]:
-        return {"acks": "all", "enable_idempotence": True}
-
-
-class WorkerApp(faust.App):
-    def _new_producer(self) -> Any:
-        return _IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
-
-
 def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App:
     names = names or TopicNames.of(settings)
     suffix = f".{settings.topic_suffix}" if settings.topic_suffix else ""
-    app = WorkerApp(
+    app = faust.App(
         f"nxcloud-worker{suffix}",
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         store=settings.worker_store,
@@ -106,7 +93,6 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
         topic_replication_factor=settings.topic_replication_factor,
         topic_allow_declare=True,
         producer_acks=-1,
-        producer_linger=0.005,
         web_enabled=False,
         processing_guarantee="at_least_once",
         broker_commit_every=1000,
