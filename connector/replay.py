@@ -27,7 +27,7 @@ from connector.errors import ConnectorError
 from connector.merge import CallState, merge
 from connector.settings import Settings
 from connector.topics import TopicNames, TopicSpec, declare
-from connector.worker import cloudevent_headers, dead_letter, observe
+from connector.worker import cloudevent_headers, dead_letter, group_id, observe
 
 SETTLE_WITHIN = 600.0
 
@@ -89,9 +89,9 @@ async def scan(
             raise ConnectorError(f"topic {topic} does not exist")
         ends = await consumer.end_offsets(partitions)
         starts = await _offsets_at(
-            consumer, partitions, _ms(since), await consumer.beginning_offsets(partitions)
+            consumer, _ms(since), await consumer.beginning_offsets(partitions), ends
         )
-        stops = await _offsets_at(consumer, partitions, _ms(until), ends)
+        stops = await _offsets_at(consumer, _ms(until), ends, ends)
         wanted = {tp: (starts[tp], stops[tp]) for tp in partitions if starts[tp] < stops[tp]}
         total, done = sum(stop - start for start, stop in wanted.values()), 0
         consumer.assign(list(wanted))
@@ -114,15 +114,15 @@ async def scan(
 
 async def _offsets_at(
     consumer: AIOKafkaConsumer,
-    partitions: list[TopicPartition],
     at_ms: int | None,
     otherwise: dict[TopicPartition, int],
+    ends: dict[TopicPartition, int],
 ) -> dict[TopicPartition, int]:
+    """The first offset stored at or after `at_ms` (the end when none is), per partition."""
     if at_ms is None:
         return dict(otherwise)
-    found = await consumer.offsets_for_times(dict.fromkeys(partitions, at_ms))
-    ends = await consumer.end_offsets(partitions)
-    return {tp: ends[tp] if found[tp] is None else found[tp].offset for tp in partitions}
+    found = await consumer.offsets_for_times(dict.fromkeys(ends, at_ms))
+    return {tp: end if found[tp] is None else found[tp].offset for tp, end in ends.items()}
 
 
 def sources(names: TopicNames, source: str) -> list[str]:
@@ -147,35 +147,48 @@ async def replay(
     """Hand a range's observations to the running worker; wait until it has merged them."""
     names = names or TopicNames.of(settings)
     summary = Summary()
-    started_ms = int(time.time() * 1000)
+    started = datetime.now(UTC)
     bootstrap = settings.kafka_bootstrap_servers
     async with _producer(bootstrap) as producer:
         for topic in sources(names, source):
             async for record in scan(bootstrap, topic, since, until, progress):
                 summary.read += 1
-                await _observe(record, names, settings, producer, summary)
+                if observed := await _normalized(record, names, settings, producer, summary):
+                    await _hand_over(*observed, names, producer, summary)
         await producer.flush()
         ends = await _ends(bootstrap, names.calls_by_id)
     await _await_merged(settings, names, ends)
-    summary.changed = await _changed_since(bootstrap, names.call_events, started_ms, summary.calls)
+    summary.changed = await _changed_since(bootstrap, names.call_events, started, summary.calls)
     return summary
 
 
-async def _observe(
+async def _normalized(
     record: ConsumerRecord[bytes, bytes],
     names: TopicNames,
     settings: Settings,
     producer: AIOKafkaProducer,
     summary: Summary,
-) -> None:
+) -> tuple[normalize.Observation, datetime] | None:
+    """The record's observation, or None once it is on the dead-letter topic, as the worker
+    would put it there."""
     value = record.value or b""
     try:
-        observation, seen_at = observe(record.topic, value, names, settings)
+        return observe(record.topic, value, names, settings)
     except normalize.Unusable as exc:
         summary.dead_letters += 1
         letter = dead_letter(str(exc), record.topic, record.partition, record.offset, value)
         await producer.send(names.dead_letter, letter)
-        return
+        return None
+
+
+async def _hand_over(
+    observation: normalize.Observation,
+    seen_at: datetime,
+    names: TopicNames,
+    producer: AIOKafkaProducer,
+    summary: Summary,
+) -> None:
+    """To the running worker's merge, keyed as the worker's normalize agent keys it."""
     summary.observations += 1
     summary.calls.add(observation.call_id)
     encoded = codec.encode_observation(observation, seen_at)
@@ -190,10 +203,6 @@ async def _ends(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
         return ends
 
 
-def worker_group(settings: Settings) -> str:
-    return f"nxcloud-worker.{settings.topic_suffix}" if settings.topic_suffix else "nxcloud-worker"
-
-
 async def _await_merged(
     settings: Settings, names: TopicNames, ends: dict[TopicPartition, int]
 ) -> None:
@@ -204,7 +213,7 @@ async def _await_merged(
     try:
         while time.monotonic() < deadline:
             try:
-                committed = await client.list_consumer_group_offsets(worker_group(settings))
+                committed = await client.list_consumer_group_offsets(group_id(settings))
             except KafkaError:
                 committed = {}
             if all(
@@ -220,21 +229,13 @@ async def _await_merged(
     )
 
 
-def _at(committed: dict[TopicPartition, Any], tp: TopicPartition) -> int:
-    return committed[tp].offset if tp in committed else -1
-
-
-async def _changed_since(bootstrap: str, topic: str, since_ms: int, calls: set[str]) -> set[str]:
+async def _changed_since(bootstrap: str, topic: str, since: datetime, calls: set[str]) -> set[str]:
     changed: set[str] = set()
-    async for record in scan(bootstrap, topic, _moment(since_ms), None, Progress(io.StringIO())):
+    async for record in scan(bootstrap, topic, since, None, Progress(io.StringIO())):
         call_id = (record.key or b"").decode()
         if call_id in calls:
             changed.add(call_id)
     return changed
-
-
-def _moment(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 async def rebuild(
@@ -260,15 +261,9 @@ async def rebuild(
         for topic in sources(names, "all"):
             async for record in scan(bootstrap, topic, since, until, progress):
                 summary.read += 1
-                value = record.value or b""
-                try:
-                    observation, seen_at = observe(topic, value, names, settings)
-                except normalize.Unusable as exc:
-                    summary.dead_letters += 1
-                    letter = dead_letter(str(exc), topic, record.partition, record.offset, value)
-                    await producer.send(names.dead_letter, letter)
-                    continue
-                observed.append((seen_at, len(observed), observation))
+                if found := await _normalized(record, names, settings, producer, summary):
+                    observation, seen_at = found
+                    observed.append((seen_at, len(observed), observation))
         states: dict[str, CallState] = {}
         for seen_at, _order, observation in sorted(observed, key=lambda item: item[:2]):
             state, event = merge(states.get(observation.call_id), observation, seen_at)
@@ -331,10 +326,7 @@ async def _redriven(
         observation, seen_at = observe(topic, value, names, settings)
     except normalize.Unusable:
         return False
-    summary.observations += 1
-    summary.calls.add(observation.call_id)
-    encoded = codec.encode_observation(observation, seen_at)
-    await producer.send(names.calls_by_id, encoded, key=observation.call_id.encode())
+    await _hand_over(observation, seen_at, names, producer, summary)
     return True
 
 

@@ -81,11 +81,15 @@ def dead_letter(reason: str, topic: str, partition: int, offset: int, value: byt
     )
 
 
+def group_id(settings: Settings) -> str:
+    """The Faust app id: also the consumer group whose commits say what was merged."""
+    return f"nxcloud-worker.{settings.topic_suffix}" if settings.topic_suffix else "nxcloud-worker"
+
+
 def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App:
     names = names or TopicNames.of(settings)
-    suffix = f".{settings.topic_suffix}" if settings.topic_suffix else ""
     app = faust.App(
-        f"nxcloud-worker{suffix}",
+        group_id(settings),
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         store=settings.worker_store,
         datadir=str(settings.worker_data_dir),

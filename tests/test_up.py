@@ -19,6 +19,21 @@ from tests.test_cli import read_until
 from tests.test_receiver import EXAMPLE_FIELDS
 
 
+def start_up(env: dict[str, str]) -> subprocess.Popen[str]:
+    """`up` as a user starts it, once it says it is running."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "connector", "up"], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        read_until(process, "Running.", time.monotonic() + 120)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process
+
+
 async def test_up_stores_a_push_on_the_raw_topic_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
@@ -27,15 +42,8 @@ async def test_up_stores_a_push_on_the_raw_topic_and_stops_cleanly(tmp_path: Pat
         "NXCLOUD_RECEIVER_PORT": str(port),
         "NXCLOUD_RECEIVER_HOST": "127.0.0.1",
     }
-    process = subprocess.Popen(  # noqa: ASYNC220 - the test drives a real process
-        [sys.executable, "-m", "connector", "up"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_up(env)
     try:
-        read_until(process, "Running.", time.monotonic() + 120)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             deadline = time.monotonic() + 30
             while (await http.get("/readyz")).text != "ready":
@@ -72,21 +80,13 @@ async def test_up_interrupted_and_started_again_loses_no_pushed_dr(tmp_path: Pat
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env |= {"XDG_DATA_HOME": str(tmp_path), "NXCLOUD_RECEIVER_HOST": "127.0.0.1"}
 
-    def start() -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "connector", "up"], env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        read_until(process, "Running.", time.monotonic() + 120)
-        return process
-
     def received(values: list[Any]) -> set[tuple[str, str]]:
         return {(v["fields"]["messageid"], v["fields"]["phone"]) for v in values}
 
     def merged(values: list[Any]) -> set[tuple[str, str]]:
         return {(v["message_id"], v["phone_raw"]) for v in values if "dr" in v["sources"]}
 
-    process = start()
+    process = start_up(env)
     try:
         await read_topic(
             "127.0.0.1:9092", "nxcloud.voice.call-events",
@@ -94,7 +94,7 @@ async def test_up_interrupted_and_started_again_loses_no_pushed_dr(tmp_path: Pat
         )  # fmt: skip
         process.send_signal(signal.SIGINT)  # mid-stream: the sandbox keeps pushing until then
         assert process.wait(timeout=120) == 0
-        process = start()
+        process = start_up(env)
         stored = (await admin.record_counts("127.0.0.1:9092", ["nxcloud.voice.dr.raw"]))[
             "nxcloud.voice.dr.raw"
         ]
