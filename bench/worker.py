@@ -224,7 +224,7 @@ def worker(stage: Stage, scratch: Path, name: str, **env: str) -> Process:
 
 async def await_drained(stage: Stage, deadline: float) -> None:
     names = stage.names
-    topics = [names.dr_raw, names.cdr_raw, names.calls_by_id]
+    topics = [names.dr_raw, names.cdr_raw, names.observations]
     while time.monotonic() < deadline:
         committed, end = await committed_and_end(stage, topics)
         if committed == end:
@@ -341,7 +341,7 @@ async def memory(bootstrap: str, scratch: Path, calls: int) -> None:
     started, step = time.monotonic(), calls // 10
     try:
         while not samples or samples[-1][0] < calls:
-            merged, _ = await committed_and_end(stage, [stage.names.calls_by_id])
+            merged, _ = await committed_and_end(stage, [stage.names.dr_raw])
             if merged >= len(samples) * step + step or merged >= calls:
                 samples.append((merged, process.rss_mb()))
             if time.monotonic() - started > 3600:

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from connector.clock import provider_time, rfc3339
+from connector.keys import call_key
 
 MAX_WINDOW: Final = timedelta(hours=24)
 LOOKBACK: Final = timedelta(days=7)
@@ -105,8 +106,8 @@ def parse_answer(body: bytes) -> Page | Refusal:
 
 
 def key(row: Mapping[str, Any]) -> bytes:
-    """Keyed like the DR (`messageid|phone`), so one call's CDR rows stay in order."""
-    return f"{row.get('messageid')}|{row.get('phone')}".encode()
+    """The call's key (`connector.keys`): its CDR rows and receipts share a partition."""
+    return call_key(row.get("messageid"), row.get("phone"))
 
 
 def raw_record(

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from connector.clock import parse_provider_time, rfc3339
+from connector.keys import call_key
 
 COMMON_FIELDS: Final = (
     "phone",
@@ -133,8 +134,8 @@ class Arrival:
 
 
 def key(fields: Mapping[str, str]) -> bytes:
-    """The same call's receipts share a key, so they keep their order on one partition."""
-    return f"{fields['messageid'].strip()}|{fields['phone'].strip()}".encode()
+    """The call's key (`connector.keys`): its receipts and CDR rows share a partition."""
+    return call_key(fields["messageid"], fields["phone"])
 
 
 def _provenance(arrival: Arrival) -> dict[str, str]:

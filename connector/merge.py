@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import orjson
 
@@ -172,3 +172,31 @@ def _time(moment: datetime | None) -> str | None:
 
 def _money(amount: Decimal | None) -> str | None:
     return None if amount is None else format(amount, "f")
+
+
+Seen = TypeVar("Seen")
+
+
+@dataclass
+class Batch(Generic[Seen]):
+    """What merging a batch of observations decided: the events to emit, in order, and
+    each changed call's final state with the last input that changed it."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    changed: dict[str, tuple[Seen, CallState]] = field(default_factory=dict)
+
+
+def merge_batch(
+    observed: Iterable[tuple[Seen, Observation, datetime]],
+    stored: Callable[[str], CallState | None],
+) -> Batch[Seen]:
+    """Merge observations in order, each on top of the batch's own changes to its call."""
+    batch: Batch[Seen] = Batch()
+    for seen, observation, now in observed:
+        earlier = batch.changed.get(observation.call_id)
+        state = earlier[1] if earlier else stored(observation.call_id)
+        merged, event = merge(state, observation, now)
+        if event is not None:
+            batch.changed[observation.call_id] = (seen, merged)
+            batch.events.append(event)
+    return batch

@@ -1,7 +1,7 @@
 """Raw history back through normalize and merge: `replay`, `replay --into`, `redrive`.
 
 `replay` normalizes raw records of a time range with the current settings and hands the
-observations to the running worker's merge (on `calls-by-id`), so a call whose content is
+observations to the running worker (on `observations`), so a call whose content is
 unchanged produces nothing and a corrected one gets the next revision. `--into` merges the
 range afresh, in this process, into a new call-event topic. `redrive` retries dead letters.
 """
@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 
 from connector import admin, codec, dr, normalize
 from connector.errors import ConnectorError
+from connector.keys import call_key
 from connector.merge import CallState, merge
 from connector.settings import Settings
 from connector.topics import TopicNames, TopicSpec, declare
@@ -156,7 +157,7 @@ async def replay(
                 if observed := await _normalized(record, names, settings, producer, summary):
                     await _hand_over(*observed, names, producer, summary)
         await producer.flush()
-        ends = await _ends(bootstrap, names.calls_by_id)
+        ends = await _ends(bootstrap, names.observations)
     await _await_merged(settings, names, ends)
     summary.changed = await _changed_since(bootstrap, names.call_events, started, summary.calls)
     return summary
@@ -188,11 +189,12 @@ async def _hand_over(
     producer: AIOKafkaProducer,
     summary: Summary,
 ) -> None:
-    """To the running worker's merge, keyed as the worker's normalize agent keys it."""
+    """To the running worker, keyed like the call's raw records (`connector.keys`)."""
     summary.observations += 1
     summary.calls.add(observation.call_id)
     encoded = codec.encode_observation(observation, seen_at)
-    await producer.send(names.calls_by_id, encoded, key=observation.call_id.encode())
+    key = call_key(observation.message_id, observation.phone_raw)
+    await producer.send(names.observations, encoded, key=key)
 
 
 async def _ends(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
@@ -225,7 +227,7 @@ async def _await_merged(
         await client.close()
     raise ConnectorError(
         f"the worker did not merge the replayed records within {SETTLE_WITHIN:.0f} s: "
-        f"is `nxcloud-connector worker` running on {names.calls_by_id}?"
+        f"is `nxcloud-connector worker` running on {names.observations}?"
     )
 
 

@@ -20,7 +20,7 @@ class TopicNames:
     call_events: str = "nxcloud.voice.call-events"
     dead_letter: str = "nxcloud.voice.dead-letter"
     poller_state: str = "nxcloud.voice.poller-state"
-    calls_by_id: str = "nxcloud.voice.calls-by-id"
+    observations: str = "nxcloud.voice.observations"
 
     @classmethod
     def of(cls, settings: Settings) -> TopicNames:
@@ -34,7 +34,7 @@ class TopicNames:
             call_events=f"{self.call_events}.{suffix}",
             dead_letter=f"{self.dead_letter}.{suffix}",
             poller_state=f"{self.poller_state}.{suffix}",
-            calls_by_id=f"{self.calls_by_id}.{suffix}",
+            observations=f"{self.observations}.{suffix}",
         )
 
 
@@ -103,11 +103,11 @@ def declare(settings: Settings, names: TopicNames | None = None) -> tuple[TopicS
             "The CDR poller's checkpoint per account; its one partition elects the active poller.",
         ),
         TopicSpec(
-            names.calls_by_id,
+            names.observations,
             settings.topic_partitions,
             replication,
             {**durable, "cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
-            "Internal: observations of calls keyed by call_id, so a call's DR and CDR meet.",
+            "Internal: observations `replay` hands to the worker, keyed like the raw topics.",
         ),
     )
 

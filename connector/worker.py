@@ -1,24 +1,28 @@
 """The Faust worker: wires normalize and merge to topics and a table; no logic of its own.
 
-Both raw streams are normalized and re-keyed by call_id onto `nxcloud.voice.calls-by-id`,
-so one call's DR and CDR meet in one worker whatever the partition counts; the merge agent
-keeps each call's state in a table and emits a revision only when the call changed.
+One agent reads both raw topics (and the observations `replay` hands over). They are keyed
+alike (`connector.keys`) and co-partitioned, so one call's DR and CDR rows reach the same
+worker. Each batch is normalized and merged with the calls' state in a table; the events
+are written first and the state after, so a state never claims an event Kafka lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import faust
 import orjson
+from faust.types import EventT, RecordMetadata
 
 from connector import codec, heartbeat, normalize
 from connector.clock import utcnow
-from connector.merge import expired, merge
+from connector.consumer import Consumer
+from connector.keys import call_key, partition_of
+from connector.merge import CallState, expired, merge_batch
 from connector.settings import Settings
 from connector.table import CallTable
 from connector.topics import TopicNames
@@ -27,6 +31,9 @@ log = logging.getLogger(__name__)
 
 CE_SOURCE = "nxcloud-connector/worker"
 CE_TYPE = "com.nxcloud.voice.call.v1"
+# A batch shares one wait for Kafka's acknowledgement; a quiet stream waits at most this.
+BATCH: Final = 1000
+BATCH_WITHIN_SECONDS: Final = 0.02
 MIB = 1024 * 1024
 # Faust's RocksDB defaults (per partition: 3 x 64 MiB memtables, a 2 GiB block cache) let
 # the worker's memory grow with its state; these keep it bounded (bench/worker.py).
@@ -53,8 +60,10 @@ def cloudevent_headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:
 def observe(
     topic: str, value: bytes, names: TopicNames, settings: Settings
 ) -> tuple[normalize.Observation, datetime]:
-    """A raw record as an observation and the time it was observed; raises Unusable."""
+    """A record as an observation and the time it was observed; raises Unusable."""
     try:
+        if topic == names.observations:
+            return codec.decode_observation(value)
         record = orjson.loads(value)
         if topic == names.dr_raw:
             seen_at = datetime.fromisoformat(record["received_at"])
@@ -79,6 +88,10 @@ def dead_letter(reason: str, topic: str, partition: int, offset: int, value: byt
             "value": value.decode("utf-8", errors="replace"),
         }
     )
+
+
+def batches(stream: faust.StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:
+    return cast(faust.Stream[bytes], stream).take_events(BATCH, within=BATCH_WITHIN_SECONDS)
 
 
 def group_id(settings: Settings) -> str:
@@ -106,16 +119,11 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
         key_serializer="raw",
         value_serializer="raw",
     )
+    app.transport.Consumer = Consumer  # type: ignore[misc]  # this app's transport only
     raw = "raw"
-    sources = app.topic(names.dr_raw, names.cdr_raw, key_serializer=raw, value_serializer=raw)
-    calls = app.topic(
-        names.calls_by_id,
-        partitions=settings.topic_partitions,
-        key_serializer=raw,
-        value_serializer=raw,
+    sources = app.topic(
+        names.dr_raw, names.cdr_raw, names.observations, key_serializer=raw, value_serializer=raw
     )
-    events = app.topic(names.call_events, key_serializer=raw, value_serializer=raw)
-    dead = app.topic(names.dead_letter, key_serializer=raw, value_serializer=raw)
     # key_type/value_type bytes make the changelog raw; without them faust reads it back
     # as JSON during recovery, fails on every record and never finishes recovering.
     table = CallTable(
@@ -129,38 +137,39 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
         options=ROCKSDB_OPTIONS if settings.worker_store.startswith("rocksdb") else None,
     )
     app.tables.add(table)
-    horizon = timedelta(days=settings.worker_state_days)
+    horizon, partitions = timedelta(days=settings.worker_state_days), settings.topic_partitions
+    producer = app.producer
+
+    def stored(call_id: str) -> CallState | None:
+        value = table.get(call_id.encode())
+        return codec.decode_state(value) if value else None
+
+    async def publish(event: dict[str, Any]) -> Awaitable[RecordMetadata]:
+        key, headers = event["call_id"].encode(), cloudevent_headers(event)
+        return await producer.send(names.call_events, key, orjson.dumps(event), None, None, headers)
+
+    async def reject(record: EventT[bytes], reason: str) -> Awaitable[RecordMetadata]:
+        message = record.message
+        letter = dead_letter(reason, message.topic, message.partition, message.offset,
+                             record.value)  # fmt: skip
+        return await producer.send(names.dead_letter, None, letter, None, None, None)
 
     @app.agent(sources)
-    async def normalize_records(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for record in stream.events():
-            message = record.message
-            try:
-                observation, seen_at = observe(message.topic, record.value, names, settings)
-            except normalize.Unusable as exc:
-                letter = dead_letter(str(exc), message.topic, message.partition,
-                                     message.offset, record.value)  # fmt: skip
-                await dead.send(value=letter)
-                continue
-            await calls.send(
-                key=observation.call_id.encode(),
-                value=codec.encode_observation(observation, seen_at),
-            )
-            yield None
-
-    @app.agent(calls)
-    async def merge_calls(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for key, value in stream.items():
-            observation, seen_at = codec.decode_observation(value)
-            stored = table.get(key)
-            state = codec.decode_state(stored) if stored else None
-            merged, event = merge(state, observation, seen_at)
-            if event is not None:
-                table[key] = codec.encode_state(merged)
-                await events.send(
-                    key=key, value=orjson.dumps(event), headers=cloudevent_headers(event)
-                )
-            yield None
+    async def merge_calls(stream: faust.StreamT[bytes]) -> None:
+        async for records in batches(stream):
+            observed, deliveries = [], []
+            for record in records:
+                try:
+                    observed.append((record, *observe(record.message.topic, record.value,
+                                                      names, settings)))  # fmt: skip
+                except normalize.Unusable as exc:
+                    deliveries.append(await reject(record, str(exc)))
+            batch = merge_batch(observed, stored)
+            deliveries += [await publish(event) for event in batch.events]
+            # The events first: a state saying "emitted" must never outlive a lost event.
+            await asyncio.gather(*deliveries)
+            for call_id, (record, state) in batch.changed.items():
+                table.put(record, call_id.encode(), codec.encode_state(state))
 
     beat_file = settings.worker_data_dir / heartbeat.FILE_NAME
 
@@ -171,14 +180,20 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
 
     @app.timer(interval=3600.0)  # type: ignore[untyped-decorator]
     async def forget_old_calls() -> None:
+        """Forget the calls past the horizon on the partitions this worker owns (a standby
+        copy may lag behind its owner's latest change)."""
         now, stale = utcnow(), []
+        owned = {tp.partition for tp in app.assignor.assigned_actives()
+                 if tp.topic == table.changelog_topic_name}  # fmt: skip
         for number, (key, value) in enumerate(table.items()):
-            if expired(codec.decode_state(value), now, horizon):
-                stale.append(key)
+            state = codec.decode_state(value)
+            partition = partition_of(call_key(state.message_id, state.phone_raw), partitions)
+            if partition in owned and expired(state, now, horizon):
+                stale.append((key, partition))
             if number % 1000 == 0:
                 await asyncio.sleep(0)  # a million calls take seconds: let the agents run
-        for key in stale:
-            del table[key]
+        for key, partition in stale:
+            table.forget(key, partition)
         if stale:
             log.info("forgot calls past the state horizon", extra={"calls": len(stale)})
 

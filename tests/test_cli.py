@@ -141,7 +141,7 @@ async def test_kafka_command_serves_keeps_data_and_topics_command_converges(
         "ok",
         "nxcloud.voice.poller-state",
         "ok",
-        "nxcloud.voice.calls-by-id",
+        "nxcloud.voice.observations",
     ]
     assert drift.returncode == 1
     assert "drift    nxcloud.voice.dr.raw: partitions is 2, declared 5" in drift.stdout

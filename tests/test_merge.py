@@ -2,7 +2,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from connector.merge import CallState, cost, expired, merge
+from connector.merge import CallState, cost, expired, merge, merge_batch
 from connector.normalize import Observation, from_cdr, from_dr
 from tests.test_normalize import CDR_GROUP_ROW, CDR_VERIFICATION_ROW
 from tests.test_receiver import EXAMPLE_FIELDS, VERIFICATION
@@ -115,3 +115,27 @@ def test_a_stale_cdr_row_replayed_after_a_newer_one_changes_nothing() -> None:
     replayed, stale = merge(state, CDR, T0)
     assert stale is None
     assert replayed.facts["unit_price"] == state.facts["unit_price"]
+
+
+def test_a_batch_merges_each_call_on_its_own_earlier_changes_and_keeps_the_last_input() -> None:
+    other = from_dr({**EXAMPLE_FIELDS, "messageid": "999", "customer_price": "0.036"}, ZONE)
+    earlier, _ = merge(None, CDR, T0 - timedelta(hours=1))
+    table = {CDR.call_id: earlier}
+    batch = merge_batch(
+        [
+            ("a", CDR, T0),  # a repeat of the stored state: nothing
+            ("b", DR, T0),  # revision 2 on the stored state
+            ("c", other, T0),  # a new call
+            ("d", DR, T0 + timedelta(seconds=1)),  # a repeat of b, within the batch
+            ("e", settled(CDR, 0.04), T0 + timedelta(seconds=2)),  # the DR's cost stands
+        ],
+        table.get,
+    )
+    assert [(e["call_id"], e["revision"]) for e in batch.events] == [
+        (DR.call_id, 2),
+        (other.call_id, 1),
+    ]
+    assert batch.changed[DR.call_id][0] == "b"
+    assert batch.changed[DR.call_id][1].revision == 2
+    assert batch.changed[other.call_id][0] == "c"
+    assert table == {CDR.call_id: earlier}

@@ -22,7 +22,7 @@ def test_the_public_topic_names_are_fixed() -> None:
         "nxcloud.voice.call-events",
         "nxcloud.voice.dead-letter",
         "nxcloud.voice.poller-state",
-        "nxcloud.voice.calls-by-id",
+        "nxcloud.voice.observations",
     ]
 
 

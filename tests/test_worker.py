@@ -1,15 +1,18 @@
-"""Two Faust workers over three partitions turn DRs and CDRs into call revisions."""
+"""Faust workers over three partitions turn DRs and CDRs into call revisions, and lose
+nothing when they are killed."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,25 +25,36 @@ from connector.merge import CallState, merge
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic
-from tests.test_cli import read_until
 from tests.test_schemas import valid
 
 ZONE = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+LOGS: dict[int, Path] = {}
 
 
 def start_worker(env: dict[str, str], data: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "connector", "worker"],
-        env={**env, "NXCLOUD_WORKER_DATA_DIR": str(data)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    """A worker whose output goes to `<data>.log` (a pipe nobody reads would stall it)."""
+    with data.with_suffix(".log").open("a") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "connector", "worker"],
+            env={**env, "NXCLOUD_WORKER_DATA_DIR": str(data)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    LOGS[process.pid] = data.with_suffix(".log")
+    return process
 
 
 def await_ready(process: subprocess.Popen[str]) -> None:
-    read_until(process, "[^Worker]: Ready", time.monotonic() + 120, anywhere=True)
+    log, deadline = LOGS[process.pid], time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if "[^Worker]: Ready" in log.read_text(errors="replace"):
+            return
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise AssertionError(f"the worker is not ready: {log.read_text(errors='replace')[-3000:]}")
 
 
 def traffic(messages: int) -> Iterator[sandbox.Call]:
@@ -49,21 +63,56 @@ def traffic(messages: int) -> Iterator[sandbox.Call]:
         yield from world.calls(message)
 
 
-def dr_record(call: sandbox.Call, number: int) -> bytes:
+def dr_record(call: sandbox.Call, number: int) -> tuple[bytes, bytes]:
+    """The key and value the receiver would store for the call's DR."""
+    fields = call.dr_fields(ZONE)
     arrival = dr.Arrival(f"{number:032x}", call.ended_at, "127.0.0.1", "t", "POST", "")
-    return dr.raw_record(call.dr_fields(ZONE), arrival)
+    return dr.key(fields), dr.raw_record(fields, arrival)
 
 
-def cdr_record(call: sandbox.Call, settled: bool) -> bytes:
+def cdr_record(call: sandbox.Call, settled: bool) -> tuple[bytes, bytes]:
+    """The key and value the poller would store for the call's CDR row."""
     service = 0 if call.service == "group_call" else 1
     window = cdr.Window(service, T0, T0 + timedelta(hours=1))
     fetched = call.ended_at + timedelta(minutes=30 if settled else 5)
-    return cdr.raw_record(call.cdr_row(ZONE, settled), window, 1, fetched, "t")
+    row = call.cdr_row(ZONE, settled)
+    return cdr.key(row), cdr.raw_record(row, window, 1, fetched, "t")
 
 
-async def test_workers_emit_exactly_the_expected_revisions_even_when_one_is_killed(
-    settings: Settings, topic_names: TopicNames, tmp_path: Path
-) -> None:
+def expected_finals(calls: list[sandbox.Call]) -> dict[str, dict[str, Any]]:
+    """Each call's last event when its provisional CDR, settled CDR and DR arrive in turn."""
+    expected: dict[str, dict[str, Any]] = {}
+    for call in calls:
+        service = 0 if call.service == "group_call" else 1
+        state: CallState | None = None
+        for seen, at in (
+            (normalize.from_cdr(call.cdr_row(ZONE, False), service, ZONE),
+             call.ended_at + timedelta(minutes=5)),
+            (normalize.from_cdr(call.cdr_row(ZONE, True), service, ZONE),
+             call.ended_at + timedelta(minutes=30)),
+            (normalize.from_dr(call.dr_fields(ZONE), ZONE), call.ended_at),
+        ):  # fmt: skip
+            state, event = merge(state, seen, at)
+            if event is not None:
+                expected[event["call_id"]] = event
+    return expected
+
+
+def stop(process: subprocess.Popen[str], sig: signal.Signals) -> None:
+    """Signal the worker and wait for it; one that ignores SIGTERM for a minute is killed,
+    as Kubernetes would."""
+    process.send_signal(sig)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@asynccontextmanager
+async def topics_and_env(
+    settings: Settings, topic_names: TopicNames
+) -> AsyncIterator[tuple[TopicNames, dict[str, str], AIOKafkaProducer]]:
     suffix = topic_names.dr_raw.rsplit(".", 1)[-1]
     names = TopicNames().with_suffix(suffix)
     async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
@@ -74,74 +123,28 @@ async def test_workers_emit_exactly_the_expected_revisions_even_when_one_is_kill
         "NXCLOUD_TOPIC_SUFFIX": suffix,
         "NXCLOUD_TOPIC_PARTITIONS": "3",
     }
-    calls = list(traffic(40))
-    expected: dict[str, dict[str, Any]] = {}
-    for call in calls:
-        state: CallState | None = None
-        for seen, at in (
-            (
-                normalize.from_cdr(
-                    call.cdr_row(ZONE, False), 0 if call.service == "group_call" else 1, ZONE
-                ),
-                call.ended_at + timedelta(minutes=5),
-            ),
-            (
-                normalize.from_cdr(
-                    call.cdr_row(ZONE, True), 0 if call.service == "group_call" else 1, ZONE
-                ),
-                call.ended_at + timedelta(minutes=30),
-            ),
-            (normalize.from_dr(call.dr_fields(ZONE), ZONE), call.ended_at),
-        ):
-            state, event = merge(state, seen, at)
-            if event is not None:
-                expected[event["call_id"]] = event
-    first = start_worker(env, tmp_path / "a")
-    second = start_worker(env, tmp_path / "b")
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
     )
-    await producer.start()
-    try:
-        await asyncio.to_thread(await_ready, first)
-        await asyncio.to_thread(await_ready, second)
+    async with producer:
+        yield names, env, producer
 
-        async def phase(
-            topic: str, records: list[tuple[bytes, bytes]], revision: int, kill: bool = False
-        ) -> list[Any]:
-            for number, (key, value) in enumerate(records):
-                await producer.send(topic, value, key=key)
-                if kill and number == len(records) // 2:
-                    await producer.flush()
-                    first.send_signal(signal.SIGKILL)  # mid-stream, while it is processing
-            await producer.flush()
-            return await read_topic(
-                settings.kafka_bootstrap_servers,
-                names.call_events,
-                lambda events: sum(e["revision"] == revision for e in events) >= len(expected),
-                deadline=120,
-            )
 
-        def keyed(call: sandbox.Call) -> bytes:
-            return f"{call.messageid}|{call.national}".encode()
+async def revisions_on(
+    bootstrap: str, names: TopicNames, revision: int, calls: int, deadline: float = 120
+) -> list[Any]:
+    """The call events, once `calls` events of `revision` are there."""
+    return await read_topic(
+        bootstrap,
+        names.call_events,
+        lambda events: sum(e["revision"] == revision for e in events) >= calls,
+        deadline=deadline,
+    )
 
-        provisional = [(keyed(c), cdr_record(c, False)) for c in calls]
-        await phase(names.cdr_raw, provisional + provisional[:10], 1)
-        settled = [(keyed(c), cdr_record(c, True)) for c in calls]
-        await phase(names.cdr_raw, settled, 2, kill=True)
-        assert first.wait(10) == -signal.SIGKILL
-        drs = [(keyed(c), dr_record(c, n)) for n, c in enumerate(calls)]
-        events = await phase(names.dr_raw, drs + drs[:10], 3)
-    finally:
-        await producer.stop()
-        for process in (first, second):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
 
+def assert_exact(events: list[Any], expected: dict[str, dict[str, Any]]) -> int:
+    """Every call has revisions 1, 2 and 3 and ends as expected; duplicates are only exact
+    repeats. Returns the number of repeats."""
     by_call: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
     for event in events:
         valid("call-event.v1.json", event)
@@ -154,5 +157,94 @@ async def test_workers_emit_exactly_the_expected_revisions_even_when_one_is_kill
     for call_id, event in expected.items():
         assert finals[call_id]["event_id"] == event["event_id"]
         assert finals[call_id]["billing"]["cost_final"] is True
-    repeats = len(events) - 3 * len(expected)
+    return len(events) - 3 * len(expected)
+
+
+async def test_workers_emit_exactly_the_expected_revisions_even_when_one_is_killed(
+    settings: Settings, topic_names: TopicNames, tmp_path: Path
+) -> None:
+    calls = list(traffic(40))
+    expected = expected_finals(calls)
+    bootstrap = settings.kafka_bootstrap_servers
+    async with topics_and_env(settings, topic_names) as (names, env, producer):
+        first = start_worker(env, tmp_path / "a")
+        second = start_worker(env, tmp_path / "b")
+        try:
+            await asyncio.to_thread(await_ready, first)
+            await asyncio.to_thread(await_ready, second)
+
+            async def phase(
+                topic: str, records: list[tuple[bytes, bytes]], revision: int, kill: bool = False
+            ) -> list[Any]:
+                for number, (key, value) in enumerate(records):
+                    await producer.send(topic, value, key=key)
+                    if kill and number == len(records) // 2:
+                        await producer.flush()
+                        first.send_signal(signal.SIGKILL)  # mid-stream, while it is processing
+                await producer.flush()
+                return await revisions_on(bootstrap, names, revision, len(expected))
+
+            provisional = [cdr_record(c, False) for c in calls]
+            await phase(names.cdr_raw, provisional + provisional[:10], 1)
+            settled = [cdr_record(c, True) for c in calls]
+            await phase(names.cdr_raw, settled, 2, kill=True)
+            assert first.wait(10) == -signal.SIGKILL
+            drs = [dr_record(c, n) for n, c in enumerate(calls)]
+            events = await phase(names.dr_raw, drs + drs[:10], 3)
+        finally:
+            for process in (first, second):
+                if process.poll() is None:
+                    await asyncio.to_thread(stop, process, signal.SIGTERM)
+    repeats = assert_exact(events, expected)
     print(f"{len(expected)} calls, {len(events)} events, {repeats} exact repeats")
+
+
+async def test_workers_lose_nothing_while_killed_and_restarted_over_and_over(
+    settings: Settings, topic_names: TopicNames, tmp_path: Path
+) -> None:
+    """Three workers; every 3 s while records flow, one is killed (SIGKILL or SIGTERM) and
+    started again. Each rebalance of this kind once lost records or state in Faust."""
+    calls = list(traffic(150))
+    expected = expected_finals(calls)
+    bootstrap, choice = settings.kafka_bootstrap_servers, random.Random(11)
+    kills: list[str] = []
+    async with topics_and_env(settings, topic_names) as (names, env, producer):
+        workers = {name: start_worker(env, tmp_path / name) for name in "abc"}
+        try:
+            await asyncio.to_thread(await_ready, workers["a"])
+
+            async def churn(done: asyncio.Event) -> None:
+                while True:
+                    try:
+                        await asyncio.wait_for(done.wait(), timeout=3.0)
+                        return
+                    except TimeoutError:
+                        name = choice.choice("abc")
+                        sig = choice.choice([signal.SIGKILL, signal.SIGTERM])
+                        await asyncio.to_thread(stop, workers[name], sig)
+                        workers[name] = start_worker(env, tmp_path / name)
+                        kills.append(f"{sig.name} {name}")
+
+            async def phase(topic: str, records: list[tuple[bytes, bytes]], revision: int) -> Any:
+                done = asyncio.Event()
+                churning = asyncio.create_task(churn(done))
+                for start in range(0, len(records), 10):
+                    for key, value in records[start : start + 10]:
+                        await producer.send(topic, value, key=key)
+                    await producer.flush()
+                    await asyncio.sleep(0.3)  # paces the traffic: about 30 records/s
+                done.set()
+                await churning
+                return await revisions_on(bootstrap, names, revision, len(expected), 180)
+
+            await phase(names.cdr_raw, [cdr_record(c, False) for c in calls], 1)
+            await phase(names.cdr_raw, [cdr_record(c, True) for c in calls], 2)
+            drs = [dr_record(c, n) for n, c in enumerate(calls)]
+            events = await phase(names.dr_raw, drs, 3)
+        finally:
+            for process in workers.values():
+                if process.poll() is None:
+                    await asyncio.to_thread(stop, process, signal.SIGTERM)
+    assert len(kills) >= 5, kills
+    repeats = assert_exact(events, expected)
+    print(f"{len(expected)} calls, {len(kills)} kills ({kills}), {repeats} exact repeats")
