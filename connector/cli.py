@@ -260,9 +260,12 @@ def run_sandbox(args: argparse.Namespace) -> int:
 
 
 def run_worker(_args: argparse.Namespace) -> int:
+    import uvloop
+
     from connector.worker import create_app
 
     settings = Settings.from_env()
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     app = create_app(settings)
     sys.argv = ["nxcloud-connector", "worker", "--loglevel=info", "--without-web"]
     app.main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, tzinfo
+from functools import lru_cache
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -18,6 +19,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@lru_cache(maxsize=65536)
 def rfc3339(moment: datetime) -> str:
     """RFC 3339 in UTC with a `Z`, to the microsecond when there is one."""
     if moment.tzinfo is None:

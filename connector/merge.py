@@ -84,23 +84,25 @@ def merge(
             phone_raw=observation.phone_raw,
             country_code=observation.country_code,
         )
-    merged = replace(
-        state,
+    cdr_seen_at = now if observation.source == "cdr" else state.cdr_seen_at
+    merged = CallState(
+        call_id=state.call_id,
         service=_service(state.service, observation.service),
+        message_id=state.message_id,
+        phone=state.phone,
         phone_raw=observation.phone_raw if observation.source == "dr" else state.phone_raw,
+        country_code=state.country_code,
         facts=_merged_facts(state, observation),
         sources=state.sources | {observation.source},
-        cdr_seen_at=now if observation.source == "cdr" else state.cdr_seen_at,
-    )
-    if state.revision and _content(merged) == _content(state):
-        return replace(state, cdr_seen_at=merged.cdr_seen_at), None
-    merged = replace(
-        merged,
         revision=state.revision + 1,
         first_seen_at=state.first_seen_at or now,
         updated_at=max(state.updated_at or now, now),
+        cdr_seen_at=cdr_seen_at,
     )
-    return merged, event(merged)
+    content = _content(merged)
+    if state.revision and content == _content(state):
+        return replace(state, cdr_seen_at=cdr_seen_at), None
+    return merged, event(merged, content)
 
 
 def cost(facts: Mapping[str, Any]) -> Decimal | None:
@@ -147,8 +149,9 @@ def _content(state: CallState) -> dict[str, Any]:
     }
 
 
-def event(state: CallState) -> dict[str, Any]:
-    content = _content(state)
+def event(state: CallState, content: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The state's event; `content` is `_content(state)` when the caller has it."""
+    content = content if content is not None else _content(state)
     digest = hashlib.blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=16)
     digest.update(f"|{state.revision}".encode())
     assert state.first_seen_at is not None
