@@ -232,6 +232,8 @@ class Poller:
                         )
                     log.info("elected the active poller", extra={"account": self.settings.account})
                     self.metrics.active.set(1)
+                    # The replica that led until now may have asked the provider just now.
+                    self.bucket.hold(self.settings.poller_min_interval_ms / 1000)
                     work = asyncio.create_task(self._lead(checkpoint, producer))
         finally:
             await step_down()
