@@ -1,6 +1,6 @@
 """The worker's Kafka consumer: Faust's, without the ways it loses records in a rebalance.
 
-After a rebalance Faust seeks each partition to its committed offset, and two things go
+After a rebalance Faust seeks each partition to its committed offset, and three things go
 wrong (faust-streaming issues 216, 221, 606; seen here under repeated worker kills):
 
 - A partition with no committed offset yet is not sought at all (aiokafka's

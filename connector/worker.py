@@ -187,9 +187,10 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
                  if tp.topic == table.changelog_topic_name}  # fmt: skip
         for number, (key, value) in enumerate(table.items()):
             state = codec.decode_state(value)
-            partition = partition_of(call_key(state.message_id, state.phone_raw), partitions)
-            if partition in owned and expired(state, now, horizon):
-                stale.append((key, partition))
+            if expired(state, now, horizon):
+                partition = partition_of(call_key(state.message_id, state.phone_raw), partitions)
+                if partition in owned:
+                    stale.append((key, partition))
             if number % 1000 == 0:
                 await asyncio.sleep(0)  # a million calls take seconds: let the agents run
         for key, partition in stale:
