@@ -8,7 +8,7 @@ from typing import Any, Final
 
 import orjson
 
-from connector.merge import CallState
+from connector.merge import BILLING, CallState
 from connector.normalize import Observation
 
 IDENTITY: Final = ("service", "message_id", "phone", "phone_raw", "country_code")
@@ -68,6 +68,7 @@ def encode_state(state: CallState) -> bytes:
             "first_seen_at": state.first_seen_at.isoformat() if state.first_seen_at else None,
             "updated_at": state.updated_at.isoformat() if state.updated_at else None,
             "cdr_seen_at": state.cdr_seen_at.isoformat() if state.cdr_seen_at else None,
+            "billed_by_dr": sorted(state.billed_by_dr),
         }
     )
 
@@ -85,7 +86,15 @@ def decode_state(data: bytes) -> CallState:
         else None,
         updated_at=datetime.fromisoformat(raw["updated_at"]) if raw["updated_at"] else None,
         cdr_seen_at=_moment(raw.get("cdr_seen_at")),
+        billed_by_dr=frozenset(raw.get("billed_by_dr", _billed_before(raw))),
     )
+
+
+def _billed_before(raw: dict[str, Any]) -> list[str]:
+    """A state written before `billed_by_dr` existed: a DR made all its billing final."""
+    facts = raw["facts"]
+    seen = "dr" in raw["sources"]
+    return [name for name in BILLING if seen and facts.get(name) is not None]
 
 
 def _moment(text: str | None) -> datetime | None:

@@ -38,9 +38,11 @@ class CallState:
     first_seen_at: datetime | None = None
     updated_at: datetime | None = None
     cdr_seen_at: datetime | None = None
+    billed_by_dr: frozenset[str] = frozenset()
 
 
 def _merged_facts(state: CallState, observation: Observation) -> dict[str, Any]:
+    """The DR wins; the newest CDR row gives the billing the DR did not; else first wins."""
     facts = {name: state.facts.get(name) for name in FACTS}
     for name in FACTS:
         value = observation.facts.get(name)
@@ -49,11 +51,18 @@ def _merged_facts(state: CallState, observation: Observation) -> dict[str, Any]:
         if (
             observation.source == "dr"
             or name in CDR_ONLY
-            or (name in BILLING and "dr" not in state.sources)
+            or (name in BILLING and name not in state.billed_by_dr)
             or facts[name] is None
         ):
             facts[name] = value
     return facts
+
+
+def _billed_by_dr(state: CallState, observation: Observation) -> frozenset[str]:
+    if observation.source != "dr":
+        return state.billed_by_dr
+    given = {name for name in BILLING if observation.facts.get(name) is not None}
+    return state.billed_by_dr | given
 
 
 def _service(current: str, observed: str) -> str:
@@ -98,6 +107,7 @@ def merge(
         first_seen_at=state.first_seen_at or now,
         updated_at=max(state.updated_at or now, now),
         cdr_seen_at=cdr_seen_at,
+        billed_by_dr=_billed_by_dr(state, observation),
     )
     content = _content(merged)
     if state.revision and content == _content(state):
@@ -108,11 +118,21 @@ def merge(
 def cost(facts: Mapping[str, Any]) -> Decimal | None:
     """cycles x unit price for a connected call; the basic price for one not connected."""
     cycles, unit = facts.get("cycles"), facts.get("unit_price")
-    if facts.get("connected") is False and facts.get("basic_price") is not None:
+    if _costs_basic_price(facts):
         return Decimal(facts["basic_price"])
     if cycles is None or unit is None:
         return None
     return Decimal(cycles) * Decimal(unit)
+
+
+def cost_final(state: CallState) -> bool:
+    """The DR was seen and gave every price the cost is made of: no CDR row can change it."""
+    inputs = {"basic_price"} if _costs_basic_price(state.facts) else {"cycles", "unit_price"}
+    return "dr" in state.sources and inputs <= state.billed_by_dr
+
+
+def _costs_basic_price(facts: Mapping[str, Any]) -> bool:
+    return facts.get("connected") is False and facts.get("basic_price") is not None
 
 
 def _content(state: CallState) -> dict[str, Any]:
@@ -142,7 +162,7 @@ def _content(state: CallState) -> dict[str, Any]:
             "unit_price": _money(facts.get("unit_price")),
             "basic_price": _money(facts.get("basic_price")),
             "cost": _money(cost(facts)),
-            "cost_final": "dr" in state.sources,
+            "cost_final": cost_final(state),
         },
         "cdr_id": facts.get("cdr_id"),
         "sources": sorted(state.sources),

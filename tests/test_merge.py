@@ -64,6 +64,22 @@ def test_a_settled_cdr_cost_is_a_revision_until_the_dr_is_seen() -> None:
     assert state.facts["unit_price"] == DR.facts["unit_price"]
 
 
+def test_a_price_the_dr_left_blank_follows_the_newest_cdr_row_and_is_not_final() -> None:
+    unconnected = {"result": "Unsuccessful connection", "size": "0", "basic_price": ""}
+    dr = from_dr({**EXAMPLE_FIELDS, "messageid": "784522", **unconnected}, ZONE)
+    row = {**CDR_GROUP_ROW, "result": "Unsuccessful connection", "size": 0}
+    state, _ = merge(None, from_cdr(row, 0, ZONE), T0)
+    state, event = merge(state, dr, T0 + timedelta(minutes=1))
+    assert event is not None
+    assert (event["billing"]["cost"], event["billing"]["cost_final"]) == ("0.005", False)
+    later = from_cdr({**row, "basic_price": 0.007, "customer_price": 0.09}, 0, ZONE)
+    state, event = merge(state, later, T0 + timedelta(hours=1))
+    assert event is not None
+    assert event["billing"]["basic_price"] == "0.007"
+    assert event["billing"]["unit_price"] == "0.036"  # the DR's
+    assert (event["billing"]["cost"], event["billing"]["cost_final"]) == ("0.007", False)
+
+
 def test_the_cdr_says_which_of_verification_or_notification() -> None:
     dr = from_dr({**VERIFICATION, "messageid": "35618"}, ZONE)
     state, first = merge(None, dr, T0)
