@@ -201,6 +201,10 @@ class Process:
             time.sleep(0.2)
         raise RuntimeError(f"{self.log}: no {text!r}:\n{self.log.read_text()[-3000:]}")
 
+    def check_running(self) -> None:
+        if self.popen.poll() is not None:
+            raise RuntimeError(f"{self.log}: exited:\n{self.log.read_text()[-3000:]}")
+
     def rss_mb(self) -> float:
         status = Path(f"/proc/{self.popen.pid}/status").read_text()
         line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
@@ -222,10 +226,11 @@ def worker(stage: Stage, scratch: Path, name: str, **env: str) -> Process:
     return process
 
 
-async def await_drained(stage: Stage, deadline: float) -> None:
+async def await_drained(stage: Stage, process: Process, deadline: float) -> None:
     names = stage.names
     topics = [names.dr_raw, names.cdr_raw, names.observations]
     while time.monotonic() < deadline:
+        process.check_running()
         committed, end = await committed_and_end(stage, topics)
         if committed == end:
             return
@@ -241,7 +246,7 @@ async def throughput(bootstrap: str, scratch: Path, calls: int) -> None:
     rate_ceiling = await passthrough(ceiling_stage, records)
     process = worker(worker_stage, scratch, "throughput")
     try:
-        await await_drained(worker_stage, time.monotonic() + 600)
+        await await_drained(worker_stage, process, time.monotonic() + 600)
     finally:
         process.stop()
     events, seconds = await event_span(worker_stage)
@@ -341,6 +346,7 @@ async def memory(bootstrap: str, scratch: Path, calls: int) -> None:
     started, step = time.monotonic(), calls // 10
     try:
         while not samples or samples[-1][0] < calls:
+            process.check_running()
             merged, _ = await committed_and_end(stage, [stage.names.dr_raw])
             if merged >= len(samples) * step + step or merged >= calls:
                 samples.append((merged, process.rss_mb()))

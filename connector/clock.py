@@ -33,6 +33,7 @@ def provider_time(moment: datetime, zone: ZoneInfo) -> str:
     return moment.astimezone(zone).strftime(PROVIDER_TIME)
 
 
+@lru_cache(maxsize=65536)
 def parse_provider_time(text: str, zone: tzinfo) -> datetime:
     """Raises ValueError unless `text` is `yyyy-MM-dd HH:mm:ss`."""
     match = _PROVIDER_TIME.fullmatch(text)
