@@ -189,6 +189,9 @@ class Settings:
     )
     worker_store: str = _env("NXCLOUD_WORKER_STORE", _store, "memory://")
     worker_state_days: int = _env("NXCLOUD_WORKER_STATE_DAYS", _int_at_least(8), 8)
+    worker_expiry_interval_seconds: int = _env(
+        "NXCLOUD_WORKER_EXPIRY_INTERVAL_SECONDS", _int_at_least(1), 3600
+    )
     worker_data_dir: Path = _env(
         "NXCLOUD_WORKER_DATA_DIR", Path, factory=lambda: default_state_dir() / "worker"
     )

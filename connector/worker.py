@@ -178,7 +178,7 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
         # The Kubernetes probes read this file's age: the event loop still runs.
         heartbeat.beat(beat_file)
 
-    @app.timer(interval=3600.0)  # type: ignore[untyped-decorator]
+    @app.timer(interval=float(settings.worker_expiry_interval_seconds))  # type: ignore[untyped-decorator]
     async def forget_old_calls() -> None:
         """Forget the calls past the horizon on the partitions this worker owns (a standby
         copy may lag behind its owner's latest change)."""

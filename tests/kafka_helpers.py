@@ -9,10 +9,18 @@ from typing import Any
 
 import orjson
 import uvicorn
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from starlette.applications import Starlette
 
 from connector.broker import free_port
+
+
+def json_value(record: ConsumerRecord[bytes, bytes]) -> Any:
+    return None if record.value is None else orjson.loads(record.value)
+
+
+def tombstone_key(record: ConsumerRecord[bytes, bytes]) -> bytes | None:
+    return record.key if record.value is None else None
 
 
 async def read_topic(
@@ -20,8 +28,10 @@ async def read_topic(
     topic: str,
     until: Callable[[list[Any]], bool],
     deadline: float = 30.0,
+    pick: Callable[[ConsumerRecord[bytes, bytes]], Any] = json_value,
 ) -> list[Any]:
-    """Decoded JSON values of `topic` from the start, once `until(values)` holds."""
+    """`pick` of each record of `topic` from the start (decoded JSON values, skipping
+    tombstones, unless told otherwise; None is skipped), once `until(picked)` holds."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -36,7 +46,8 @@ async def read_topic(
             while not until(values):
                 batches = await consumer.getmany(timeout_ms=200)
                 for messages in batches.values():
-                    values.extend(orjson.loads(m.value) for m in messages if m.value is not None)
+                    picked = (pick(message) for message in messages)
+                    values.extend(value for value in picked if value is not None)
     except TimeoutError:
         raise AssertionError(
             f"{topic}: condition not met within {deadline} s; got {len(values)} records"

@@ -24,7 +24,8 @@ from connector import admin, cdr, dr, normalize, sandbox
 from connector.merge import CallState, merge
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
-from tests.kafka_helpers import read_topic
+from connector.worker import group_id
+from tests.kafka_helpers import read_topic, tombstone_key
 from tests.test_schemas import valid
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -63,10 +64,13 @@ def traffic(messages: int) -> Iterator[sandbox.Call]:
         yield from world.calls(message)
 
 
-def dr_record(call: sandbox.Call, number: int) -> tuple[bytes, bytes]:
+def dr_record(
+    call: sandbox.Call, number: int, received_at: datetime | None = None
+) -> tuple[bytes, bytes]:
     """The key and value the receiver would store for the call's DR."""
     fields = call.dr_fields(ZONE)
-    arrival = dr.Arrival(f"{number:032x}", call.ended_at, "127.0.0.1", "t", "POST", "")
+    received_at = received_at or call.ended_at
+    arrival = dr.Arrival(f"{number:032x}", received_at, "127.0.0.1", "t", "POST", "")
     return dr.key(fields), dr.raw_record(fields, arrival)
 
 
@@ -248,3 +252,37 @@ async def test_workers_lose_nothing_while_killed_and_restarted_over_and_over(
     assert len(kills) >= 5, kills
     repeats = assert_exact(events, expected)
     print(f"{len(expected)} calls, {len(kills)} kills ({kills}), {repeats} exact repeats")
+
+
+async def test_a_worker_forgets_the_calls_past_the_state_horizon(
+    settings: Settings, topic_names: TopicNames, tmp_path: Path
+) -> None:
+    """A call last changed 9 days ago leaves the table (a tombstone in its changelog), a
+    call of today stays, and a new record of the forgotten call starts it at revision 1."""
+    old, today = list(traffic(2))[:2]
+    old_id, today_id = (normalize.from_dr(c.dr_fields(ZONE), ZONE).call_id for c in (old, today))
+    now, bootstrap = datetime.now(UTC), settings.kafka_bootstrap_servers
+    async with topics_and_env(settings, topic_names) as (names, env, producer):
+        changelog = f"{group_id(Settings.from_env(env))}-calls-changelog"
+        worker = start_worker({**env, "NXCLOUD_WORKER_EXPIRY_INTERVAL_SECONDS": "1"},
+                              tmp_path / "a")  # fmt: skip
+        try:
+            await asyncio.to_thread(await_ready, worker)
+            for key, value in (
+                dr_record(old, 0, now - timedelta(days=9)),
+                dr_record(today, 1, now),
+            ):
+                await producer.send_and_wait(names.dr_raw, value, key=key)
+            await revisions_on(bootstrap, names, 1, 2)
+            forgotten = await read_topic(bootstrap, changelog, lambda keys: old_id.encode() in keys,
+                                         deadline=60, pick=tombstone_key)  # fmt: skip
+            assert today_id.encode() not in forgotten
+            key, value = dr_record(old, 2, now)
+            await producer.send_and_wait(names.dr_raw, value, key=key)
+            events = await revisions_on(bootstrap, names, 1, 3)
+        finally:
+            await asyncio.to_thread(stop, worker, signal.SIGTERM)
+    again = [e for e in events if e["call_id"] == old_id]
+    assert [e["revision"] for e in again] == [1, 1]
+    assert again[0]["event_id"] == again[1]["event_id"]
+    assert again[1]["first_seen_at"] > again[0]["first_seen_at"]
