@@ -251,8 +251,7 @@ class LocalKafka:
                 "kafka.tools.StorageTool",
                 "format",
                 "--ignore-formatted",
-                "-t",
-                _cluster_id(),
+                f"--cluster-id={_cluster_id()}",  # one "=" form: an id may start with "-"
                 "-c",
                 str(data / "server.properties"),
             )

@@ -1,5 +1,6 @@
 """Preconditions of the local broker give one clear error each."""
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,13 @@ def test_server_properties_bind_loopback_in_combined_kraft_mode(tmp_path: Path) 
     assert "process.roles=broker,controller\n" in properties
     assert "listeners=PLAINTEXT://127.0.0.1:9500,CONTROLLER://127.0.0.1:9501\n" in properties
     assert "auto.create.topics.enable=false\n" in properties
+
+
+def test_a_cluster_id_that_starts_with_a_dash_is_formatted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One id in 64 starts with "-", which the storage tool took for an option."""
+    dashed = base64.urlsafe_b64encode(b"\xf8" + bytes(15)).rstrip(b"=").decode()
+    monkeypatch.setattr(broker, "_cluster_id", lambda: dashed)
+    broker.LocalKafka(broker.BrokerConfig(tmp_path, port=broker.free_port())).prepare()
+    assert f"cluster.id={dashed}\n" in (tmp_path / "data" / "meta.properties").read_text()
