@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import types
 from collections.abc import AsyncIterator, Coroutine, Generator, Mapping
 from typing import Any, cast
@@ -44,6 +45,7 @@ from mode.services import WaitArgT, WaitResults
 from mode.utils.times import Seconds
 
 log = logging.getLogger(__name__)
+RESEEK_SECONDS = 2.0  # a partition read past what was handed on is sought back at most this often
 
 
 class Consumer(aiokafka.Consumer):
@@ -51,6 +53,7 @@ class Consumer(aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self.next_offsets: dict[TP, int] = {}
         self.jumped_to: dict[TP, int] = {}
+        self.resought_at: dict[TP, float] = {}
 
     def ack(self, message: Message) -> bool:
         if not message.tracked:
@@ -118,9 +121,12 @@ class Consumer(aiokafka.Consumer):
 
         for tp, position in (await thread.call_thread(positions)).items():
             expected = handed_on[tp]
-            if tp in sought or position <= expected or not self._stale(tp, position):
+            now = time.monotonic()
+            if tp in sought or position <= expected or now < self.resought_at.get(tp, 0.0):
                 continue
-            self.jumped_to[tp] = position
+            if not self.app.topics.acks_enabled_for(tp.topic):
+                continue
+            self.resought_at[tp] = now + RESEEK_SECONDS
             log.warning(
                 "records fetched but not handed on: reading them again",
                 extra={"topic": tp.topic, "partition": tp.partition,
