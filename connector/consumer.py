@@ -24,25 +24,17 @@ wrong (faust-streaming issues 216, 221, 606; seen here under repeated worker kil
 - A record that reaches a stream while the rebalance holds the flow is skipped unread,
   yet acknowledged: its offset can be committed and, once the worker dies, it is never
   read. Here only a record a stream took in (tracked) counts as processed.
-
-It is also faster. Faust hands each record to its stream in a race against the flow
-being suspended, with four new tasks per record. Almost every hand-off finishes without
-waiting, so it is run eagerly here, and only one that has to wait joins the race.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import types
-from collections.abc import AsyncIterator, Coroutine, Generator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
 from faust.transport.drivers import aiokafka
 from faust.types import TP, Message
-from mode.services import WaitArgT, WaitResults
-from mode.utils.times import Seconds
 
 log = logging.getLogger(__name__)
 RESEEK_SECONDS = 2.0  # a partition read past what was handed on is sought back at most this often
@@ -134,48 +126,6 @@ class Consumer(aiokafka.Consumer):
             )  # fmt: skip
             await self.seek(tp, expected)
 
-    async def wait_first(self, *coros: WaitArgT, timeout: Seconds = None) -> WaitResults:  # type: ignore[assignment]  # noqa: ASYNC109 (mode's signature)
-        first, *others = coros
-        if not asyncio.iscoroutine(first) or self._stopped.is_set() or self._crashed.is_set():
-            return await super().wait_first(*coros, timeout=timeout)
-        try:
-            step = first.send(None)
-        except StopIteration as finished:
-            _close(others)
-            return WaitResults([first], [finished.value], False)
-        except BaseException:
-            _close(others)
-            raise
-        return await super().wait_first(finish(first, step), *others, timeout=timeout)
-
     def _stale(self, tp: TP, offset: int) -> bool:
         acked: bool = self.app.topics.acks_enabled_for(tp.topic)
         return acked and self.jumped_to.get(tp) != offset
-
-
-def _close(waits: list[WaitArgT]) -> None:
-    for wait in waits:
-        if asyncio.iscoroutine(wait):
-            wait.close()
-
-
-async def finish(coro: Coroutine[Any, Any, Any], step: Any) -> Any:
-    """Run to its end a coroutine that was stepped once and yielded `step`."""
-    return await _resumed(coro, step)
-
-
-@types.coroutine
-def _resumed(coro: Coroutine[Any, Any, Any], step: Any) -> Generator[Any, Any, Any]:
-    while True:
-        try:
-            sent = yield step
-        except BaseException as exc:
-            try:
-                step = coro.throw(exc)
-            except StopIteration as finished:
-                return finished.value
-        else:
-            try:
-                step = coro.send(sent)
-            except StopIteration as finished:
-                return finished.value
