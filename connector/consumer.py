@@ -1,6 +1,6 @@
 """The worker's Kafka consumer: Faust's, without the ways it loses records or stalls.
 
-After a rebalance Faust seeks each partition to its committed offset, and five things go
+After a rebalance Faust seeks each partition to its committed offset, and things go
 wrong (faust-streaming issues 216, 221, 606; seen here under repeated worker kills):
 
 - A partition with no committed offset yet is not sought at all (aiokafka's
@@ -15,12 +15,11 @@ wrong (faust-streaming issues 216, 221, 606; seen here under repeated worker kil
 - Faust drops records it fetched while a rebalance changes which partitions it reads
   (records of a partition not active at that moment, or fetched across the flow being
   stopped), though aiokafka has already moved past them; they were never read again and
-  the worker seemed stuck (about once in 15 runs of the kill test). Here, after each
+  the worker seemed stuck (seen while looping the kill test). Here, after each
   fetch, a partition aiokafka read past what was handed on is sought back.
-- A seek is made from the main thread, but aiokafka wakes its fetcher through futures of
-  the consumer thread's event loop, which are not thread-safe: about once in 15 runs of
-  the kill test the fetcher never woke and the worker read nothing more. Here a seek runs
-  on the consumer's thread.
+- A seek is made from the main thread, but aiokafka's seek resolves futures of the
+  consumer thread's event loop, which is not thread-safe (a suspect in the same stall).
+  Here a seek runs on the consumer's thread.
 - A record that reaches a stream while the rebalance holds the flow is skipped unread,
   yet acknowledged: its offset can be committed and, once the worker dies, it is never
   read. Here only a record a stream took in (tracked) counts as processed.
