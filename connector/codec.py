@@ -86,15 +86,17 @@ def decode_state(data: bytes) -> CallState:
         else None,
         updated_at=datetime.fromisoformat(raw["updated_at"]) if raw["updated_at"] else None,
         cdr_seen_at=_moment(raw.get("cdr_seen_at")),
-        billed_by_dr=frozenset(raw.get("billed_by_dr", _billed_before(raw))),
+        billed_by_dr=frozenset(
+            raw["billed_by_dr"] if "billed_by_dr" in raw else _billed_before(raw)
+        ),
     )
 
 
 def _billed_before(raw: dict[str, Any]) -> list[str]:
     """A state written before `billed_by_dr` existed: a DR made all its billing final."""
-    facts = raw["facts"]
-    seen = "dr" in raw["sources"]
-    return [name for name in BILLING if seen and facts.get(name) is not None]
+    if "dr" not in raw["sources"]:
+        return []
+    return [name for name in BILLING if raw["facts"].get(name) is not None]
 
 
 def _moment(text: str | None) -> datetime | None:
