@@ -12,9 +12,12 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from connector.cdr import LOOKBACK, MAX_WINDOW
 from connector.errors import ConfigError
 
 DEFAULT_CDR_URL: Final = "http://api2.nxcloud.com/api/voiceSms/getVoiceCdr"
+WINDOW_SECONDS: Final = int(MAX_WINDOW.total_seconds())
+QUERYABLE_SECONDS: Final = int(LOOKBACK.total_seconds())
 
 
 class Secret:
@@ -65,6 +68,10 @@ def _secret(raw: str) -> Secret:
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
+    return _int_between(minimum, None)
+
+
+def _int_between(minimum: int, maximum: int | None) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         try:
             value = int(raw)
@@ -72,9 +79,15 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
             raise ValueError(f"must be an integer, got {raw!r}") from None
         if value < minimum:
             raise ValueError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be at most {maximum}, got {value}")
         return value
 
     return parse
+
+
+def _port(minimum: int) -> Callable[[str], int]:
+    return _int_between(minimum, 65535)
 
 
 def _bootstrap_servers(raw: str) -> str:
@@ -107,7 +120,8 @@ def _networks(raw: str) -> tuple[IPv4Network | IPv6Network, ...]:
 
 
 def _durations(raw: str) -> tuple[int, ...]:
-    values = tuple(_int_at_least(1)(part.strip()) for part in raw.split(",") if part.strip())
+    within = _int_between(1, QUERYABLE_SECONDS)
+    values = tuple(within(part.strip()) for part in raw.split(",") if part.strip())
     return tuple(sorted(values))
 
 
@@ -151,7 +165,7 @@ class Settings:
     )
     receiver_id: str = _env("NXCLOUD_RECEIVER_ID", _text, factory=socket.gethostname)
     receiver_host: str = _env("NXCLOUD_RECEIVER_HOST", _text, "0.0.0.0")  # noqa: S104
-    receiver_port: int = _env("NXCLOUD_RECEIVER_PORT", _int_at_least(1), 8080)
+    receiver_port: int = _env("NXCLOUD_RECEIVER_PORT", _port(1), 8080)
     receiver_token: Secret | None = _env("NXCLOUD_RECEIVER_TOKEN", _secret, secret=True)
     receiver_allow_networks: tuple[IPv4Network | IPv6Network, ...] = _env(
         "NXCLOUD_RECEIVER_ALLOW_NETWORKS", _networks, ()
@@ -171,13 +185,15 @@ class Settings:
     spool_max_bytes: int = _env("NXCLOUD_SPOOL_MAX_BYTES", _int_at_least(1), 1 << 30)
     account: str = _env("NXCLOUD_ACCOUNT", _text, "default")
     topic_suffix: str = _env("NXCLOUD_TOPIC_SUFFIX", _text, "")
-    poller_window_seconds: int = _env("NXCLOUD_POLLER_WINDOW_SECONDS", _int_at_least(1), 300)
+    poller_window_seconds: int = _env(
+        "NXCLOUD_POLLER_WINDOW_SECONDS", _int_between(1, WINDOW_SECONDS), 300
+    )
     poller_settle_seconds: int = _env("NXCLOUD_POLLER_SETTLE_SECONDS", _int_at_least(0), 120)
     poller_repoll_after_seconds: tuple[int, ...] = _env(
         "NXCLOUD_POLLER_REPOLL_AFTER_SECONDS", _durations, (600, 3600, 21600, 86400)
     )
     poller_first_lookback_seconds: int = _env(
-        "NXCLOUD_POLLER_FIRST_LOOKBACK_SECONDS", _int_at_least(0), 3600
+        "NXCLOUD_POLLER_FIRST_LOOKBACK_SECONDS", _int_between(0, QUERYABLE_SECONDS), 3600
     )
     poller_page_size: int = _env("NXCLOUD_POLLER_PAGE_SIZE", _int_at_least(1), 100)
     poller_min_interval_ms: int = _env("NXCLOUD_POLLER_MIN_INTERVAL_MS", _int_at_least(1), 1100)
@@ -195,7 +211,7 @@ class Settings:
     worker_data_dir: Path = _env(
         "NXCLOUD_WORKER_DATA_DIR", Path, factory=lambda: default_state_dir() / "worker"
     )
-    poller_metrics_port: int = _env("NXCLOUD_POLLER_METRICS_PORT", _int_at_least(0), 9102)
+    poller_metrics_port: int = _env("NXCLOUD_POLLER_METRICS_PORT", _port(0), 9102)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -5,6 +5,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from connector import normalize
+from connector.clock import rfc3339
 from connector.normalize import Unusable, e164, from_cdr, from_dr
 from tests.test_receiver import EXAMPLE_FIELDS, VERIFICATION
 
@@ -130,3 +131,62 @@ def test_unknown_disposition_is_null_and_bad_input_is_unusable() -> None:
         from_cdr({**CDR_GROUP_ROW, "messageid": None}, 0, SHANGHAI)
     with pytest.raises(Unusable, match="customer_price"):
         from_cdr({**CDR_GROUP_ROW, "customer_price": "free"}, 0, SHANGHAI)
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+@pytest.mark.parametrize(
+    ("local", "utc"),
+    [
+        ("2024-01-15 12:00:00", datetime(2024, 1, 15, 11, 0, 0, tzinfo=UTC)),  # CET, +1
+        ("2024-07-15 12:00:00", datetime(2024, 7, 15, 10, 0, 0, tzinfo=UTC)),  # CEST, +2
+        ("2024-03-31 01:59:59", datetime(2024, 3, 31, 0, 59, 59, tzinfo=UTC)),  # before the jump
+        ("2024-03-31 03:00:00", datetime(2024, 3, 31, 1, 0, 0, tzinfo=UTC)),  # after it
+        # a repeated hour is read as its first occurrence (fold 0: still summer time)
+        ("2024-10-27 02:30:00", datetime(2024, 10, 27, 0, 30, 0, tzinfo=UTC)),
+    ],
+)
+def test_times_in_a_daylight_saving_zone_take_the_offset_of_their_date(
+    local: str, utc: datetime
+) -> None:
+    seen = from_cdr({**CDR_GROUP_ROW, "start_time": local}, 0, BERLIN)
+    assert rfc3339(seen.facts["started_at"]) == rfc3339(utc)
+
+
+@pytest.mark.parametrize(
+    ("price", "expected"),
+    [
+        ("1E-3", Decimal("0.001")),
+        ("1e-3", Decimal("0.001")),
+        (" 0.050 ", Decimal("0.050")),
+        (0.1, Decimal("0.1")),  # the CDR's JSON number, exactly as written, not as a float
+        ("1E+2", Decimal("100")),
+    ],
+)
+def test_prices_in_every_notation_are_exact_decimals(price: object, expected: Decimal) -> None:
+    seen = from_cdr({**CDR_GROUP_ROW, "customer_price": price}, 0, SHANGHAI)
+    assert seen.facts["unit_price"] == expected
+    assert isinstance(seen.facts["unit_price"], Decimal)
+
+
+@pytest.mark.parametrize("price", ["NaN", "nan", "sNaN", "Infinity", "-Infinity", "inf", "1,5"])
+def test_a_price_that_is_not_a_finite_number_is_unusable(price: str) -> None:
+    with pytest.raises(Unusable, match="customer_price is not a number"):
+        from_dr({**EXAMPLE_FIELDS, "customer_price": price}, SHANGHAI)
+
+
+@pytest.mark.parametrize(
+    ("phone", "code", "expected"),
+    [
+        ("07911123456", "44", "+447911123456"),  # UK mobile written with its trunk 0
+        ("0612345678", "33", "+33612345678"),  # France
+        ("015112345678", "49", "+4915112345678"),  # Germany
+    ],
+)
+def test_a_national_number_with_its_trunk_prefix_becomes_e164(
+    phone: str, code: str, expected: str
+) -> None:
+    assert e164(phone, code, national_first=True) == expected
+    row = {**CDR_GROUP_ROW, "phone": phone, "countryCode": code}
+    assert from_cdr(row, 0, SHANGHAI).phone == expected

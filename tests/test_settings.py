@@ -84,3 +84,32 @@ def test_settings_are_frozen() -> None:
 def test_secret_equality_compares_values() -> None:
     assert Secret("a") == Secret("a")
     assert Secret("a") != Secret("b")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("NXCLOUD_POLLER_WINDOW_SECONDS", "86401", "must be at most 86400"),
+        ("NXCLOUD_POLLER_FIRST_LOOKBACK_SECONDS", "604801", "must be at most 604800"),
+        ("NXCLOUD_POLLER_REPOLL_AFTER_SECONDS", "600,700000", "must be at most 604800"),
+        ("NXCLOUD_RECEIVER_PORT", "65536", "must be at most 65535"),
+        ("NXCLOUD_POLLER_METRICS_PORT", "70000", "must be at most 65535"),
+    ],
+)
+def test_a_documented_limit_is_checked_at_start(variable: str, value: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({variable: value})
+    assert f"{variable}: {reason}" in str(caught.value)
+
+
+def test_the_limits_themselves_are_accepted() -> None:
+    settings = Settings.from_env(
+        {
+            "NXCLOUD_POLLER_WINDOW_SECONDS": "86400",
+            "NXCLOUD_POLLER_FIRST_LOOKBACK_SECONDS": "604800",
+            "NXCLOUD_RECEIVER_PORT": "65535",
+        }
+    )
+    assert settings.poller_window_seconds == 86400
+    assert settings.poller_first_lookback_seconds == 604800
+    assert settings.receiver_port == 65535
