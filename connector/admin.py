@@ -34,6 +34,20 @@ async def admin_client(bootstrap_servers: str) -> AsyncIterator[AIOKafkaAdminCli
         await client.close()
 
 
+@asynccontextmanager
+async def running(consumer: AIOKafkaConsumer) -> AsyncIterator[AIOKafkaConsumer]:
+    """`consumer` started, and stopped afterwards even when it could not start."""
+    try:
+        await consumer.start()
+    except BaseException:
+        await consumer.stop()
+        raise
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
 async def describe(client: AIOKafkaAdminClient, names: Sequence[str]) -> dict[str, ExistingTopic]:
     """The topics among `names` that exist, with their partitions, replicas and configs."""
     found: dict[str, tuple[int, int]] = {}

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from connector.clock import provider_time, rfc3339
+from connector.errors import Malformed
 from connector.keys import call_key
 
 MAX_WINDOW: Final = timedelta(hours=24)
@@ -76,10 +77,6 @@ class Refusal:
     def about_credentials(self) -> bool:
         text = self.message.lower()
         return any(word in text for word in AUTH_WORDS)
-
-
-class Malformed(ValueError):
-    """The answer is not the documented JSON."""
 
 
 def parse_answer(body: bytes) -> Page | Refusal:

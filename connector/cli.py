@@ -4,37 +4,77 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Final
+
+from aiokafka.errors import KafkaError
 
 from connector import __version__, admin, broker, stack
-from connector.errors import ConnectorError
+from connector.errors import ConfigError, ConnectorError, KafkaUnreachable
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 
 Command = Callable[[argparse.Namespace], int]
 
 
+EXIT_DRIFT: Final = 1
+EXIT_USAGE: Final = 2  # argparse's own
+EXIT_CONFIG: Final = 3
+EXIT_KAFKA: Final = 4
+EXIT_FAILED: Final = 5
+EXIT_INTERRUPTED: Final = 130
+ENVIRONMENT: Final = (
+    "Configuration comes from environment variables (KAFKA_*, NXCLOUD_*), read once at "
+    "start; the README's Configuration table lists every one. Exit codes: 0 done, "
+    f"{EXIT_DRIFT} topics not as declared, {EXIT_USAGE} usage, {EXIT_CONFIG} configuration, "
+    f"{EXIT_KAFKA} Kafka unreachable or refused, {EXIT_FAILED} other failure, "
+    f"{EXIT_INTERRUPTED} interrupted."
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # Until a command sets logging up, aiokafka's retries are not printed next to the one
+    # line that says what failed.
+    logging.getLogger("aiokafka").addHandler(logging.NullHandler())
     command: Command = args.command
     try:
         return command(args)
-    except ConnectorError as exc:
-        print(f"nxcloud-connector: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        message, code = failure(exc)
+        print(f"nxcloud-connector: {message}", file=sys.stderr)
+        return code
+
+
+def failure(exc: BaseException) -> tuple[str, int]:
+    """One line and an exit code for what stopped a command; a bug keeps its traceback."""
+    if isinstance(exc, ConfigError):
+        return str(exc), EXIT_CONFIG
+    if isinstance(exc, KafkaUnreachable):
+        return str(exc), EXIT_KAFKA
+    if isinstance(exc, KafkaError | ConnectionError | TimeoutError):
+        name, detail = type(exc).__name__, str(exc)
+        if not detail.startswith(name):
+            detail = f"{name}: {detail}" if detail else name
+        return f"Kafka: {detail} (see KAFKA_BOOTSTRAP_SERVERS)", EXIT_KAFKA
+    if isinstance(exc, ConnectorError):
+        return str(exc), EXIT_FAILED
+    raise exc
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nxcloud-connector",
         description="Carries NXCloud voice call outcomes into Kafka.",
+        epilog=ENVIRONMENT,
     )
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -115,6 +155,8 @@ def _parser() -> argparse.ArgumentParser:
     redrive = commands.add_parser("redrive", help="send dead letters back through the pipeline")
     redrive.add_argument("--since", default=None, help="ISO 8601 (default: all dead letters)")
     redrive.set_defaults(command=run_redrive)
+    for command in commands.choices.values():
+        command.epilog = ENVIRONMENT
     return parser
 
 

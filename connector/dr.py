@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from connector.clock import parse_provider_time, rfc3339
+from connector.errors import Invalid
 from connector.keys import call_key
 
 COMMON_FIELDS: Final = (
@@ -45,10 +46,6 @@ COUNTRY_CODE: Final = re.compile(r"\+?[0-9]{1,4}")
 TOKEN_FIELD: Final = "token"  # noqa: S105 - the name of a field, not a secret
 
 Fields = dict[str, str]
-
-
-class Invalid(ValueError):
-    """The push is not a DR the provider documents; the message says why."""
 
 
 def parse_urlencoded(data: bytes | str, max_fields: int) -> Fields:

@@ -1,4 +1,17 @@
-"""One root exception, and a small family per concern."""
+"""One root exception, and a small family per concern.
+
+ConnectorError
+├── ConfigError          a setting is missing or invalid          (CLI exit 3)
+├── KafkaUnreachable     Kafka cannot be reached or answered no   (CLI exit 4)
+│   └── TopicError       topics cannot be described or created
+├── BrokerError          the local broker cannot run              (CLI exit 5)
+├── SpoolError           the spool cannot take a record
+└── InputError           what NXCloud sent cannot be used (also a ValueError)
+    ├── Invalid          a push that is not a documented DR
+    ├── Refused          a push refused at the HTTP edge, with its status
+    ├── Malformed        a CDR answer that is not the documented JSON
+    └── Unusable         a raw record that cannot become an observation
+"""
 
 
 class ConnectorError(Exception):
@@ -9,13 +22,42 @@ class ConfigError(ConnectorError):
     """A setting is missing or invalid; the message names the variable."""
 
 
+class KafkaUnreachable(ConnectorError):
+    """Kafka cannot be reached, timed out, or refused what was asked of it."""
+
+
+class TopicError(KafkaUnreachable):
+    """Topics cannot be described or created."""
+
+
 class BrokerError(ConnectorError):
     """The local Kafka broker cannot be prepared, started or stopped."""
 
 
-class TopicError(ConnectorError):
-    """Topics cannot be described or created."""
-
-
 class SpoolError(ConnectorError):
     """The local spool cannot take a record: full, or the disk failed."""
+
+
+class InputError(ConnectorError, ValueError):
+    """What NXCloud sent cannot be used; the message says why."""
+
+
+class Invalid(InputError):
+    """The push is not a DR the provider documents; the message says why."""
+
+
+class Refused(InputError):
+    """A push refused before it was read whole: `status` is the HTTP answer."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class Malformed(InputError):
+    """The CDR answer is not the documented JSON."""
+
+
+class Unusable(InputError):
+    """The record cannot be turned into an observation; the message says why."""

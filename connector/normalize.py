@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 
 from connector.clock import parse_provider_time
+from connector.errors import Unusable
 
 GROUP_CALL: Final = "group_call"
 VERIFICATION: Final = "verification"
@@ -32,10 +33,6 @@ FAMILIES: Final = {
 CONNECTED: Final = frozenset({"successful connection", "成功接通"})
 NOT_CONNECTED: Final = frozenset({"unsuccessful connection", "未接通"})
 DISPOSITIONS: Final = frozenset({"send_cancel", "recv_refuse", "recv_bye", "send_bye", "other"})
-
-
-class Unusable(ValueError):
-    """The record cannot be turned into an observation; the message says why."""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from connector import cdr, schedule
 from connector.clock import utcnow
+from connector.errors import Malformed
 from connector.ratelimit import TokenBucket
 from connector.settings import Settings
 from connector.topics import TopicNames
@@ -116,7 +117,7 @@ class CdrSource:
             return f"http_{response.status_code}", 0.0
         try:
             answer = cdr.parse_answer(response.content)
-        except cdr.Malformed:
+        except Malformed:
             return "malformed", 0.0
         if isinstance(answer, cdr.Refusal):
             if answer.about_credentials:

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from connector import dr
 from connector.clock import utcnow
-from connector.errors import SpoolError
+from connector.errors import Invalid, Refused, SpoolError
 from connector.guard import client_address, network_ok, token_ok
 from connector.metrics import ReceiverMetrics
 from connector.publisher import Publisher, Store
@@ -36,13 +36,6 @@ log = logging.getLogger(__name__)
 
 DR_PATH = "/nxcloud/voice/dr"
 StoreFactory = Callable[[Settings, ReceiverMetrics], AbstractAsyncContextManager[Store]]
-
-
-class Refused(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 def answer(ok: bool, status: int) -> Response:
@@ -77,7 +70,7 @@ async def body_fields(headers: Headers, body: bytes, max_fields: int) -> dr.Fiel
     try:
         return dr.parse_urlencoded(body, max_fields)
     except UnicodeDecodeError:
-        raise dr.Invalid("body is not UTF-8 form data") from None
+        raise Invalid("body is not UTF-8 form data") from None
 
 
 async def _multipart(headers: Headers, body: bytes, max_fields: int) -> dr.Fields:
@@ -88,11 +81,11 @@ async def _multipart(headers: Headers, body: bytes, max_fields: int) -> dr.Field
     try:
         form = await parser.parse()
     except MultiPartException as exc:
-        raise dr.Invalid(f"unreadable multipart body: {exc.message}") from None
+        raise Invalid(f"unreadable multipart body: {exc.message}") from None
     fields: dr.Fields = {}
     for name, value in form.multi_items():
         if not isinstance(value, str):
-            raise dr.Invalid(f"unexpected file in field {name!r}")
+            raise Invalid(f"unexpected file in field {name!r}")
         fields[name] = value
     return fields
 
@@ -137,8 +130,8 @@ class DrEndpoint:
                 query, await body_fields(request.headers, body, settings.receiver_max_fields)
             )
             dr.validate(fields)
-        except (dr.Invalid, UnicodeDecodeError) as exc:
-            reason = str(exc) if isinstance(exc, dr.Invalid) else "query is not UTF-8"
+        except (Invalid, UnicodeDecodeError) as exc:
+            reason = str(exc) if isinstance(exc, Invalid) else "query is not UTF-8"
             return await self._refuse(Refused(400, reason), arrival, query, body)
         except Refused as refused:
             return await self._refuse(refused, arrival, query, None)

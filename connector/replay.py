@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from connector import admin, codec, dr, normalize
-from connector.errors import ConnectorError
+from connector.errors import ConnectorError, Invalid, Unusable
 from connector.keys import call_key
 from connector.merge import CallState, merge
 from connector.settings import Settings
@@ -84,7 +84,7 @@ async def scan(
 ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
     """Every record of `topic` stored in [since, until), as the log had it at the start."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    async with consumer:
+    async with admin.running(consumer):
         partitions = await admin.partitions_of(consumer, topic)
         if not partitions:
             raise ConnectorError(f"topic {topic} does not exist")
@@ -175,7 +175,7 @@ async def _normalized(
     value = record.value or b""
     try:
         return observe(record.topic, value, names, settings)
-    except normalize.Unusable as exc:
+    except Unusable as exc:
         summary.dead_letters += 1
         letter = dead_letter(str(exc), record.topic, record.partition, record.offset, value)
         await producer.send(names.dead_letter, letter)
@@ -199,7 +199,7 @@ async def _hand_over(
 
 async def _ends(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    async with consumer:
+    async with admin.running(consumer):
         partitions = await admin.partitions_of(consumer, topic)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
         return ends
@@ -312,7 +312,7 @@ async def _redriven(
             return False
         try:
             dr.validate(fields)
-        except dr.Invalid:
+        except Invalid:
             return False
         arrival = dr.Arrival(
             letter["receipt_id"], datetime.fromisoformat(letter["received_at"]),
@@ -326,7 +326,7 @@ async def _redriven(
         return False
     try:
         observation, seen_at = observe(topic, value, names, settings)
-    except normalize.Unusable:
+    except Unusable:
         return False
     await _hand_over(observation, seen_at, names, producer, summary)
     return True

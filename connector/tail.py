@@ -40,7 +40,7 @@ async def tail(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     pretty = out.isatty()
     printed = 0
-    async with consumer:
+    async with admin.running(consumer):
         partitions = await admin.partitions_of(consumer, topic)
         if not partitions:
             raise ConnectorError(f"topic {topic} does not exist: run `nxcloud-connector topics`")

@@ -21,6 +21,7 @@ from faust.types import EventT, RecordMetadata
 from connector import codec, heartbeat, normalize
 from connector.clock import utcnow
 from connector.consumer import Consumer
+from connector.errors import Unusable
 from connector.keys import call_key, partition_of
 from connector.merge import CallState, expired, merge_batch
 from connector.settings import Settings
@@ -72,9 +73,9 @@ def observe(
         row, service = record["row"], int(record["query"]["service"])
         return normalize.from_cdr(row, service, settings.nxcloud_timezone), seen_at
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, normalize.Unusable):
+        if isinstance(exc, Unusable):
             raise
-        raise normalize.Unusable(f"not a raw record: {type(exc).__name__}: {exc}") from None
+        raise Unusable(f"not a raw record: {type(exc).__name__}: {exc}") from None
 
 
 def dead_letter(reason: str, topic: str, partition: int, offset: int, value: bytes) -> bytes:
@@ -162,7 +163,7 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
                 try:
                     observed.append((record, *observe(record.message.topic, record.value,
                                                       names, settings)))  # fmt: skip
-                except normalize.Unusable as exc:
+                except Unusable as exc:
                     deliveries.append(await reject(record, str(exc)))
             batch = merge_batch(observed, stored)
             deliveries += [await publish(event) for event in batch.events]

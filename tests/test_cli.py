@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from connector.broker import free_port
@@ -145,10 +146,40 @@ async def test_kafka_command_serves_keeps_data_and_topics_command_converges(
     ]
     assert drift.returncode == 1
     assert "drift    nxcloud.voice.dr.raw: partitions is 2, declared 5" in drift.stdout
-    assert bad.returncode == 2
+    assert bad.returncode == 3  # configuration
     assert "NXCLOUD_TOPIC_PARTITIONS" in bad.stderr
 
     with kafka_command(tmp_path, port, controller) as kafka:
         read_until(kafka, "KAFKA_BOOTSTRAP_SERVERS=", time.monotonic() + 20)
         assert await round_trip(bootstrap, "nxcloud.voice.dead-letter", None) == [payload]
         assert stop(kafka, signal.SIGINT) == 0
+
+
+@pytest.mark.parametrize("command", [("topics",), ("tail", "--limit", "1"), ("topics", "--check")])
+def test_unreachable_kafka_is_one_line_and_its_own_exit_code(command: tuple[str, ...]) -> None:
+    nobody = f"127.0.0.1:{free_port()}"  # nothing listens there
+    result = run_cli(*command, env={"KAFKA_BOOTSTRAP_SERVERS": nobody})
+    assert result.returncode == 4, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("nxcloud-connector: ")
+    assert nobody in lines[0] or "KAFKA_BOOTSTRAP_SERVERS" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_configuration_error_has_its_own_exit_code_and_names_the_variable() -> None:
+    result = run_cli("tail", env={"NXCLOUD_POLLER_WINDOW_SECONDS": "90000"})
+    assert result.returncode == 3
+    assert result.stderr.strip() == (
+        "nxcloud-connector: invalid configuration: "
+        "NXCLOUD_POLLER_WINDOW_SECONDS: must be at most 86400, got 90000"
+    )
+
+
+@pytest.mark.parametrize("command", ["topics", "receiver", "poller", "worker", "replay", "up"])
+def test_every_command_says_where_its_configuration_comes_from(command: str) -> None:
+    result = run_cli(command, "--help", env={})
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "Configuration comes from environment variables" in text
+    assert "Configuration table" in text

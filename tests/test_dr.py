@@ -4,6 +4,7 @@ import orjson
 import pytest
 
 from connector import dr
+from connector.errors import Invalid
 from tests.test_receiver import EXAMPLE_FIELDS, PROVIDER_EXAMPLE, VERIFICATION
 
 ARRIVAL = dr.Arrival(
@@ -29,7 +30,7 @@ def test_plus_means_space_and_percent_escapes_are_decoded() -> None:
 
 
 def test_too_many_fields_is_invalid() -> None:
-    with pytest.raises(dr.Invalid, match="too many fields"):
+    with pytest.raises(Invalid, match="too many fields"):
         dr.parse_urlencoded("&".join(f"f{i}=1" for i in range(10)), max_fields=5)
 
 
@@ -66,7 +67,7 @@ def test_invalid_pushes_say_why(change: dict[str, str | None], reason: str) -> N
             fields.pop(name)
         else:
             fields[name] = value
-    with pytest.raises(dr.Invalid, match=reason):
+    with pytest.raises(Invalid, match=reason):
         dr.validate(fields)
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from connector import normalize
 from connector.clock import rfc3339
-from connector.normalize import Unusable, e164, from_cdr, from_dr
+from connector.errors import Unusable
+from connector.normalize import e164, from_cdr, from_dr
 from tests.test_receiver import EXAMPLE_FIELDS, VERIFICATION
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -4,6 +4,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from connector import cdr, schedule
+from connector.errors import Malformed
 from connector.ratelimit import TokenBucket
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
@@ -102,9 +103,9 @@ def test_answers_are_pages_refusals_or_malformed() -> None:
     assert isinstance(refusal, cdr.Refusal)
     assert refusal.about_credentials
     assert not cdr.Refusal("request too frequent").about_credentials
-    with pytest.raises(cdr.Malformed):
+    with pytest.raises(Malformed):
         cdr.parse_answer(b"<html>")
-    with pytest.raises(cdr.Malformed):
+    with pytest.raises(Malformed):
         cdr.parse_answer(b'{"code":"2"}')
 
 
