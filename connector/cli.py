@@ -115,7 +115,27 @@ def _parser() -> argparse.ArgumentParser:
     redrive = commands.add_parser("redrive", help="send dead letters back through the pipeline")
     redrive.add_argument("--since", default=None, help="ISO 8601 (default: all dead letters)")
     redrive.set_defaults(command=run_redrive)
+    _add_schema(commands)
     return parser
+
+
+def _add_schema(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    schema = commands.add_parser(
+        "schema", help="print a shipped JSON Schema, or list them with their ids"
+    )
+    schema.add_argument("name", nargs="?", default=None, help="e.g. call-event or call-event.v1")
+    schema.set_defaults(command=run_schema)
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    from connector import schema
+
+    if args.name is None:
+        for name in schema.names():
+            print(f"{name:<16} {schema.schema_id(name)}")
+        return 0
+    sys.stdout.write(schema.text(args.name))
+    return 0
 
 
 def run_tail(args: argparse.Namespace) -> int:

@@ -19,3 +19,7 @@ class TopicError(ConnectorError):
 
 class SpoolError(ConnectorError):
     """The local spool cannot take a record: full, or the disk failed."""
+
+
+class SchemaError(ConnectorError):
+    """A schema is unknown, or a schema change would break its readers."""
