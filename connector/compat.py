@@ -149,6 +149,9 @@ def _compare_objects(
         and new.get("additionalProperties") is False
     ):
         found.append(f"{here}: additional properties no longer allowed")
+    elif isinstance(old.get("additionalProperties"), Mapping):
+        _compare(docs, old["additionalProperties"], new.get("additionalProperties", True),
+                 f"{path}/additionalProperties", found)  # fmt: skip
     old_properties: Mapping[str, Any] = old.get("properties", {})
     new_properties: Mapping[str, Any] = new.get("properties", {})
     for name, old_property in old_properties.items():

@@ -121,6 +121,15 @@ def test_closing_an_open_object_fails() -> None:
     assert changes == ["/: additional properties no longer allowed"]
 
 
+def test_a_narrowed_schema_for_additional_properties_fails() -> None:
+    old = {"type": "object", "additionalProperties": {"type": ["string", "null"]}}
+    new = {"type": "object", "additionalProperties": {"type": "string"}}
+    assert breaking_changes(old, new) == [
+        "/additionalProperties: retyped from ['null', 'string'] to ['string']"
+    ]
+    assert breaking_changes(old, {"type": "object"}) == []
+
+
 def test_the_checker_names_what_broke_and_where() -> None:
     broken = call_event()
     remove_nested_field(broken)
