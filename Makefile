@@ -9,7 +9,7 @@ KUSTOMIZE := .tools/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 KAFKA_CLUSTER ?= my-cluster
 KAFKA_NAMESPACE ?= kafka
 
-.PHONY: install tools up test check manifests bench-receiver bench-backfill bench-worker clean
+.PHONY: install tools up test check manifests bench-receiver bench-backfill bench-worker bench-topic-size clean
 
 $(BIN)/nxcloud-connector: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,9 @@ bench-backfill: install
 
 bench-worker: install
 	$(BIN)/python -m bench.worker
+
+bench-topic-size: install
+	$(BIN)/python -m bench.topic_size
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .pytest_cache .ruff_cache

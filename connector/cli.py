@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Final
+from typing import Any, Final
 
 from aiokafka.errors import KafkaError
 
@@ -70,6 +70,13 @@ def failure(exc: BaseException) -> tuple[str, int]:
     raise exc
 
 
+class _Command(argparse.ArgumentParser):
+    """A subcommand's parser: its --help ends saying where configuration comes from."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(epilog=ENVIRONMENT, **kwargs)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nxcloud-connector",
@@ -77,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=ENVIRONMENT,
     )
     parser.add_argument("--version", action="version", version=__version__)
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND", parser_class=_Command)
 
     kafka = commands.add_parser(
         "kafka", help="run a local single-node Apache Kafka in the foreground"
@@ -155,9 +162,27 @@ def _parser() -> argparse.ArgumentParser:
     redrive = commands.add_parser("redrive", help="send dead letters back through the pipeline")
     redrive.add_argument("--since", default=None, help="ISO 8601 (default: all dead letters)")
     redrive.set_defaults(command=run_redrive)
-    for command in commands.choices.values():
-        command.epilog = ENVIRONMENT
+    _add_schema(commands)
     return parser
+
+
+def _add_schema(commands: argparse._SubParsersAction[_Command]) -> None:
+    schema = commands.add_parser(
+        "schema", help="print a shipped JSON Schema, or list them with their ids"
+    )
+    schema.add_argument("name", nargs="?", default=None, help="e.g. call-event or call-event.v1")
+    schema.set_defaults(command=run_schema)
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    from connector import schema
+
+    if args.name is None:
+        for name in schema.names():
+            print(f"{name:<16} {schema.schema_id(name)}")
+        return 0
+    sys.stdout.write(schema.text(args.name))
+    return 0
 
 
 def run_tail(args: argparse.Namespace) -> int:

@@ -61,3 +61,7 @@ class Malformed(InputError):
 
 class Unusable(InputError):
     """The record cannot be turned into an observation; the message says why."""
+
+
+class SchemaError(ConnectorError):
+    """A schema is unknown, or a schema change would break its readers."""

@@ -22,13 +22,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from connector import admin, codec, dr, normalize
+from connector import admin, codec, dr, envelope, normalize
 from connector.errors import ConnectorError, Invalid, Unusable
 from connector.keys import call_key
 from connector.merge import CallState, merge
 from connector.settings import Settings
 from connector.topics import TopicNames, TopicSpec, declare
-from connector.worker import cloudevent_headers, dead_letter, group_id, observe
+from connector.worker import dead_letter, group_id, observe
 
 SETTLE_WITHIN = 600.0
 
@@ -275,7 +275,7 @@ async def rebuild(
                 summary.changed.add(observation.call_id)
                 await producer.send(
                     into, orjson.dumps(event), key=event["call_id"].encode(),
-                    headers=cloudevent_headers(event),
+                    headers=envelope.headers(event, envelope.source(settings)),
                 )  # fmt: skip
         await producer.flush()
     return summary

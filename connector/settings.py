@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -132,6 +133,13 @@ def _timezone(raw: str) -> ZoneInfo:
         raise ValueError(f"unknown time zone {raw!r}") from None
 
 
+def _uri_segment(raw: str) -> str:
+    """Letters, digits and `-._~`: a URI path segment as it is (RFC 3986 unreserved)."""
+    if not re.fullmatch(r"[A-Za-z0-9._~-]+", raw.strip()):
+        raise ValueError(f"must be letters, digits and -._~ only, got {raw!r}")
+    return raw.strip()
+
+
 def _env(
     name: str,
     parse: Callable[[str], Any],
@@ -212,6 +220,9 @@ class Settings:
         "NXCLOUD_WORKER_DATA_DIR", Path, factory=lambda: default_state_dir() / "worker"
     )
     poller_metrics_port: int = _env("NXCLOUD_POLLER_METRICS_PORT", _port(0), 9102)
+    # The call-event contract: whose events they are, and how long the topic keeps a call.
+    deployment: str = _env("NXCLOUD_DEPLOYMENT", _uri_segment, "default")
+    call_event_retention_days: int = _env("NXCLOUD_CALL_EVENT_RETENTION_DAYS", _int_at_least(1), 90)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

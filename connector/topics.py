@@ -78,11 +78,13 @@ def declare(settings: Settings, names: TopicNames | None = None) -> tuple[TopicS
             replication,
             {
                 **durable,
-                "cleanup.policy": "compact",
+                "cleanup.policy": "compact,delete",
+                "retention.ms": str(settings.call_event_retention_days * DAY_MS),
                 "min.compaction.lag.ms": str(DAY_MS),
                 "delete.retention.ms": str(DAY_MS),
             },
-            "One merged event per call revision, keyed by call_id; the latest survives.",
+            "One merged event per call revision, keyed by call_id; the latest survives "
+            "for NXCLOUD_CALL_EVENT_RETENTION_DAYS after the call last changed.",
         ),
         TopicSpec(
             names.dead_letter,

@@ -18,7 +18,7 @@ import faust
 import orjson
 from faust.types import EventT, RecordMetadata
 
-from connector import codec, heartbeat, normalize
+from connector import codec, envelope, heartbeat, normalize
 from connector.clock import utcnow
 from connector.consumer import Consumer
 from connector.errors import Unusable
@@ -30,8 +30,6 @@ from connector.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
-CE_SOURCE = "nxcloud-connector/worker"
-CE_TYPE = "com.nxcloud.voice.call.v1"
 # A batch shares one wait for Kafka's acknowledgement; a quiet stream waits at most this.
 BATCH: Final = 1000
 BATCH_WITHIN_SECONDS: Final = 0.02
@@ -44,18 +42,6 @@ ROCKSDB_OPTIONS: Final = {
     "block_cache_size": 16 * MIB,
     "block_cache_compressed_size": 4 * MIB,
 }
-
-
-def cloudevent_headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:
-    return [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", event["event_id"].encode()),
-        ("ce_source", CE_SOURCE.encode()),
-        ("ce_type", CE_TYPE.encode()),
-        ("ce_subject", event["call_id"].encode()),
-        ("ce_time", event["updated_at"].encode()),
-        ("content-type", b"application/json"),
-    ]
 
 
 def observe(
@@ -140,13 +126,14 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
     app.tables.add(table)
     horizon, partitions = timedelta(days=settings.worker_state_days), settings.topic_partitions
     producer = app.producer
+    ce_source = envelope.source(settings)
 
     def stored(call_id: str) -> CallState | None:
         value = table.get(call_id.encode())
         return codec.decode_state(value) if value else None
 
     async def publish(event: dict[str, Any]) -> Awaitable[RecordMetadata]:
-        key, headers = event["call_id"].encode(), cloudevent_headers(event)
+        key, headers = event["call_id"].encode(), envelope.headers(event, ce_source)
         return await producer.send(names.call_events, key, orjson.dumps(event), None, None, headers)
 
     async def reject(record: EventT[bytes], reason: str) -> Awaitable[RecordMetadata]:

@@ -1,10 +1,14 @@
 """Topics against the real broker."""
 
+import asyncio
 import dataclasses
+import os
+import subprocess
+import sys
 
 from connector import admin
 from connector.settings import Settings
-from connector.topics import TopicNames, declare
+from connector.topics import DAY_MS, TopicNames, declare
 
 
 async def test_ensure_creates_every_declared_topic_with_its_config(
@@ -25,7 +29,39 @@ async def test_ensure_creates_every_declared_topic_with_its_config(
         assert actual.partitions == spec.partitions
         for key, value in spec.config.items():
             assert actual.config[key] == value
-    assert existing[topic_names.call_events].config["cleanup.policy"] == "compact"
+    assert existing[topic_names.call_events].config["cleanup.policy"] == "compact,delete"
+
+
+async def test_the_topics_command_gives_the_call_event_topic_its_retention(
+    settings: Settings, topic_names: TopicNames
+) -> None:
+    suffix = topic_names.call_events.rsplit(".", 1)[-1]
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "NXCLOUD_TOPIC_SUFFIX": suffix,
+        "NXCLOUD_CALL_EVENT_RETENTION_DAYS": "45",
+    }
+    created = await asyncio.to_thread(topics_command, env)
+    assert f"created  {topic_names.call_events}" in created.stdout, created
+    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
+        existing = await admin.describe(client, [topic_names.call_events])
+    config = existing[topic_names.call_events].config
+    assert config["retention.ms"] == str(45 * DAY_MS)
+    assert config["cleanup.policy"] == "compact,delete"
+    longer = await asyncio.to_thread(
+        topics_command, {**env, "NXCLOUD_CALL_EVENT_RETENTION_DAYS": "60"}, "--check"
+    )
+    assert longer.returncode == 1
+    assert (
+        f"drift    {topic_names.call_events}: retention.ms is {45 * DAY_MS}, "
+        f"declared {60 * DAY_MS}" in longer.stdout
+    )
+
+
+def topics_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "connector", "topics", *args], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
 
 
 async def test_drift_is_reported_and_nothing_is_changed(

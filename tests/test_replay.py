@@ -17,11 +17,18 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from connector import admin, dr, replay, sandbox
+from connector import admin, dr, envelope, replay, sandbox
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic
-from tests.test_worker import ZONE, await_ready, start_worker, traffic
+from tests.test_worker import (
+    ZONE,
+    assert_each_event_names_its_schema,
+    await_ready,
+    start_worker,
+    traffic,
+    with_headers,
+)
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 
@@ -141,6 +148,9 @@ async def test_replay_with_a_corrected_zone_revises_exactly_the_affected_calls(
     for event in events:
         if event["call_id"] in corrected:
             assert event["started_at"] == corrected[event["call_id"]]
+    enveloped = await read_topic(tokyo.kafka_bootstrap_servers, rebuilt,
+                                 lambda got: len(got) >= len(calls), pick=with_headers)  # fmt: skip
+    assert_each_event_names_its_schema(enveloped, envelope.source(tokyo))
 
 
 async def test_redrive_sends_back_what_now_passes_and_leaves_the_rest(

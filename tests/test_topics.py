@@ -28,7 +28,7 @@ def test_the_public_topic_names_are_fixed() -> None:
 
 def test_call_events_are_compacted_and_raw_topics_are_replayable_for_30_days() -> None:
     specs = {spec.name: spec for spec in declare(Settings())}
-    assert specs["nxcloud.voice.call-events"].config["cleanup.policy"] == "compact"
+    assert specs["nxcloud.voice.call-events"].config["cleanup.policy"] == "compact,delete"
     for raw in ("nxcloud.voice.dr.raw", "nxcloud.voice.cdr.raw"):
         assert specs[raw].config["cleanup.policy"] == "delete"
         assert int(specs[raw].config["retention.ms"]) >= 30 * DAY_MS
@@ -38,6 +38,15 @@ def test_retention_and_partitions_follow_the_settings() -> None:
     specs = declare(Settings(raw_retention_days=45, topic_partitions=12))
     assert specs[0].partitions == 12
     assert specs[0].config["retention.ms"] == str(45 * DAY_MS)
+
+
+def test_a_calls_latest_revision_is_kept_as_long_as_the_setting_says() -> None:
+    events = declare(Settings())[2]
+    assert events.config["retention.ms"] == str(90 * DAY_MS)
+    events = declare(Settings(call_event_retention_days=400))[2]
+    assert events.name == "nxcloud.voice.call-events"
+    assert events.config["retention.ms"] == str(400 * DAY_MS)
+    assert events.config["min.compaction.lag.ms"] == str(DAY_MS)
 
 
 def test_min_insync_replicas_leaves_one_replica_of_slack() -> None:
@@ -79,6 +88,6 @@ def test_partition_count_and_config_drift_are_reported() -> None:
         for d in plan(declare(settings), existing).drift
     }
     assert drift[("nxcloud.voice.call-events", "partitions")] == ("6", "2")
-    assert drift[("nxcloud.voice.call-events", "cleanup.policy")] == ("compact", "delete")
+    assert drift[("nxcloud.voice.call-events", "cleanup.policy")] == ("compact,delete", "delete")
     assert drift[("nxcloud.voice.dr.raw", "replication factor")] == ("1", "3")
     assert drift[("nxcloud.voice.dr.raw", "retention.ms")] == (str(30 * DAY_MS), "unset")

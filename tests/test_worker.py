@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from aiokafka import AIOKafkaProducer
+import orjson
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from jsonschema import Draft202012Validator
 
-from connector import admin, cdr, dr, normalize, sandbox
+from connector import admin, cdr, dr, normalize, sandbox, schema
 from connector.merge import CallState, merge
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
@@ -264,7 +266,8 @@ async def test_a_worker_forgets_the_calls_past_the_state_horizon(
     now, bootstrap = datetime.now(UTC), settings.kafka_bootstrap_servers
     async with topics_and_env(settings, topic_names) as (names, env, producer):
         changelog = f"{group_id(Settings.from_env(env))}-calls-changelog"
-        worker = start_worker({**env, "NXCLOUD_WORKER_EXPIRY_INTERVAL_SECONDS": "1"},
+        worker = start_worker({**env, "NXCLOUD_WORKER_EXPIRY_INTERVAL_SECONDS": "1",
+                               "NXCLOUD_DEPLOYMENT": "eu-1", "NXCLOUD_ACCOUNT": "acct 7"},
                               tmp_path / "a")  # fmt: skip
         try:
             await asyncio.to_thread(await_ready, worker)
@@ -286,3 +289,24 @@ async def test_a_worker_forgets_the_calls_past_the_state_horizon(
     assert [e["revision"] for e in again] == [1, 1]
     assert again[0]["event_id"] == again[1]["event_id"]
     assert again[1]["first_seen_at"] > again[0]["first_seen_at"]
+    enveloped = await read_topic(bootstrap, names.call_events, lambda got: len(got) >= 3,
+                                 pick=with_headers)  # fmt: skip
+    assert_each_event_names_its_schema(enveloped, "/nxcloud-connector/eu-1/acct%207")
+
+
+def with_headers(record: ConsumerRecord[bytes, bytes]) -> tuple[dict[str, bytes], Any]:
+    return dict(record.headers), orjson.loads(record.value or b"null")
+
+
+def assert_each_event_names_its_schema(
+    records: list[tuple[dict[str, bytes], Any]], source: str
+) -> None:
+    """The CloudEvents headers of every event: its own id, this deployment's source, and
+    a `ce_dataschema` that resolves to a shipped schema the event is valid against."""
+    for headers, event in records:
+        assert headers["ce_id"].decode() == event["event_id"]
+        assert headers["ce_source"].decode() == source
+        assert headers["ce_subject"].decode() == event["call_id"]
+        document = schema.resolve(headers["ce_dataschema"].decode())
+        errors = [error.message for error in Draft202012Validator(document).iter_errors(event)]
+        assert not errors, errors

@@ -1,0 +1,209 @@
+"""A downstream consumer: the latest revision of each call, in a SQLite table.
+
+It reads `nxcloud.voice.call-events` (every partition, assigned by hand: one process per
+table) and keeps one row per `call_id`. What it relies on is what the topic guarantees:
+
+- Every event of a call has the key `call_id`, so it is on one partition, in order.
+- An event can come again (an exact repeat, same `event_id`): a worker that crashed merges
+  its batch again. A replay of the topic brings every event again.
+- A call's revisions count up from 1. After `NXCLOUD_WORKER_STATE_DAYS` without a change
+  the worker forgets a call, and a later record starts it again at revision 1, with a
+  later `updated_at`. So "newer" is the greater (`updated_at`, `revision`).
+
+A row changes only for a newer event: a repeat or an older revision changes nothing, so
+reading the topic twice gives the same table. The rows and the next offsets are written
+in one transaction, so a crash never applies half a batch or skips one.
+
+    python -m examples.call_table --bootstrap-servers 127.0.0.1:9092 --db calls.sqlite
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+TOPIC: Final = "nxcloud.voice.call-events"
+# The schema this consumer was written for: any v1 revision (v1 only grows).
+SCHEMA_V1: Final = "urn:nxcloud-connector:schema:call-event:v1."
+TABLES: Final = """
+CREATE TABLE IF NOT EXISTS calls (
+    call_id    TEXT PRIMARY KEY,
+    updated_at TEXT NOT NULL,
+    revision   INTEGER NOT NULL,
+    event_id   TEXT NOT NULL,
+    event      TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS positions (
+    topic      TEXT NOT NULL,
+    partition  INTEGER NOT NULL,
+    next       INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)
+);
+"""
+UPSERT: Final = """
+INSERT INTO calls (call_id, updated_at, revision, event_id, event) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (call_id) DO UPDATE SET
+    updated_at = excluded.updated_at, revision = excluded.revision,
+    event_id = excluded.event_id, event = excluded.event
+WHERE (excluded.updated_at, excluded.revision) > (calls.updated_at, calls.revision)
+"""
+REMEMBER: Final = """
+INSERT INTO positions (topic, partition, next) VALUES (?, ?, ?)
+ON CONFLICT (topic, partition) DO UPDATE SET next = excluded.next
+"""
+
+
+class WrongSchema(Exception):
+    """An event of a schema this consumer was not written for (a v2 on the v1 topic)."""
+
+
+@dataclass
+class Summary:
+    read: int = 0
+    changed: int = 0
+
+
+def open_table(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path)
+    db.executescript(TABLES)
+    return db
+
+
+def sortable(moment: str) -> str:
+    """RFC 3339 as fixed-width UTC text, so that the table compares times as text."""
+    parsed = datetime.fromisoformat(moment.replace("Z", "+00:00")).astimezone(UTC)
+    return parsed.isoformat(timespec="microseconds")
+
+
+def apply(db: sqlite3.Connection, headers: dict[str, bytes], value: bytes) -> bool:
+    """Store the event if it is newer than the call's row; True when the row changed."""
+    schema = headers.get("ce_dataschema", b"").decode()
+    if not schema.startswith(SCHEMA_V1):
+        raise WrongSchema(f"ce_dataschema {schema!r} is not call-event v1")
+    event: dict[str, Any] = json.loads(value)
+    row = (event["call_id"], sortable(event["updated_at"]), event["revision"],
+           event["event_id"], value.decode())  # fmt: skip
+    return db.execute(UPSERT, row).rowcount == 1
+
+
+def rows(db: sqlite3.Connection) -> dict[str, tuple[int, str, dict[str, Any]]]:
+    """Every call's revision, event_id and event."""
+    found = db.execute("SELECT call_id, revision, event_id, event FROM calls")
+    return {call: (revision, event_id, json.loads(event))
+            for call, revision, event_id, event in found}  # fmt: skip
+
+
+def positions(db: sqlite3.Connection, topic: str) -> dict[int, int]:
+    found = db.execute("SELECT partition, next FROM positions WHERE topic = ?", (topic,))
+    return dict(found.fetchall())
+
+
+def apply_batch(
+    db: sqlite3.Connection, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+) -> Summary:
+    """One transaction: the batch's rows and the offsets after it."""
+    summary = Summary()
+    with db:
+        for tp, records in batches.items():
+            for record in records:
+                summary.read += 1
+                # The connector writes no tombstones; a record without a value is skipped.
+                if record.value is not None:
+                    summary.changed += apply(db, dict(record.headers), record.value)
+            if records:
+                db.execute(REMEMBER, (tp.topic, tp.partition, records[-1].offset + 1))
+    return summary
+
+
+async def follow(
+    bootstrap_servers: str,
+    db: sqlite3.Connection,
+    topic: str = TOPIC,
+    *,
+    from_beginning: bool = False,
+    stop_at_end: bool = False,
+) -> Summary:
+    """Read `topic` into the table from where the table stopped (or from the beginning);
+    with `stop_at_end`, return once the end offsets of the start are reached."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    total = Summary()
+    try:
+        partitions = await partitions_of(bootstrap_servers, topic)
+        consumer.assign(partitions)
+        stored = {} if from_beginning else positions(db, topic)
+        for tp in partitions:
+            if tp.partition in stored:
+                consumer.seek(tp, stored[tp.partition])
+            else:
+                await consumer.seek_to_beginning(tp)
+        ends = await consumer.end_offsets(partitions) if stop_at_end else {}
+        while not stop_at_end or not await _reached(consumer, ends):
+            batch = apply_batch(db, await consumer.getmany(timeout_ms=500, max_records=500))
+            total.read += batch.read
+            total.changed += batch.changed
+    finally:
+        await consumer.stop()
+    return total
+
+
+async def partitions_of(bootstrap_servers: str, topic: str) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described["error_code"]:
+        raise ValueError(f"{topic}: error code {described['error_code']}")
+    return [TopicPartition(topic, p["partition"])
+            for p in sorted(described["partitions"], key=lambda p: p["partition"])]  # fmt: skip
+
+
+async def _reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.call_table",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
+    parser.add_argument("--topic", default=TOPIC)
+    parser.add_argument("--db", type=Path, default=Path("calls.sqlite"))
+    parser.add_argument("--from-beginning", action="store_true", help="ignore stored offsets")
+    parser.add_argument("--stop-at-end", action="store_true", help="stop once caught up")
+    args = parser.parse_args()
+    db = open_table(args.db)
+    try:
+        summary = asyncio.run(follow(args.bootstrap_servers, db, args.topic,
+                                     from_beginning=args.from_beginning,
+                                     stop_at_end=args.stop_at_end))  # fmt: skip
+    except KeyboardInterrupt:
+        return
+    finally:
+        db.close()
+    print(f"read {summary.read} events, changed {summary.changed} rows")
+
+
+if __name__ == "__main__":
+    main()

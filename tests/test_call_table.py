@@ -1,0 +1,124 @@
+"""The example consumer keeps the latest revision of each call, and reading the topic again
+(into the same table or a new one) gives the same table."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from connector import admin, envelope, normalize, sandbox
+from connector.merge import CallState, merge
+from connector.settings import Settings
+from connector.topics import TopicNames, declare
+from examples.call_table import WrongSchema, apply, follow, open_table, rows
+
+ZONE = ZoneInfo("Asia/Shanghai")
+T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+
+def lives(call: sandbox.Call) -> list[dict[str, Any]]:
+    """The call's events as the worker emits them: its provisional CDR, settled CDR and DR."""
+    service = 0 if call.service == "group_call" else 1
+    state: CallState | None = None
+    events = []
+    for seen, at in (
+        (normalize.from_cdr(call.cdr_row(ZONE, False), service, ZONE),
+         call.ended_at + timedelta(minutes=5)),
+        (normalize.from_cdr(call.cdr_row(ZONE, True), service, ZONE),
+         call.ended_at + timedelta(minutes=30)),
+        (normalize.from_dr(call.dr_fields(ZONE), ZONE), call.ended_at),
+    ):  # fmt: skip
+        state, event = merge(state, seen, at)
+        if event is not None:
+            events.append(event)
+    return events
+
+
+def stream() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Events of 30 calls in the order a topic could hold them (calls interleaved, each in
+    order), with exact repeats and one call forgotten and started again at revision 1;
+    and each call's latest event."""
+    world, rng = sandbox.World(seed=7, origin=T0, rate=1.0), random.Random(3)
+    calls = [call for message in range(12) for call in world.calls(message)][:30]
+    per_call = [lives(call) for call in calls]
+    forgotten = calls[0]
+    dr = normalize.from_dr(forgotten.dr_fields(ZONE), ZONE)
+    restarted = merge(None, dr, forgotten.ended_at + timedelta(days=9))[1]
+    assert restarted is not None
+    per_call[0].append(restarted)
+    for events in per_call[::4]:
+        events.insert(len(events) - 1, events[0])  # a worker crashed: an exact repeat
+    queues = [list(events) for events in per_call]
+    ordered: list[dict[str, Any]] = []
+    while any(queues):
+        queue = rng.choice([q for q in queues if q])
+        ordered.append(queue.pop(0))
+    latest = {events[-1]["call_id"]: events[-1] for events in per_call}
+    assert latest[restarted["call_id"]]["revision"] == 1
+    return ordered, latest
+
+
+async def test_reading_the_topic_twice_gives_the_same_table(
+    settings: Settings, topic_names: TopicNames, tmp_path: Path
+) -> None:
+    spec = next(s for s in declare(settings, topic_names) if s.name == topic_names.call_events)
+    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
+        await admin.ensure(client, [spec])
+    events, latest = stream()
+    source = envelope.source(settings)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
+    )
+    async with producer:
+        sent = [await producer.send(spec.name, orjson.dumps(event), key=event["call_id"].encode(),
+                                    headers=envelope.headers(event, source))
+                for event in events]  # fmt: skip
+        for delivery in sent:
+            await delivery
+
+    bootstrap = settings.kafka_bootstrap_servers
+    db = open_table(tmp_path / "calls.sqlite")
+    first = await follow(bootstrap, db, spec.name, stop_at_end=True)
+    table = rows(db)
+    assert first.read == len(events)
+    assert {call: (r, e) for call, (r, e, _) in table.items()} == {
+        call: (event["revision"], event["event_id"]) for call, event in latest.items()
+    }
+    assert all(table[call][2] == event for call, event in latest.items())
+
+    again = await follow(bootstrap, db, spec.name, from_beginning=True, stop_at_end=True)
+    assert (again.read, again.changed) == (len(events), 0)
+    assert rows(db) == table
+    resumed = await follow(bootstrap, db, spec.name, stop_at_end=True)
+    assert (resumed.read, resumed.changed) == (0, 0)
+
+    fresh = open_table(tmp_path / "fresh.sqlite")
+    await follow(bootstrap, fresh, spec.name, stop_at_end=True)
+    assert rows(fresh) == table
+
+
+def test_an_older_revision_and_a_repeat_change_nothing(tmp_path: Path) -> None:
+    events, _ = stream()
+    first, second = events[0], next(e for e in events[1:] if e["call_id"] == events[0]["call_id"])
+    headers = dict(envelope.headers(first, "/test"))
+    db = open_table(tmp_path / "calls.sqlite")
+    assert apply(db, headers, orjson.dumps(second))
+    assert not apply(db, headers, orjson.dumps(first))
+    assert not apply(db, headers, orjson.dumps(second))
+    assert rows(db)[second["call_id"]][1] == second["event_id"]
+
+
+def test_an_event_of_another_schema_stops_the_consumer(tmp_path: Path) -> None:
+    event = stream()[0][0]
+    headers = {**dict(envelope.headers(event, "/test")),
+               "ce_dataschema": b"urn:nxcloud-connector:schema:call-event:v2.0"}  # fmt: skip
+    with pytest.raises(WrongSchema):
+        apply(sqlite3.connect(tmp_path / "x.sqlite"), headers, orjson.dumps(event))
