@@ -31,18 +31,32 @@ def request_line(head: bytes) -> bytes:
     return LINE_END.split(head, maxsplit=1)[0]
 
 
+def _parts(line: bytes) -> tuple[bytes, bytes, bytes] | None:
+    method, space, rest = line.partition(b" ")
+    target, space_before_version, version = rest.rpartition(b" ")
+    target = target.lstrip(b" ")
+    if not (space and space_before_version and target) or not VERSION.fullmatch(version):
+        return None
+    return method, target, version
+
+
+def target(head: bytes) -> bytes:
+    """The request target exactly as sent (raw spaces and all), b"" when there is none."""
+    parts = _parts(request_line(head))
+    return b"" if parts is None else parts[1]
+
+
 def repair_target(line: bytes) -> bytes:
     """`line` with raw spaces and bytes >= 0x80 of its target percent-encoded.
 
     A line that does not end in an HTTP/1.x version is returned unchanged: the parser
     refuses it, and the refusal is dead-lettered.
     """
-    method, space, rest = line.partition(b" ")
-    target, space_before_version, version = rest.rpartition(b" ")
-    target = target.lstrip(b" ")
-    if not (space and space_before_version and target) or not VERSION.fullmatch(version):
+    parts = _parts(line)
+    if parts is None:
         return line
-    encoded = UNSAFE.sub(lambda match: b"%%%02X" % match.group()[0], target)
+    method, raw_target, version = parts
+    encoded = UNSAFE.sub(lambda match: b"%%%02X" % match.group()[0], raw_target)
     return b"%s %s %s" % (method, encoded, version)
 
 

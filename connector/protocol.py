@@ -6,8 +6,9 @@ Each head is read here before the parser sees it: at most `Limits.head_bytes` by
 line repaired (`connector.head`). A head refused here or by the parser is handed to the
 application as a request to `refusal_path` carrying the `REFUSED` extension (the status,
 the reason and the raw bytes received), so the application answers and dead-letters it;
-then the connection is closed. A response given before its request was read to the end
-also closes the connection. Closing means: the answer is flushed, the write side shut,
+then the connection is closed. A request read carries its target exactly as received in
+the `TARGET` extension. A response given before its request was read to the end also
+closes the connection. Closing means: the answer is flushed, the write side shut,
 and at most `Limits.linger_bytes` more bytes are read and dropped for `Limits.linger_seconds`.
 """
 
@@ -28,6 +29,7 @@ from connector import head
 
 REFUSED: Final = "connector.refused"
 BODY_ERROR: Final = "connector.body_error"
+TARGET: Final = "connector.target"
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,9 @@ class EdgeProtocol(H11Protocol):
             self.cycle = None  # type: ignore[assignment]
             self.conn.receive_data(head.repair(received))
             self._feed(rest)
+            if self.cycle is not None:  # its task has not run yet
+                target: dict[object, object] = {"target": head.target(received)}
+                self.scope.setdefault("extensions", {})[TARGET] = target
 
     def _feed(self, data: bytes) -> None:
         if self._body_left is not None:

@@ -29,7 +29,7 @@ from connector.clock import utcnow
 from connector.errors import SpoolError
 from connector.guard import client_address, network_ok, scrub, token_ok
 from connector.metrics import ReceiverMetrics
-from connector.protocol import BODY_ERROR, REFUSED, EdgeProtocol, Limits
+from connector.protocol import BODY_ERROR, REFUSED, TARGET, EdgeProtocol, Limits
 from connector.publisher import Publisher, Store
 from connector.settings import Settings
 from connector.spool import Spool
@@ -128,6 +128,15 @@ async def _multipart(headers: Headers, body: bytes, max_fields: int) -> dr.Field
     return fields
 
 
+def raw_query(scope: Scope) -> bytes:
+    """The query string exactly as sent (the edge has %-encoded raw spaces for the parser)."""
+    sent = scope.get("extensions", {}).get(TARGET)
+    if sent is None:
+        query: bytes = scope["query_string"]
+        return query
+    return bytes(sent["target"]).partition(b"?")[2]
+
+
 class AnyMethod:
     """An endpoint every method reaches (Starlette's routes answer others 405 themselves)."""
 
@@ -166,7 +175,7 @@ class DrEndpoint:
             self.metrics.requests.labels("refused_405").inc()
             return answer(False, 405, {"allow": "GET, POST"})
         arrival = self._arrival(request.method, str(address) if address else "", request.headers)
-        query: bytes = request.scope["query_string"]
+        query = raw_query(request.scope)
         body: bytes | None = None
         fields: dr.Fields | None = None
         try:
@@ -187,9 +196,7 @@ class DrEndpoint:
         limit = self.settings.receiver_max_fields
         charset = dr.charset_of(headers.get("content-type", ""))
         query_pairs = dr.split_form(query, limit)
-        from_body, count = await body_fields(
-            headers, body, max(limit - len(query_pairs), 0), charset
-        )
+        from_body, count = await body_fields(headers, body, limit, charset)
         if len(query_pairs) + count > limit:
             total = len(query_pairs) + count
             raise dr.Invalid(f"too many fields ({total}, at most {limit}) in query and body")
@@ -219,11 +226,10 @@ class DrEndpoint:
         raw: bytes = refused["raw"]
         status: int = refused["status"]
         arrival = self._arrival(head.method(raw), str(address) if address else "", Headers())
-        record = dr.dead_letter(
-            refused["reason"], arrival, None, request=self._scrub(raw), limit=len(raw)
-        )
+        reason = self._scrub(str(refused["reason"]).encode()).decode()
+        record = dr.dead_letter(reason, arrival, None, request=self._scrub(raw), limit=len(raw))
         log.info("request unreadable", extra={"status": status, "receipt_id": arrival.receipt_id})
-        log.debug("request unreadable", extra={"reason": refused["reason"]})
+        log.debug("request unreadable", extra={"reason": reason})
         return await self._publish(
             self.names.dead_letter, None, record, f"unreadable_{status}", answer(False, status)
         )
@@ -243,8 +249,9 @@ class DrEndpoint:
         query: bytes,
     ) -> Response:
         body = None if refused.body is None else self._scrub(refused.body)
+        reason = self._scrub(refused.reason.encode()).decode()
         record = dr.dead_letter(
-            refused.reason,
+            reason,
             arrival,
             fields,
             body,
@@ -252,7 +259,7 @@ class DrEndpoint:
             limit=self.settings.receiver_max_body_bytes,
         )
         log.info("push refused", extra={"status": refused.status, "receipt_id": arrival.receipt_id})
-        log.debug("push refused", extra={"reason": refused.reason})
+        log.debug("push refused", extra={"reason": reason})
         headers = {"allow": "GET, POST"} if refused.status == 405 else None
         return await self._publish(
             self.names.dead_letter,
