@@ -59,6 +59,7 @@ def ask(stand_in: sandbox.Sandbox, **change: str) -> tuple[int, dict[str, Any]]:
     }
     status, body, _ = stand_in.answer(form)
     stand_in._last_request.clear()
+    assert isinstance(body, dict)
     return status, body
 
 
@@ -78,8 +79,9 @@ def test_the_documented_limits_answer_code_0() -> None:
     assert ask(stand_in, start_time=too_old, end_time=ends_old)[1]["code"] == "0"
     assert ask(stand_in, secretkey="wrong")[1]["msg"] == "appkey or secretkey error"
     stand_in.answer({"appkey": "sandbox", "secretkey": "sandbox"})
-    hurried = stand_in.answer({"appkey": "sandbox", "secretkey": "sandbox"})
-    assert hurried[1]["msg"].startswith("request too frequent")
+    _, hurried, _ = stand_in.answer({"appkey": "sandbox", "secretkey": "sandbox"})
+    assert isinstance(hurried, dict)
+    assert hurried["msg"].startswith("request too frequent")
 
 
 async def test_each_call_is_pushed_once_to_the_receiver_as_form_data(
