@@ -35,7 +35,9 @@ def _parts(line: bytes) -> tuple[bytes, bytes, bytes] | None:
     method, space, rest = line.partition(b" ")
     target, space_before_version, version = rest.rpartition(b" ")
     target = target.lstrip(b" ")
-    if not (space and space_before_version and target) or not VERSION.fullmatch(version):
+    if not (method and space and space_before_version) or not VERSION.fullmatch(version):
+        return None
+    if not target.startswith((b"/", b"http://", b"https://")):
         return None
     return method, target, version
 
@@ -49,8 +51,9 @@ def target(head: bytes) -> bytes:
 def repair_target(line: bytes) -> bytes:
     """`line` with raw spaces and bytes >= 0x80 of its target percent-encoded.
 
-    A line that does not end in an HTTP/1.x version is returned unchanged: the parser
-    refuses it, and the refusal is dead-lettered.
+    A line that does not end in an HTTP/1.x version, or whose target is not a path or an
+    http(s) URL, is returned unchanged: the parser refuses it, and the refusal is
+    dead-lettered.
     """
     parts = _parts(line)
     if parts is None:

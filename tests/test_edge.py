@@ -70,7 +70,10 @@ class Server:
 
 
 async def read_reply(reader: asyncio.StreamReader, bodiless: bool = False) -> Reply:
+    """The final response (a 100 Continue before it is skipped)."""
     head = await reader.readuntil(b"\r\n\r\n")
+    while head.startswith(b"HTTP/1.1 1"):
+        head = await reader.readuntil(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
     headers = {}
     for line in lines:
@@ -98,8 +101,7 @@ def example(messageid: str) -> bytes:
     return PROVIDER_EXAMPLE.replace(EXAMPLE_FIELDS["messageid"], messageid).encode()
 
 
-@pytest.fixture
-def edge_settings(settings: Settings, tmp_path: Path) -> Settings:
+def edge_settings_of(settings: Settings, tmp_path: Path) -> Settings:
     return dataclasses.replace(
         settings,
         spool_dir=tmp_path / "spool",
@@ -107,6 +109,11 @@ def edge_settings(settings: Settings, tmp_path: Path) -> Settings:
         receiver_head_timeout_seconds=2,
         receiver_read_timeout_seconds=2,
     )
+
+
+@pytest.fixture
+def edge_settings(settings: Settings, tmp_path: Path) -> Settings:
+    return edge_settings_of(settings, tmp_path)
 
 
 async def start(settings: Settings, names: TopicNames) -> AsyncIterator[Server]:

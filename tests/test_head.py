@@ -21,7 +21,17 @@ def test_bytes_above_ascii_are_percent_encoded_and_the_rest_left_alone() -> None
 
 
 @pytest.mark.parametrize(
-    "line", [b"GET /a", b"GET /a HTTP/2.0", b"GET", b"", b"GET  HTTP/1.1", b"GET /a b HTTP/1.1x"]
+    "line",
+    [
+        b"GET /a",
+        b"GET /a HTTP/2.0",
+        b"GET",
+        b"",
+        b"GET  HTTP/1.1",
+        b"GET /a b HTTP/1.1x",
+        b"POST POST /a HTTP/1.1",
+        b" /a b HTTP/1.1",
+    ],
 )
 def test_a_line_without_an_http_1_version_is_left_for_the_parser_to_refuse(line: bytes) -> None:
     assert head.repair_target(line) == line
