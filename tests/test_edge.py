@@ -245,6 +245,14 @@ async def test_what_the_parser_still_refuses_is_answered_error_and_dead_lettered
     )
 
 
+async def test_unreadable_requests_are_counted(server: Server) -> None:
+    await server.send(b"GET %s?a=\x01 HTTP/1.1\r\n%s\r\n" % (DR, HOST))
+    await server.send(b"GET %s HTTP/1.1\r\n%s%s\r\n" % (DR, HOST, b"X: y\r\n" * 65))
+    metrics = await server.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b'nxcloud_receiver_requests_total{outcome="unreadable_400"} 1.0' in metrics.body
+    assert b'nxcloud_receiver_requests_total{outcome="unreadable_431"} 1.0' in metrics.body
+
+
 async def test_too_many_header_lines_are_refused_with_431(server: Server) -> None:
     headers = b"".join(b"X-%d: 1\r\n" % i for i in range(70))
     reply = await server.send(b"GET %s HTTP/1.1\r\n%s%s\r\n" % (DR, HOST, headers))
