@@ -153,7 +153,17 @@ class EdgeProtocol(H11Protocol):
         self._body_left = 0
         pending, self._pending = bytes(self._pending), bytearray()
         if pending:
+            self._unset_keepalive_if_required()
             self._read_head(pending)
+
+    def _should_upgrade(self) -> bool:
+        return False  # no WebSocket here: an Upgrade header is just a header
+
+    def shutdown(self) -> None:
+        try:
+            super().shutdown()
+        except h11.LocalProtocolError:
+            self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         reason = f"unreadable HTTP request: {self._edge_conn.error or msg}"

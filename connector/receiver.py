@@ -111,11 +111,25 @@ async def body_fields(
     return dr.decode_form(pairs, charset), len(pairs)
 
 
+class StrictMultiPartParser(MultiPartParser):
+    """Starlette's parser, refusing a value its charset cannot decode (instead of Latin-1)."""
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            charset = self._charset or "utf-8"
+            try:
+                bytes(part.data).decode(charset)
+            except (UnicodeDecodeError, LookupError):
+                raise dr.Invalid(f"field {part.field_name[:40]!r} is not valid {charset}") from None
+        super().on_part_end()
+
+
 async def _multipart(headers: Headers, body: bytes, max_fields: int) -> dr.Fields:
     async def stream() -> AsyncGenerator[bytes, None]:
         yield body
 
-    parser = MultiPartParser(headers, stream(), max_files=0, max_fields=max_fields)
+    parser = StrictMultiPartParser(headers, stream(), max_files=0, max_fields=max_fields)
     try:
         form = await parser.parse()
     except MultiPartException as exc:

@@ -191,6 +191,24 @@ async def test_a_non_utf8_escape_keeps_query_and_body_and_names_the_reason(serve
     assert letter["body"] == body.decode()
 
 
+async def test_a_multipart_value_that_is_not_utf8_is_refused_and_kept(server: Server) -> None:
+    parts = [
+        b'--zz\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
+        % (name.encode(), value.encode())
+        for name, value in {**EXAMPLE_FIELDS, "messageid": "mp-1"}.items()
+    ]
+    body = b"".join(parts) + b'--zz\r\nContent-Disposition: form-data; name="result"\r\n\r\n'
+    body += b"\xb3\xc9\xb9\xa6\r\n--zz--\r\n"
+    reply = await server.send(
+        b"POST %s HTTP/1.1\r\n%sContent-Type: multipart/form-data; boundary=zz\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (DR, HOST, len(body), body)
+    )
+    assert (reply.status, reply.body) == (400, b"error")
+    (letter,) = await server.letters(1)
+    assert letter["reason"] == "field 'result' is not valid utf-8"
+    assert base64.b64decode(letter["body_base64"]) == body
+
+
 async def test_a_declared_gbk_charset_is_honoured(server: Server) -> None:
     body = (
         example("gbk-declared").replace(b"Successful connection", b"%B3%C9%B9%A6%BD%D3%CD%A8")

@@ -51,7 +51,8 @@ HEADERS = st.lists(
     st.one_of(
         st.sampled_from([b"X-Forwarded-For: 203.0.113.9", b"User-Agent: NXCloud", b"Accept: */*",
                          b"X-Odd: a\xffb", b"Bad Header", b": empty", b"X-Ctl: \x01",
-                         b"Connection: close", b"Expect: 100-continue", b" folded"]),
+                         b"Connection: close", b"Expect: 100-continue", b" folded",
+                         b"Connection: Upgrade\r\nUpgrade: websocket"]),
         st.tuples(st.just(b"X-F"), VALUES).map(b": ".join),
     ),
     max_size=3,
