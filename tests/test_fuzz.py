@@ -24,7 +24,7 @@ from tests.test_receiver import EXAMPLE_FIELDS
 BATCHES = 10
 BATCH = 210
 CONCURRENCY = 32
-DRAW = 10
+DRAW = 1
 IDENT = re.compile(rb"fz-[0-9]{5}x")
 MUTABLE = sorted(set(EXAMPLE_FIELDS) - {"messageid"})
 
@@ -209,7 +209,7 @@ async def test_generated_raw_requests_are_answered_and_stored(
     tally = Tally()
     async for server in start(edge_settings_of(settings, tmp_path), topic_names):
         drawn = generated()
-        tally.distinct = len(set(drawn))
+        tally.distinct = len({build(spec, b"fz-00000x").raw for spec in drawn})
         for at in range(0, len(drawn), BATCH):
             await check_batch(server, drawn[at : at + BATCH], counter, tally)
     print(
