@@ -179,7 +179,9 @@ class DrEndpoint:
             peer, request.headers.getlist("x-forwarded-for"), settings.receiver_trusted_proxies
         )
         expected = settings.receiver_token.reveal() if settings.receiver_token else None
-        presented = request.path_params.get("token") or request.query_params.get("token")
+        presented = None
+        if expected is not None:
+            presented = request.path_params.get("token") or request.query_params.get("token")
         if not token_ok(expected, presented) or not network_ok(
             address, settings.receiver_allow_networks
         ):
