@@ -1,5 +1,5 @@
-"""The receiver's HTTP/1.1 edge: uvicorn's h11 protocol with a lenient request line and
-bounded request heads.
+"""The receiver's HTTP/1.1 edge: uvicorn's httptools protocol with a lenient request line
+and bounded request heads.
 
 Each head is read here before the parser sees it: at most `Limits.head_bytes` bytes and
 `Limits.headers` header lines, within `Limits.head_seconds` of its first byte, its request
@@ -7,7 +7,8 @@ line repaired (`connector.head`). A head refused here or by the parser is handed
 application as a request to `refusal_path` carrying the `REFUSED` extension (the status,
 the reason and the raw bytes received), so the application answers and dead-letters it;
 then the connection is closed. A request read carries its target exactly as received in
-the `TARGET` extension. A response given before its request was read to the end also
+the `TARGET` extension. A response given before its request was read to the end, or to a
+chunked request (the parser frames it, and would read what follows unrepaired), also
 closes the connection. Closing means: the answer is flushed, the write side shut,
 and at most `Limits.linger_bytes` more bytes are read and dropped for `Limits.linger_seconds`.
 """
@@ -19,10 +20,10 @@ import http
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
-import h11
+import httptools
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent, HTTPScope
 from uvicorn.config import Config
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from connector import head
@@ -43,20 +44,7 @@ class Limits:
     answer_seconds: float = 30.0
 
 
-class _Connection(h11.Connection):
-    """h11's connection, remembering why it last refused what it received."""
-
-    error: str = ""
-
-    def next_event(self) -> Any:
-        try:
-            return super().next_event()
-        except h11.RemoteProtocolError as exc:
-            self.error = str(exc) or "invalid HTTP request"
-            raise
-
-
-class EdgeProtocol(H11Protocol):
+class EdgeProtocol(HttpToolsProtocol):
     limits: ClassVar[Limits] = Limits()
     refusal_path: ClassVar[str] = "/"
 
@@ -68,9 +56,8 @@ class EdgeProtocol(H11Protocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.conn = self._edge_conn = _Connection(
-            h11.SERVER, max_incomplete_event_size=3 * self.limits.head_bytes + 1024
-        )
+        self._message_done = False
+        self._close_after = False
         self._head = bytearray()
         self._raw = b""
         self._reading_head = True
@@ -123,7 +110,13 @@ class EdgeProtocol(H11Protocol):
             self._reading_head = False
             self._body_left = head.body_length(received)
             self.cycle = None  # type: ignore[assignment]
-            self.conn.receive_data(head.repair(received))
+            self._message_done = False
+            if not self._parse(head.repair(received)):
+                return
+            if self.cycle is None:
+                self._head = bytearray(self._raw)
+                self._refuse(400, "unreadable HTTP request: the parser took no request head")
+                return
             self._feed(rest)
             if self.cycle is not None:  # its task has not run yet
                 target: dict[object, object] = {"target": head.target(received)}
@@ -137,17 +130,31 @@ class EdgeProtocol(H11Protocol):
             if len(self._pending) > self.limits.head_bytes:
                 self.flow.pause_reading()
         if data:
-            self.conn.receive_data(data)
-        self.handle_events()
+            self._parse(data)
+
+    def _parse(self, data: bytes) -> bool:
+        """Feed the parser; False once it has refused what it got."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._parser_refused(f"unreadable HTTP request: {exc}")
+            return False
+        except httptools.HttpParserUpgrade:
+            self._close_after = True  # the parser reads nothing after an upgrade request
+        return True
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._message_done = True
 
     def on_response_complete(self) -> None:
-        request_read = self.conn.their_state is h11.DONE and not self.conn.trailing_data[0]
-        if not request_read:
+        chunked = self._body_left is None
+        if not self._message_done or chunked or self._close_after:
             self.server_state.total_requests += 1
             self._close()
             return
         super().on_response_complete()
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        if self.transport.is_closing():
             return
         self._reading_head = True
         self._body_left = 0
@@ -159,14 +166,7 @@ class EdgeProtocol(H11Protocol):
     def _should_upgrade(self) -> bool:
         return False  # no WebSocket here: an Upgrade header is just a header
 
-    def shutdown(self) -> None:
-        try:
-            super().shutdown()
-        except h11.LocalProtocolError:
-            self.transport.close()
-
-    def send_400_response(self, msg: str) -> None:
-        reason = f"unreadable HTTP request: {self._edge_conn.error or msg}"
+    def _parser_refused(self, reason: str) -> None:
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             self.scope.setdefault("extensions", {})[BODY_ERROR] = {"reason": reason}
