@@ -76,6 +76,7 @@ def receiver(bootstrap: str, spool: Path, noop: bool) -> Iterator[str]:
     process = subprocess.Popen(
         [
             sys.executable, "-m", "uvicorn", "bench.receiver_app:app", "--factory",
+            "--http", "bench.receiver_app:Protocol",
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
             "--no-access-log", "--no-proxy-headers", "--log-level", "warning",
         ],

@@ -9,8 +9,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from starlette.applications import Starlette
 
 from connector.metrics import ReceiverMetrics
+from connector.protocol import EdgeProtocol
 from connector.publisher import Store, StoredIn
-from connector.receiver import create_app, kafka_store
+from connector.receiver import create_app, edge, kafka_store
 from connector.settings import Settings
 
 
@@ -35,3 +36,11 @@ def noop_store(
 def app() -> Starlette:
     noop = os.environ.get("BENCH_NOOP") == "1"
     return create_app(Settings.from_env(), store=noop_store if noop else kafka_store)
+
+
+def protocol() -> type[EdgeProtocol]:
+    """The receiver's HTTP protocol, as production serves it."""
+    return edge(Settings.from_env())
+
+
+Protocol = protocol()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,7 +19,14 @@ from connector.keys import call_key
 MAX_WINDOW: Final = timedelta(hours=24)
 LOOKBACK: Final = timedelta(days=7)
 SERVICES: Final = (0, 1)
-AUTH_WORDS: Final = ("appkey", "secretkey", "secret", "key", "auth", "ip", "illegal", "sign")
+# Whole words (no ASCII letter either side: "ip" counts in "illegal IP" and "IP不合法", not in
+# "multiple"), and the Chinese terms, that make a refusal one about credentials or the
+# IP allow-list.
+CREDENTIAL_WORDS: Final = re.compile(
+    r"(?<![a-z])(?:appkey|secretkey|secret|keys?|auth|authentication|authori[sz]ation"
+    r"|unauthori[sz]ed|credentials?|ip|signature|sign|token|password|whitelist|allowlist)"
+    r"(?![a-z])|密钥|秘钥|鉴权|认证|签名|白名单",
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -75,8 +83,12 @@ class Refusal:
 
     @property
     def about_credentials(self) -> bool:
-        text = self.message.lower()
-        return any(word in text for word in AUTH_WORDS)
+        return about_credentials(self.message)
+
+
+def about_credentials(message: str) -> bool:
+    """True when a refusal's text names credentials or the IP allow-list (whole words)."""
+    return CREDENTIAL_WORDS.search(message.lower()) is not None
 
 
 def parse_answer(body: bytes) -> Page | Refusal:

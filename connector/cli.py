@@ -267,7 +267,7 @@ def run_receiver(_args: argparse.Namespace) -> int:
     import uvicorn
 
     from connector import logs
-    from connector.receiver import create_app
+    from connector.receiver import create_app, edge
 
     settings = Settings.from_env()
     logs.configure()
@@ -275,11 +275,12 @@ def run_receiver(_args: argparse.Namespace) -> int:
         create_app(settings),
         host=settings.receiver_host,
         port=settings.receiver_port,
+        http=edge(settings),
         proxy_headers=False,
         server_header=False,
         access_log=False,
         log_config=None,
-        timeout_keep_alive=30,
+        timeout_keep_alive=settings.receiver_idle_timeout_seconds,
         timeout_graceful_shutdown=20,
     )
     return 0

@@ -5,13 +5,15 @@ Pure: no I/O, the clock and the receipt id are passed in.
 
 from __future__ import annotations
 
+import base64
+import codecs
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Final
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
 import orjson
 
@@ -43,26 +45,57 @@ AMOUNTS: Final = ("duration", "second", "customer_price", "basic_price")
 TIMES: Final = ("start_time", "end_time")
 PHONE: Final = re.compile(r"\+?[0-9]{4,20}")
 COUNTRY_CODE: Final = re.compile(r"\+?[0-9]{1,4}")
+WHOLE: Final = re.compile(r"[0-9]+")
 TOKEN_FIELD: Final = "token"  # noqa: S105 - the name of a field, not a secret
 
 Fields = dict[str, str]
 
 
-def parse_urlencoded(data: bytes | str, max_fields: int) -> Fields:
-    """Decode a query string or form body, keeping blank values and the last of repeats."""
-    text = data.decode("utf-8", errors="strict") if isinstance(data, bytes) else data
-    try:
-        pairs = parse_qsl(
-            text,
-            keep_blank_values=True,
-            strict_parsing=False,
-            encoding="utf-8",
-            errors="strict",
-            max_num_fields=max_fields,
-        )
-    except ValueError as exc:
-        raise Invalid(f"too many fields (more than {max_fields})") from exc
-    return dict(pairs)
+def charset_of(content_type: str) -> str:
+    """The declared `charset` of a Content-Type, as a codec name; UTF-8 when none is declared."""
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            declared = value.strip().strip('"').lower()
+            try:
+                info = codecs.lookup(declared)
+            except LookupError:
+                raise Invalid(f"unknown charset {declared[:40]!r}") from None
+            if not info._is_text_encoding:
+                raise Invalid(f"unknown charset {declared[:40]!r}")
+            return info.name
+    return "utf-8"
+
+
+def split_form(data: bytes, max_fields: int) -> list[tuple[bytes, bytes]]:
+    """The name/value pairs of a query string or form body as bytes, `+` and %-escapes undone."""
+    parts = [part for part in data.split(b"&") if part]
+    if len(parts) > max_fields:
+        raise Invalid(f"too many fields ({len(parts)}, at most {max_fields})")
+    pairs = []
+    for part in parts:
+        name, _, value = part.replace(b"+", b" ").partition(b"=")
+        pairs.append((unquote_to_bytes(name), unquote_to_bytes(value)))
+    return pairs
+
+
+def decode_form(pairs: list[tuple[bytes, bytes]], charset: str = "utf-8") -> Fields:
+    """The pairs as text in `charset`, keeping blank values and the last of repeats."""
+    fields: Fields = {}
+    for raw_name, raw_value in pairs:
+        try:
+            name = raw_name.decode(charset)
+            fields[name] = raw_value.decode(charset)
+        except UnicodeDecodeError:
+            shown = raw_name.decode(charset, errors="replace")[:40]
+            raise Invalid(f"field {shown!r} is not valid {charset}") from None
+    return fields
+
+
+def parse_urlencoded(data: bytes | str, max_fields: int, charset: str = "utf-8") -> Fields:
+    """Decode a query string or form body in `charset`."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    return decode_form(split_form(raw, max_fields), charset)
 
 
 def merge(query: Mapping[str, str], body: Mapping[str, str]) -> Fields:
@@ -91,7 +124,7 @@ def validate(fields: Mapping[str, str]) -> None:
     if not COUNTRY_CODE.fullmatch(fields["countryCode"].strip()):
         raise Invalid(f"countryCode is not a country code: {fields['countryCode']!r}")
     for name in COUNTS:
-        if not fields[name].strip().isdigit():
+        if not WHOLE.fullmatch(fields[name].strip()):
             raise Invalid(f"{name} is not a whole number: {fields[name]!r}")
     for name in AMOUNTS:
         if name in fields and not _is_amount(fields[name]):
@@ -103,6 +136,8 @@ def validate(fields: Mapping[str, str]) -> None:
 
 
 def _is_amount(raw: str) -> bool:
+    if not raw.isascii():
+        return False
     try:
         value = Decimal(raw.strip())
     except InvalidOperation:
@@ -151,19 +186,41 @@ def raw_record(fields: Mapping[str, str], arrival: Arrival) -> bytes:
     return orjson.dumps({**_provenance(arrival), "fields": dict(fields)})
 
 
+def kept(name: str, data: bytes | None, limit: int) -> dict[str, object]:
+    """`data` as received, at most `limit` bytes: as text when it is UTF-8, else base64."""
+    if data is None:
+        return {name: None}
+    cut = data[:limit]
+    entry: dict[str, object] = {f"{name}_bytes": len(data)}
+    try:
+        entry[name] = cut.decode("utf-8")
+    except UnicodeDecodeError:
+        entry[name] = None
+        entry[f"{name}_base64"] = base64.b64encode(cut).decode("ascii")
+    return entry
+
+
 def dead_letter(
     reason: str,
     arrival: Arrival,
     fields: Mapping[str, str] | None,
     body: bytes | None = None,
+    *,
+    query: bytes | None = None,
+    request: bytes | None = None,
+    limit: int = 65536,
 ) -> bytes:
-    """The dead-letter record: what arrived, why it was refused, and nothing secret."""
+    """The dead-letter record: what arrived (exact bytes, bounded), why it was refused.
+
+    The caller scrubs secrets from what it passes in."""
     return orjson.dumps(
         {
             "source": "receiver",
             "reason": reason,
             **_provenance(arrival),
             "fields": None if fields is None else dict(fields),
-            "body": None if body is None else body.decode("utf-8", errors="replace"),
+            **kept("query", query, limit),
+            **kept("body", body, limit),
+            **({} if request is None else kept("request", request, limit)),
         }
     )

@@ -49,10 +49,11 @@ class Invalid(InputError):
 class Refused(InputError):
     """A push refused before it was read whole: `status` is the HTTP answer."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, body: bytes | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.body = body
 
 
 class Malformed(InputError):

@@ -109,7 +109,9 @@ class CdrSource:
             response = await self.http.post(self.settings.nxcloud_cdr_url, data=form)
         except httpx.TimeoutException:
             return "timeout", 0.0
-        except httpx.TransportError:
+        except httpx.DecodingError:
+            return "malformed", 0.0
+        except httpx.RequestError:
             return "connection_error", 0.0
         if response.status_code in RETRYABLE_STATUS:
             return f"http_{response.status_code}", _retry_after(response)
@@ -117,7 +119,7 @@ class CdrSource:
             return f"http_{response.status_code}", 0.0
         try:
             answer = cdr.parse_answer(response.content)
-        except Malformed:
+        except (Malformed, ValueError, TypeError, AttributeError, httpx.HTTPError):
             return "malformed", 0.0
         if isinstance(answer, cdr.Refusal):
             if answer.about_credentials:

@@ -9,24 +9,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
+from starlette.types import Receive, Scope, Send
 
-from connector import dr
+from connector import dr, head
 from connector.clock import utcnow
 from connector.errors import Invalid, Refused, SpoolError
-from connector.guard import client_address, network_ok, token_ok
+from connector.guard import client_address, network_ok, scrub, token_ok
 from connector.metrics import ReceiverMetrics
+from connector.protocol import BODY_ERROR, REFUSED, TARGET, EdgeProtocol, Limits
 from connector.publisher import Publisher, Store
 from connector.settings import Settings
 from connector.spool import Spool
@@ -38,46 +41,87 @@ DR_PATH = "/nxcloud/voice/dr"
 StoreFactory = Callable[[Settings, ReceiverMetrics], AbstractAsyncContextManager[Store]]
 
 
-def answer(ok: bool, status: int) -> Response:
-    return PlainTextResponse("success" if ok else "error", status_code=status)
+def answer(ok: bool, status: int, headers: dict[str, str] | None = None) -> Response:
+    return PlainTextResponse("success" if ok else "error", status_code=status, headers=headers)
+
+
+def edge(settings: Settings) -> type[EdgeProtocol]:
+    """The HTTP protocol to serve the receiver with (uvicorn's `http`), limits from settings."""
+
+    class ReceiverProtocol(EdgeProtocol):
+        limits = Limits(
+            head_bytes=settings.receiver_max_head_bytes,
+            headers=settings.receiver_max_headers,
+            head_seconds=settings.receiver_head_timeout_seconds,
+            raw_bytes=settings.receiver_max_body_bytes,
+        )
+        refusal_path = DR_PATH
+
+    return ReceiverProtocol
 
 
 async def read_body(request: Request, limit: int, patience: float) -> bytes:
-    """The body, refusing it as soon as it exceeds `limit` or arrives too slowly."""
+    """The body, refusing it as soon as it exceeds `limit`, arrives too slowly or is cut off;
+    the refusal keeps what arrived."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise Refused(413, f"body of {declared} bytes exceeds the {limit}-byte limit")
+    if declared.isdigit() and declared.isascii() and int(declared) > limit:
+        raise Refused(413, f"body of {declared} bytes exceeds the {limit}-byte limit", b"")
     chunks: list[bytes] = []
     size = 0
     try:
         async with asyncio.timeout(patience):
             async for chunk in request.stream():
                 size += len(chunk)
-                if size > limit:
-                    raise Refused(413, f"body exceeds the {limit}-byte limit")
                 chunks.append(chunk)
+                if size > limit:
+                    body = b"".join(chunks)[:limit]
+                    raise Refused(413, f"body exceeds the {limit}-byte limit", body)
     except TimeoutError:
-        raise Refused(408, f"body not received within {patience:g} s") from None
-    return b"".join(chunks)
+        body = b"".join(chunks)
+        raise Refused(408, f"body not received within {patience:g} s", body) from None
+    except ClientDisconnect:
+        body = b"".join(chunks)
+        raise Refused(400, f"body cut off after {size} bytes: client gone", body) from None
+    body = b"".join(chunks)
+    cut = request.scope.get("extensions", {}).get(BODY_ERROR)
+    if cut is not None:
+        raise Refused(400, f"body cut off after {size} bytes: {cut['reason']}", body)
+    return body
 
 
-async def body_fields(headers: Headers, body: bytes, max_fields: int) -> dr.Fields:
+async def body_fields(
+    headers: Headers, body: bytes, max_fields: int, charset: str
+) -> tuple[dr.Fields, int]:
+    """The body's fields and how many there were."""
     if not body:
-        return {}
+        return {}, 0
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        return await _multipart(headers, body, max_fields)
-    try:
-        return dr.parse_urlencoded(body, max_fields)
-    except UnicodeDecodeError:
-        raise Invalid("body is not UTF-8 form data") from None
+        fields = await _multipart(headers, body, max_fields)
+        return fields, len(fields)
+    pairs = dr.split_form(body, max_fields)
+    return dr.decode_form(pairs, charset), len(pairs)
+
+
+class StrictMultiPartParser(MultiPartParser):
+    """Starlette's parser, refusing a value its charset cannot decode (instead of Latin-1)."""
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            charset = self._charset or "utf-8"
+            try:
+                bytes(part.data).decode(charset)
+            except (UnicodeDecodeError, LookupError):
+                raise Invalid(f"field {part.field_name[:40]!r} is not valid {charset}") from None
+        super().on_part_end()
 
 
 async def _multipart(headers: Headers, body: bytes, max_fields: int) -> dr.Fields:
     async def stream() -> AsyncGenerator[bytes, None]:
         yield body
 
-    parser = MultiPartParser(headers, stream(), max_files=0, max_fields=max_fields)
+    parser = StrictMultiPartParser(headers, stream(), max_files=0, max_fields=max_fields)
     try:
         form = await parser.parse()
     except MultiPartException as exc:
@@ -90,6 +134,25 @@ async def _multipart(headers: Headers, body: bytes, max_fields: int) -> dr.Field
     return fields
 
 
+def raw_query(scope: Scope) -> bytes:
+    """The query string exactly as sent (the edge has %-encoded raw spaces for the parser)."""
+    sent = scope.get("extensions", {}).get(TARGET)
+    if sent is None:
+        query: bytes = scope["query_string"]
+        return query
+    return bytes(sent["target"]).partition(b"?")[2]
+
+
+class AnyMethod:
+    """An endpoint every method reaches (Starlette's routes answer others 405 themselves)."""
+
+    def __init__(self, handle: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app = request_response(handle)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 @dataclass
 class DrEndpoint:
     settings: Settings
@@ -99,43 +162,89 @@ class DrEndpoint:
     publisher: Store | None = None
 
     async def handle(self, request: Request) -> Response:
+        refused = request.scope.get("extensions", {}).get(REFUSED)
+        if refused is not None:
+            return await self._unreadable(request, refused)
         settings = self.settings
         peer = request.client.host if request.client else None
         address = client_address(
-            peer, request.headers.get("x-forwarded-for"), settings.receiver_trusted_proxies
+            peer, request.headers.getlist("x-forwarded-for"), settings.receiver_trusted_proxies
         )
         expected = settings.receiver_token.reveal() if settings.receiver_token else None
-        presented = request.path_params.get("token") or request.query_params.get("token")
+        presented = None
+        if expected is not None:
+            presented = request.path_params.get("token") or request.query_params.get("token")
         if not token_ok(expected, presented) or not network_ok(
             address, settings.receiver_allow_networks
         ):
             self.metrics.requests.labels("forbidden").inc()
             return answer(False, 403)
-        arrival = dr.Arrival(
-            receipt_id=uuid.uuid4().hex,
-            received_at=self.clock(),
-            remote_addr=str(address) if address else "",
-            receiver=settings.receiver_id,
-            method=request.method,
-            content_type=request.headers.get("content-type", ""),
-        )
-        query: dr.Fields | None = None
+        if request.method == "HEAD":
+            self.metrics.requests.labels("refused_405").inc()
+            return answer(False, 405, {"allow": "GET, POST"})
+        arrival = self._arrival(request.method, str(address) if address else "", request.headers)
+        query = raw_query(request.scope)
         body: bytes | None = None
+        fields: dr.Fields | None = None
         try:
-            query = dr.parse_urlencoded(request.scope["query_string"], settings.receiver_max_fields)
             body = await read_body(
                 request, settings.receiver_max_body_bytes, settings.receiver_read_timeout_seconds
             )
-            fields = dr.merge(
-                query, await body_fields(request.headers, body, settings.receiver_max_fields)
-            )
+            if request.method not in ("GET", "POST"):
+                raise Refused(405, f"method {request.method} is not GET or POST", body)
+            fields = await self._fields(request.headers, query, body)
             dr.validate(fields)
-        except (Invalid, UnicodeDecodeError) as exc:
-            reason = str(exc) if isinstance(exc, Invalid) else "query is not UTF-8"
-            return await self._refuse(Refused(400, reason), arrival, query, body)
-        except Refused as refused:
-            return await self._refuse(refused, arrival, query, None)
+        except Invalid as exc:
+            return await self._refuse(Refused(400, str(exc), body), arrival, fields, query)
+        except Refused as refused_body:
+            return await self._refuse(refused_body, arrival, fields, query)
         return await self._store(dr.key(fields), dr.raw_record(fields, arrival))
+
+    async def _fields(self, headers: Headers, query: bytes, body: bytes) -> dr.Fields:
+        limit = self.settings.receiver_max_fields
+        charset = dr.charset_of(headers.get("content-type", ""))
+        query_pairs = dr.split_form(query, limit)
+        from_body, count = await body_fields(headers, body, limit, charset)
+        if len(query_pairs) + count > limit:
+            total = len(query_pairs) + count
+            raise Invalid(f"too many fields ({total}, at most {limit}) in query and body")
+        return dr.merge(dr.decode_form(query_pairs, charset), from_body)
+
+    def _arrival(self, method: str, remote_addr: str, headers: Headers) -> dr.Arrival:
+        return dr.Arrival(
+            receipt_id=uuid.uuid4().hex,
+            received_at=self.clock(),
+            remote_addr=remote_addr,
+            receiver=self.settings.receiver_id,
+            method=method,
+            content_type=headers.get("content-type", ""),
+        )
+
+    async def _unreadable(self, request: Request, refused: dict[str, Any]) -> Response:
+        """A request the HTTP edge could not read: its raw bytes go to the dead letters."""
+        settings = self.settings
+        peer = request.client.host if request.client else None
+        address = client_address(peer, (), settings.receiver_trusted_proxies)
+        proxied = address is not None and network_ok(address, settings.receiver_trusted_proxies)
+        if settings.receiver_trusted_proxies and proxied:
+            address = None
+        elif not network_ok(address, settings.receiver_allow_networks):
+            self.metrics.requests.labels("forbidden").inc()
+            return answer(False, 403)
+        raw: bytes = refused["raw"]
+        status: int = refused["status"]
+        arrival = self._arrival(head.method(raw), str(address) if address else "", Headers())
+        reason = self._scrub(str(refused["reason"]).encode()).decode()
+        record = dr.dead_letter(reason, arrival, None, request=self._scrub(raw), limit=len(raw))
+        log.info("request unreadable", extra={"status": status, "receipt_id": arrival.receipt_id})
+        log.debug("request unreadable", extra={"reason": reason})
+        return await self._publish(
+            self.names.dead_letter, None, record, f"unreadable_{status}", answer(False, status)
+        )
+
+    def _scrub(self, data: bytes) -> bytes:
+        token = self.settings.receiver_token
+        return scrub(data, token.reveal() if token else None)
 
     async def _store(self, key: bytes, record: bytes) -> Response:
         return await self._publish(self.names.dr_raw, key, record, "success", answer(True, 200))
@@ -144,18 +253,28 @@ class DrEndpoint:
         self,
         refused: Refused,
         arrival: dr.Arrival,
-        query: dr.Fields | None,
-        body: bytes | None,
+        fields: dr.Fields | None,
+        query: bytes,
     ) -> Response:
-        fields = None if query is None else dr.merge(query, {})
-        record = dr.dead_letter(refused.reason, arrival, fields, body)
-        log.info("push refused", extra={"reason": refused.reason, "status": refused.status})
+        body = None if refused.body is None else self._scrub(refused.body)
+        reason = self._scrub(refused.reason.encode()).decode()
+        record = dr.dead_letter(
+            reason,
+            arrival,
+            fields,
+            body,
+            query=self._scrub(query),
+            limit=self.settings.receiver_max_body_bytes,
+        )
+        log.info("push refused", extra={"status": refused.status, "receipt_id": arrival.receipt_id})
+        log.debug("push refused", extra={"reason": reason})
+        headers = {"allow": "GET, POST"} if refused.status == 405 else None
         return await self._publish(
             self.names.dead_letter,
             None,
             record,
             f"refused_{refused.status}",
-            answer(False, refused.status),
+            answer(False, refused.status, headers),
         )
 
     async def _publish(
@@ -207,13 +326,17 @@ def create_app(
     async def metrics_page(_request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(
+    app = Starlette(
         routes=[
-            Route(DR_PATH, endpoint.handle, methods=["GET", "POST"]),
-            Route(DR_PATH + "/{token}", endpoint.handle, methods=["GET", "POST"]),
+            *(
+                Route(path, AnyMethod(endpoint.handle))
+                for path in (DR_PATH, DR_PATH + "/", DR_PATH + "/{token}", DR_PATH + "/{token}/")
+            ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_page, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False
+    return app

@@ -205,6 +205,14 @@ class World:
             message += 1
 
 
+BROKEN: dict[str, tuple[dict[str, Any] | bytes, dict[str, str]]] = {
+    "gzip": (b"\x1f\x8b\x08\x00 not gzip at all", {"Content-Encoding": "gzip"}),
+    "html": (b"<html><body>502 Bad Gateway</body></html>", {}),
+    "shape": ({"code": "1", "info": ["rows"]}, {}),
+    "multiple": ({"code": "0", "msg": "multiple requests, please slow down"}, {}),
+}
+
+
 @dataclass
 class Sandbox:
     world: World
@@ -220,8 +228,8 @@ class Sandbox:
     pushed: int = 0
     _last_request: dict[str, float] = field(default_factory=dict)
 
-    def answer(self, form: dict[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """(HTTP status, JSON body, headers) for one CDR query."""
+    def answer(self, form: dict[str, str]) -> tuple[int, dict[str, Any] | bytes, dict[str, str]]:
+        """(HTTP status, JSON body or raw bytes, headers) for one CDR query."""
         arrived = time.monotonic()
         self.requests.append(arrived)
         if self.faults:
@@ -230,6 +238,8 @@ class Sandbox:
                 return 429, {"code": "0", "msg": "too many requests"}, {"Retry-After": "2"}
             if fault == "500":
                 return 500, {"code": "0", "msg": "internal error"}, {}
+            if fault in BROKEN:
+                return 200, *BROKEN[fault]
             return 200, {"code": "0", "msg": "system busy"}, {}
         if form.get("appkey") != self.appkey or form.get("secretkey") != self.secretkey:
             return 200, {"code": "0", "msg": "appkey or secretkey error"}, {}
@@ -288,7 +298,8 @@ def create_app(sandbox: Sandbox) -> Starlette:
     async def query(request: Request) -> Response:
         form = await request.form()
         status, body, headers = sandbox.answer({k: str(v) for k, v in form.items()})
-        return Response(orjson.dumps(body), status, headers, media_type="application/json")
+        content = body if isinstance(body, bytes) else orjson.dumps(body)
+        return Response(content, status, headers, media_type="application/json")
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

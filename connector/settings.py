@@ -186,6 +186,16 @@ class Settings:
     receiver_read_timeout_seconds: int = _env(
         "NXCLOUD_RECEIVER_READ_TIMEOUT_SECONDS", _int_at_least(1), 10
     )
+    receiver_max_head_bytes: int = _env(
+        "NXCLOUD_RECEIVER_MAX_HEAD_BYTES", _int_at_least(256), 16384
+    )
+    receiver_max_headers: int = _env("NXCLOUD_RECEIVER_MAX_HEADERS", _int_at_least(1), 64)
+    receiver_head_timeout_seconds: int = _env(
+        "NXCLOUD_RECEIVER_HEAD_TIMEOUT_SECONDS", _int_at_least(1), 5
+    )
+    receiver_idle_timeout_seconds: int = _env(
+        "NXCLOUD_RECEIVER_IDLE_TIMEOUT_SECONDS", _int_at_least(1), 15
+    )
     receiver_kafka_timeout_ms: int = _env(
         "NXCLOUD_RECEIVER_KAFKA_TIMEOUT_MS", _int_at_least(1), 2000
     )

@@ -58,11 +58,21 @@ async def read_topic(
 
 
 @asynccontextmanager
-async def serving(app: Starlette) -> AsyncIterator[str]:
-    """Serve `app` over real HTTP on a free loopback port; yields the base URL."""
+async def serving(
+    app: Starlette, http: type[asyncio.Protocol] | None = None, keep_alive: int = 5
+) -> AsyncIterator[str]:
+    """Serve `app` over real HTTP on a free loopback port; yields the base URL. A receiver
+    app is served with its protocol (`connector.receiver.edge`), as in production."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False, lifespan="on"
+        app,
+        host="127.0.0.1",
+        port=port,
+        http=http or "auto",
+        log_level="warning",
+        proxy_headers=False,
+        lifespan="on",
+        timeout_keep_alive=keep_alive,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -340,6 +340,19 @@ def test_the_receiver_is_reached_over_tls_through_ingress_nginx() -> None:
     assert path["backend"]["service"]["name"] == "receiver"
 
 
+def test_nxcloud_pushes_reach_the_receiver_through_a_tcp_load_balancer() -> None:
+    objects = render("overlays/production")
+    service = one(objects, "Service", "receiver-dr-push")
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    receiver = one(objects, "StatefulSet", "receiver")
+    labels = receiver["spec"]["template"]["metadata"]["labels"]
+    assert selects({"matchLabels": service["spec"]["selector"]}, labels)
+    policy = one(objects, "NetworkPolicy", "receiver-dr-push")["spec"]
+    assert [port["port"] for port in policy["ingress"][0]["ports"]] == [8080]
+
+
 def test_production_scales_within_the_partitions() -> None:
     objects = render("overlays/production")
     _, settings = settings_of(objects)

@@ -1,3 +1,4 @@
+import base64
 from datetime import UTC, datetime
 
 import orjson
@@ -92,9 +93,50 @@ def test_the_raw_record_keeps_the_fields_exactly_and_says_where_they_came_from()
     }
 
 
-def test_a_dead_letter_keeps_the_raw_input_and_the_reason() -> None:
-    letter = orjson.loads(dr.dead_letter("bad", ARRIVAL, {"a": ""}, b"a=&b=\xff"))
+def test_a_dead_letter_keeps_the_raw_input_exactly_and_the_reason() -> None:
+    letter = orjson.loads(
+        dr.dead_letter("bad", ARRIVAL, {"a": ""}, b"a=&b=\xff", query=b"q=%FF&r=1")
+    )
     assert letter["reason"] == "bad"
     assert letter["fields"] == {"a": ""}
-    assert letter["body"] == "a=&b=\ufffd"
+    assert letter["body"] is None
+    assert base64.b64decode(letter["body_base64"]) == b"a=&b=\xff"
+    assert (letter["query"], letter["query_bytes"]) == ("q=%FF&r=1", 9)
     assert letter["source"] == "receiver"
+
+
+def test_a_dead_letter_is_bounded_and_says_how_much_arrived() -> None:
+    letter = orjson.loads(dr.dead_letter("big", ARRIVAL, None, b"x" * 100, limit=10))
+    assert (letter["body"], letter["body_bytes"]) == ("x" * 10, 100)
+
+
+def test_a_percent_escape_that_is_not_utf8_is_named_not_counted_as_too_many_fields() -> None:
+    gbk = "result=%B3%C9%B9%A6%BD%D3%CD%A8"
+    with pytest.raises(Invalid, match="field 'result' is not valid utf-8"):
+        dr.parse_urlencoded(gbk, max_fields=64)
+    with pytest.raises(Invalid, match="is not valid utf-8"):
+        dr.parse_urlencoded("a=%FF", max_fields=64)
+
+
+@pytest.mark.parametrize("charset", ["gbk", "GB18030", '"gb2312"'])
+def test_a_declared_charset_is_honoured(charset: str) -> None:
+    codec = dr.charset_of(f"application/x-www-form-urlencoded; charset={charset}")
+    fields = dr.parse_urlencoded(b"result=%B3%C9%B9%A6%BD%D3%CD%A8&raw=\xb3\xc9", 64, codec)
+    assert fields == {"result": "成功接通", "raw": "成"}
+
+
+def test_an_unknown_charset_is_invalid() -> None:
+    with pytest.raises(Invalid, match="unknown charset"):
+        dr.charset_of("text/plain; charset=no-such")
+    with pytest.raises(Invalid, match="unknown charset"):
+        dr.charset_of("text/plain; charset=base64")
+    assert dr.charset_of("application/x-www-form-urlencoded") == "utf-8"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("cycle", "²"), ("size", "\u0661"), ("second", "\u0661\u0660"), ("duration", "\u0663")],
+)
+def test_digits_must_be_ascii(name: str, value: str) -> None:
+    with pytest.raises(Invalid, match=name):
+        dr.validate({**EXAMPLE_FIELDS, name: value})

@@ -128,6 +128,24 @@ async def test_refusals_and_429_are_backed_off_and_retried(rig: Rig) -> None:
     assert metrics.labels("http_500")._value.get() == 1
 
 
+async def test_unreadable_answers_are_malformed_and_backed_off_never_an_exit(rig: Rig) -> None:
+    rig.stand_in.faults.extend(["gzip", "html", "shape", "multiple"])
+    world = rig.stand_in.world
+    wanted = expected_ids(world, world.origin, world.origin + timedelta(seconds=10))
+    running, http = await start(rig)
+    try:
+        await stored_rows(rig, wanted)
+        assert not running.task.done()
+    finally:
+        await finish(running, http)
+    metrics = running.poller.metrics
+    assert metrics.requests.labels("malformed")._value.get() == 3
+    assert metrics.requests.labels("refused")._value.get() == 1
+    assert metrics.credential_failures._value.get() == 0
+    requests = rig.stand_in.requests
+    assert requests[1] - requests[0] >= 1.0
+
+
 async def test_a_late_cost_is_picked_up_by_a_repoll(rig: Rig) -> None:
     rig.stand_in.settle_delay = timedelta(seconds=25)
     settings = dataclasses.replace(rig.settings, poller_repoll_after_seconds=(20,))

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from connector.broker import free_port
-from connector.receiver import create_app
+from connector.receiver import create_app, edge
 from connector.settings import Secret, Settings
 from connector.spool import Spool
 from connector.topics import TopicNames
@@ -68,7 +68,7 @@ async def client(
     receiver_settings: Settings, topics: TopicNames
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with (
-        serving(create_app(receiver_settings, topics)) as url,
+        serving(create_app(receiver_settings, topics), edge(receiver_settings)) as url,
         httpx.AsyncClient(base_url=url) as http,
     ):
         yield http
@@ -185,7 +185,7 @@ async def test_a_token_in_the_path_or_query_is_required_when_configured(
 ) -> None:
     guarded = dataclasses.replace(receiver_settings, receiver_token=Secret("s3cret-token"))
     async with (
-        serving(create_app(guarded, topics)) as url,
+        serving(create_app(guarded, topics), edge(guarded)) as url,
         httpx.AsyncClient(base_url=url) as http,
     ):
         fields = {**EXAMPLE_FIELDS, "messageid": "tok-1"}
@@ -216,7 +216,10 @@ async def test_the_network_allow_list_honours_forwarded_for_only_from_proxies(
     )
     untrusted = dataclasses.replace(listed, receiver_trusted_proxies=())
     fields = {**EXAMPLE_FIELDS, "messageid": "net-1"}
-    async with serving(create_app(listed, topics)) as url, httpx.AsyncClient(base_url=url) as h:
+    async with (
+        serving(create_app(listed, topics), edge(listed)) as url,
+        httpx.AsyncClient(base_url=url) as h,
+    ):
         direct = await h.post("/nxcloud/voice/dr", data=fields)
         allowed = await h.post(
             "/nxcloud/voice/dr", data=fields, headers={"x-forwarded-for": "203.0.113.9"}
@@ -224,7 +227,10 @@ async def test_the_network_allow_list_honours_forwarded_for_only_from_proxies(
         other = await h.post(
             "/nxcloud/voice/dr", data=fields, headers={"x-forwarded-for": "198.51.100.1"}
         )
-    async with serving(create_app(untrusted, topics)) as url, httpx.AsyncClient(base_url=url) as h:
+    async with (
+        serving(create_app(untrusted, topics), edge(untrusted)) as url,
+        httpx.AsyncClient(base_url=url) as h,
+    ):
         forged = await h.post(
             "/nxcloud/voice/dr", data=fields, headers={"x-forwarded-for": "203.0.113.9"}
         )
@@ -244,7 +250,7 @@ async def test_without_kafka_pushes_are_spooled_until_the_spool_is_full_then_503
         receiver_kafka_timeout_ms=200,
     )
     async with (
-        serving(create_app(unreachable)) as url,
+        serving(create_app(unreachable), edge(unreachable)) as url,
         httpx.AsyncClient(base_url=url) as http,
     ):
         assert (await http.get("/readyz")).text == "ready"
@@ -267,7 +273,7 @@ async def test_a_stalled_body_is_cut_off_with_408(
     receiver_settings: Settings, topics: TopicNames
 ) -> None:
     patient = dataclasses.replace(receiver_settings, receiver_read_timeout_seconds=1)
-    async with serving(create_app(patient, topics)) as url:
+    async with serving(create_app(patient, topics), edge(patient)) as url:
         host, port = url.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
         writer.write(

@@ -13,7 +13,7 @@ import pytest
 
 from connector import admin
 from connector.broker import LocalKafka
-from connector.receiver import create_app
+from connector.receiver import create_app, edge
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.conftest import start_local_kafka
@@ -72,7 +72,7 @@ async def test_pushes_during_a_broker_outage_are_spooled_and_drained(
         await admin.ensure(client, declare(settings, names))
 
     async with (
-        serving(create_app(settings, names)) as url,
+        serving(create_app(settings, names), edge(settings)) as url,
         httpx.AsyncClient(base_url=url, timeout=30) as http,
     ):
         pusher = Pusher(http)

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from connector import admin, sandbox
 from connector.clock import provider_time, utcnow
 from connector.dr import validate
-from connector.receiver import create_app
+from connector.receiver import create_app, edge
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic, serving
@@ -59,6 +59,7 @@ def ask(stand_in: sandbox.Sandbox, **change: str) -> tuple[int, dict[str, Any]]:
     }
     status, body, _ = stand_in.answer(form)
     stand_in._last_request.clear()
+    assert isinstance(body, dict)
     return status, body
 
 
@@ -78,8 +79,9 @@ def test_the_documented_limits_answer_code_0() -> None:
     assert ask(stand_in, start_time=too_old, end_time=ends_old)[1]["code"] == "0"
     assert ask(stand_in, secretkey="wrong")[1]["msg"] == "appkey or secretkey error"
     stand_in.answer({"appkey": "sandbox", "secretkey": "sandbox"})
-    hurried = stand_in.answer({"appkey": "sandbox", "secretkey": "sandbox"})
-    assert hurried[1]["msg"].startswith("request too frequent")
+    _, hurried, _ = stand_in.answer({"appkey": "sandbox", "secretkey": "sandbox"})
+    assert isinstance(hurried, dict)
+    assert hurried["msg"].startswith("request too frequent")
 
 
 async def test_each_call_is_pushed_once_to_the_receiver_as_form_data(
@@ -89,7 +91,9 @@ async def test_each_call_is_pushed_once_to_the_receiver_as_form_data(
     async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
         await admin.ensure(client, declare(settings, topic_names))
     world = sandbox.World(seed=3, origin=utcnow() - timedelta(seconds=2), rate=4.0, max_seconds=1)
-    async with serving(create_app(receiver_settings, topic_names)) as receiver_url:
+    async with serving(
+        create_app(receiver_settings, topic_names), edge(receiver_settings)
+    ) as receiver_url:
         stand_in = sandbox.Sandbox(world, push_to=receiver_url + "/nxcloud/voice/dr")
         async with serving(sandbox.create_app(stand_in)):
             values = await read_topic(

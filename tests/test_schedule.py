@@ -109,6 +109,27 @@ def test_answers_are_pages_refusals_or_malformed() -> None:
         cdr.parse_answer(b'{"code":"2"}')
 
 
+@pytest.mark.parametrize(
+    ("message", "credentials"),
+    [
+        ("Illegal IP", True),
+        ("IP不合法", True),
+        ("appkey or secretkey error", True),
+        ("invalid key", True),
+        ("Unauthorized", True),
+        ("签名错误", True),
+        ("multiple requests, please slow down", False),
+        ("request too frequent", False),
+        ("description missing", False),
+        ("monkey business: skip", False),
+        ("time range cannot exceed 24 hours", False),
+        ("", False),
+    ],
+)
+def test_credential_refusals_are_recognised_by_whole_words(message: str, credentials: bool) -> None:
+    assert cdr.about_credentials(message) is credentials
+
+
 async def test_the_token_bucket_spaces_requests_and_honours_holds() -> None:
     now = [0.0]
     slept: list[float] = []

@@ -61,6 +61,8 @@ def test_raw_dr_records_and_dead_letters_match() -> None:
     valid("dr-raw.v1.json", orjson.loads(dr.raw_record(EXAMPLE_FIELDS, ARRIVAL)))
     letter = dr.dead_letter("bad", ARRIVAL, {"a": ""}, b"a=")
     valid("dead-letter.v1.json", orjson.loads(letter))
+    unreadable = dr.dead_letter("x", ARRIVAL, None, b"\xff", query=b"a=\xb3", request=b"G\xff")
+    valid("dead-letter.v1.json", orjson.loads(unreadable))
 
 
 @pytest.mark.parametrize("service", [0, 1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from connector import admin
 from connector.broker import free_port
 from tests.kafka_helpers import read_topic
 from tests.test_cli import read_until
-from tests.test_receiver import EXAMPLE_FIELDS
+from tests.test_receiver import EXAMPLE_FIELDS, PROVIDER_EXAMPLE
 
 
 def start_up(env: dict[str, str]) -> subprocess.Popen[str]:
@@ -51,12 +52,21 @@ async def test_up_stores_a_push_on_the_raw_topic_and_stops_cleanly(tmp_path: Pat
             fields = {**EXAMPLE_FIELDS, "messageid": "up-1"}
             response = await http.post("/nxcloud/voice/dr", data=fields)
         assert (response.status_code, response.text) == (200, "success")
+        raw = PROVIDER_EXAMPLE.replace(EXAMPLE_FIELDS["messageid"], "up-raw").encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /nxcloud/voice/dr?%s HTTP/1.1\r\nHost: x\r\n\r\n" % raw)
+        async with asyncio.timeout(15):
+            reply = await reader.readuntil(b"success")
+        writer.close()
+        assert reply.startswith(b"HTTP/1.1 200 ")
         records = await read_topic(
             "127.0.0.1:9092",
             "nxcloud.voice.dr.raw",
-            lambda values: any(v["fields"]["messageid"] == "up-1" for v in values),
+            lambda values: {"up-1", "up-raw"} <= {v["fields"]["messageid"] for v in values},
         )
         assert next(v for v in records if v["fields"]["messageid"] == "up-1")["fields"] == fields
+        spaced = next(v for v in records if v["fields"]["messageid"] == "up-raw")["fields"]
+        assert spaced == {**EXAMPLE_FIELDS, "messageid": "up-raw"}
         polled = await read_topic(
             "127.0.0.1:9092", "nxcloud.voice.cdr.raw", lambda values: len(values) >= 1, deadline=90
         )

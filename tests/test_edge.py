@@ -1,0 +1,536 @@
+"""The receiver's HTTP edge over raw sockets: bytes written exactly as a client sends them."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import logging
+import resource
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from connector import admin
+from connector.receiver import create_app, edge
+from connector.settings import Secret, Settings
+from connector.topics import TopicNames, declare
+from tests.kafka_helpers import read_topic, serving
+from tests.test_receiver import EXAMPLE_FIELDS, PROVIDER_EXAMPLE
+
+DR = b"/nxcloud/voice/dr"
+HOST = b"Host: 106.15.34.94:8080\r\n"
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Server:
+    host: str
+    port: int
+    settings: Settings
+    names: TopicNames
+
+    async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(self.host, self.port)
+
+    async def send(self, raw: bytes, deadline: float = 15) -> Reply:
+        """Write `raw` exactly, read one response, close."""
+        reader, writer = await self.open()
+        try:
+            writer.write(raw)
+            await writer.drain()
+            async with asyncio.timeout(deadline):
+                return await read_reply(reader, bodiless=raw.startswith(b"HEAD "))
+        finally:
+            writer.close()
+
+    async def letters(self, count: int) -> list[dict[str, Any]]:
+        return await read_topic(
+            self.settings.kafka_bootstrap_servers, self.names.dead_letter, lambda v: len(v) >= count
+        )
+
+    async def stored(self, messageid: str) -> dict[str, Any]:
+        def found(values: list[Any]) -> bool:
+            return any(v["fields"].get("messageid") == messageid for v in values)
+
+        values = await read_topic(self.settings.kafka_bootstrap_servers, self.names.dr_raw, found)
+        return next(v for v in values if v["fields"]["messageid"] == messageid)
+
+
+async def read_reply(reader: asyncio.StreamReader, bodiless: bool = False) -> Reply:
+    """The final response (a 100 Continue before it is skipped)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    while head.startswith(b"HTTP/1.1 1"):
+        head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = b"" if bodiless else await reader.readexactly(int(headers.get("content-length", "0")))
+    return Reply(int(status_line.split(" ")[1]), headers, body)
+
+
+async def closed(reader: asyncio.StreamReader, deadline: float) -> bool:
+    """True once the server has closed the connection (EOF or reset) within `deadline`."""
+    try:
+        async with asyncio.timeout(deadline):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+    return True
+
+
+def example(messageid: str) -> bytes:
+    """The provider's example push exactly as printed, raw spaces included."""
+    return PROVIDER_EXAMPLE.replace(EXAMPLE_FIELDS["messageid"], messageid).encode()
+
+
+def edge_settings_of(settings: Settings, tmp_path: Path) -> Settings:
+    return dataclasses.replace(
+        settings,
+        spool_dir=tmp_path / "spool",
+        receiver_id="edge-t",
+        receiver_head_timeout_seconds=2,
+        receiver_read_timeout_seconds=2,
+    )
+
+
+@pytest.fixture
+def edge_settings(settings: Settings, tmp_path: Path) -> Settings:
+    return edge_settings_of(settings, tmp_path)
+
+
+async def start(settings: Settings, names: TopicNames) -> AsyncIterator[Server]:
+    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
+        await admin.ensure(client, declare(settings, names))
+    async with serving(create_app(settings, names), edge(settings), keep_alive=1) as url:
+        host, port = url.removeprefix("http://").split(":")
+        yield Server(host, int(port), settings, names)
+
+
+@pytest.fixture
+async def server(edge_settings: Settings, topic_names: TopicNames) -> AsyncIterator[Server]:
+    async for running in start(edge_settings, topic_names):
+        yield running
+
+
+@pytest.mark.parametrize("method", [b"GET", b"POST"])
+async def test_the_provider_example_as_printed_is_stored_with_every_field(
+    server: Server, method: bytes
+) -> None:
+    messageid = f"example-{method.decode()}"
+    length = b"Content-Length: 0\r\n" if method == b"POST" else b""
+    raw = b"%s %s?%s HTTP/1.1\r\n%s%s\r\n" % (method, DR, example(messageid), HOST, length)
+    assert b" 00:00:00&" in raw
+    assert b"=Successful connection&" in raw
+
+    reply = await server.send(raw)
+
+    assert (reply.status, reply.body) == (200, b"success")
+    assert reply.headers["content-type"].startswith("text/plain")
+    record = await server.stored(messageid)
+    assert record["fields"] == {**EXAMPLE_FIELDS, "messageid": messageid}
+    assert record["fields"]["start_time"] == "2020-12-01 00:00:00"
+    assert record["method"] == method.decode()
+
+
+async def test_a_form_body_with_raw_spaces_and_raw_utf8_in_the_target(server: Server) -> None:
+    body = example("form-raw") + "&note=成功 接通".encode()
+    raw = (
+        b"POST %s?src=\xe6\x88\x90 x HTTP/1.1\r\n%sContent-Type: application/x-www-form-urlencoded"
+        b"\r\nContent-Length: %d\r\n\r\n%s" % (DR, HOST, len(body), body)
+    )
+    reply = await server.send(raw)
+    assert (reply.status, reply.body) == (200, b"success")
+    record = await server.stored("form-raw")
+    assert record["fields"]["note"] == "成功 接通"
+    assert record["fields"]["src"] == "成 x"
+    assert record["fields"]["result"] == "Successful connection"
+
+
+async def test_raw_bytes_that_are_not_utf8_are_refused_and_kept_exactly(server: Server) -> None:
+    query = b"result=\xb3\xc9\xb9\xa6 x&" + example("gbk-raw")
+    reply = await server.send(b"GET %s?%s HTTP/1.1\r\n%s\r\n" % (DR, query, HOST))
+
+    assert (reply.status, reply.body) == (400, b"error")
+    (letter,) = await server.letters(1)
+    assert letter["reason"] == "field 'result' is not valid utf-8"
+    assert base64.b64decode(letter["query_base64"]) == query
+    assert letter["fields"] is None
+
+
+async def test_a_non_utf8_escape_keeps_query_and_body_and_names_the_reason(server: Server) -> None:
+    body = example("gbk-escaped")
+    query = b"result=%B3%C9%B9%A6%BD%D3%CD%A8&x=%FF"
+    raw = (
+        b"POST %s?%s HTTP/1.1\r\n%sContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (DR, query, HOST, len(body), body)
+    )
+    reply = await server.send(raw)
+
+    assert (reply.status, reply.body) == (400, b"error")
+    (letter,) = await server.letters(1)
+    assert letter["reason"] == "field 'result' is not valid utf-8"
+    assert letter["query"] == query.decode()
+    assert letter["body"] == body.decode()
+
+
+async def test_a_multipart_value_that_is_not_utf8_is_refused_and_kept(server: Server) -> None:
+    parts = [
+        b'--zz\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
+        % (name.encode(), value.encode())
+        for name, value in {**EXAMPLE_FIELDS, "messageid": "mp-1"}.items()
+    ]
+    body = b"".join(parts) + b'--zz\r\nContent-Disposition: form-data; name="result"\r\n\r\n'
+    body += b"\xb3\xc9\xb9\xa6\r\n--zz--\r\n"
+    reply = await server.send(
+        b"POST %s HTTP/1.1\r\n%sContent-Type: multipart/form-data; boundary=zz\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (DR, HOST, len(body), body)
+    )
+    assert (reply.status, reply.body) == (400, b"error")
+    (letter,) = await server.letters(1)
+    assert letter["reason"] == "field 'result' is not valid utf-8"
+    assert base64.b64decode(letter["body_base64"]) == body
+
+
+async def test_a_declared_gbk_charset_is_honoured(server: Server) -> None:
+    body = (
+        example("gbk-declared").replace(b"Successful connection", b"%B3%C9%B9%A6%BD%D3%CD%A8")
+        + b"&raw=\xce\xb4\xbd\xd3\xcd\xa8"
+    )
+    raw = (
+        b"POST %s HTTP/1.1\r\n%sContent-Type: application/x-www-form-urlencoded; charset=GBK\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (DR, HOST, len(body), body)
+    )
+    reply = await server.send(raw)
+    assert (reply.status, reply.body) == (200, b"success")
+    record = await server.stored("gbk-declared")
+    assert (record["fields"]["result"], record["fields"]["raw"]) == ("成功接通", "未接通")
+
+
+async def test_a_65_kb_url_is_refused_dead_lettered_and_closed(server: Server) -> None:
+    target = DR + b"?" + example("long") + b"&pad=" + b"x" * 65000
+    reader, writer = await server.open()
+    writer.write(b"GET %s HTTP/1.1\r\n%s\r\n" % (target, HOST))
+    await writer.drain()
+    async with asyncio.timeout(10):
+        reply = await read_reply(reader)
+    assert await closed(reader, 5)
+    writer.close()
+
+    assert (reply.status, reply.body) == (431, b"error")
+    (letter,) = await server.letters(1)
+    assert letter["reason"] == "request head exceeds 16384 bytes"
+    assert letter["request"].startswith("GET /nxcloud/voice/dr?phone=8615088888888&")
+    assert 16384 < letter["request_bytes"] <= 65536
+    assert letter["method"] == "GET"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"GET /nxcloud/voice/dr?a=\x01 HTTP/1.1\r\nHost: x\r\n\r\n", "unreadable HTTP request"),
+        (b"G\xc3\xa9T /nxcloud/voice/dr HTTP/1.1\r\nHost: x\r\n\r\n", "unreadable HTTP request"),
+        (b"GET /nxcloud/voice/dr HTTP/1.1\r\nBad Header\r\n\r\n", "unreadable HTTP request"),
+        (b"GET /nxcloud/voice/dr HTTP/1.1\r\nContent-Length: x\r\n\r\n", "unreadable HTTP"),
+    ],
+)
+async def test_what_the_parser_still_refuses_is_answered_error_and_dead_lettered(
+    server: Server, raw: bytes, reason: str
+) -> None:
+    reply = await server.send(raw)
+    assert (reply.status, reply.body) == (400, b"error")
+    (letter,) = await server.letters(1)
+    assert letter["reason"].startswith(reason)
+    assert base64.b64decode(letter.get("request_base64") or "") == raw or letter["request"] == (
+        raw.decode()
+    )
+
+
+async def test_unreadable_requests_are_counted(server: Server) -> None:
+    await server.send(b"GET %s?a=\x01 HTTP/1.1\r\n%s\r\n" % (DR, HOST))
+    await server.send(b"GET %s HTTP/1.1\r\n%s%s\r\n" % (DR, HOST, b"X: y\r\n" * 65))
+    metrics = await server.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b'nxcloud_receiver_requests_total{outcome="unreadable_400"} 1.0' in metrics.body
+    assert b'nxcloud_receiver_requests_total{outcome="unreadable_431"} 1.0' in metrics.body
+
+
+async def test_too_many_header_lines_are_refused_with_431(server: Server) -> None:
+    headers = b"".join(b"X-%d: 1\r\n" % i for i in range(70))
+    reply = await server.send(b"GET %s HTTP/1.1\r\n%s%s\r\n" % (DR, HOST, headers))
+    assert (reply.status, reply.body) == (431, b"error")
+    (letter,) = await server.letters(1)
+    assert letter["reason"] == "more than 64 header lines"
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1])
+
+
+async def test_headers_that_never_end_are_cut_with_memory_flat(server: Server) -> None:
+    async def endless() -> int:
+        _, writer = await server.open()
+        writer.write(b"GET %s HTTP/1.1\r\nX-Endless: " % DR)
+        sent = 0
+        try:
+            async with asyncio.timeout(20):
+                while sent < 200 << 20:
+                    writer.write(b"a" * 65536)
+                    await writer.drain()
+                    sent += 65536
+        except (ConnectionError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+        return sent
+
+    before = rss_kib()
+    started = time.monotonic()
+    sent = await asyncio.gather(*(endless() for _ in range(5)))
+    elapsed = time.monotonic() - started
+    grown_mib = (rss_kib() - before) / 1024
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+    print(
+        f"5 endless headers: sent {[s >> 10 for s in sent]} KiB, cut after {elapsed:.1f} s,"
+        f" RSS grew {grown_mib:.1f} MiB (peak {peak_mib} MiB)"
+    )
+    assert all(s < 200 << 20 for s in sent)
+    assert elapsed < 15
+    assert grown_mib < 40
+    letters = await server.letters(5)
+    assert {letter["reason"] for letter in letters} == {"request head exceeds 16384 bytes"}
+
+
+async def test_a_header_trickling_at_one_byte_a_second_is_cut_with_408(server: Server) -> None:
+    reader, writer = await server.open()
+    started = time.monotonic()
+
+    async def trickle() -> None:
+        for byte in b"GET /nxcloud/voice/dr HTTP/1.1\r\nX-Slow: abcdefghij":
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(1)
+
+    trickling = asyncio.create_task(trickle())
+    try:
+        async with asyncio.timeout(10):
+            reply = await read_reply(reader)
+        assert await closed(reader, 5)
+    finally:
+        trickling.cancel()
+        writer.close()
+    elapsed = time.monotonic() - started
+
+    assert (reply.status, reply.body) == (408, b"error")
+    assert elapsed < 4
+    (letter,) = await server.letters(1)
+    assert letter["reason"] == "request head not received within 2 s"
+    assert "GET /nx".startswith(letter["request"][:7])
+
+
+async def test_a_silent_connection_and_an_idle_keep_alive_are_closed(server: Server) -> None:
+    reader, writer = await server.open()
+    assert await closed(reader, 4)
+    writer.close()
+
+    reader, writer = await server.open()
+    writer.write(b"GET %s?%s HTTP/1.1\r\n%s\r\n" % (DR, example("keep-1"), HOST))
+    reply = await read_reply(reader)
+    assert reply.body == b"success"
+    assert await closed(reader, 4)
+    writer.close()
+
+
+async def test_keep_alive_requests_each_get_the_lenient_reading(server: Server) -> None:
+    first = b"GET %s?%s HTTP/1.1\r\n%s\r\n" % (DR, example("pipe-1"), HOST)
+    body = example("pipe-2")
+    second = b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (DR, HOST, len(body), body)
+    third = b"GET %s?%s HTTP/1.1\r\n%s\r\n" % (DR, example("pipe-3"), HOST)
+    reader, writer = await server.open()
+    writer.write(first + second + third)
+    await writer.drain()
+    async with asyncio.timeout(15):
+        replies = [await read_reply(reader) for _ in range(3)]
+    writer.close()
+    assert [r.body for r in replies] == [b"success"] * 3
+    assert (await server.stored("pipe-3"))["fields"]["result"] == "Successful connection"
+
+
+async def test_after_a_413_the_connection_is_closed_not_read_on(server: Server) -> None:
+    reader, writer = await server.open()
+    writer.write(
+        b"POST %s HTTP/1.1\r\n%sContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 300000000\r\n\r\n" % (DR, HOST)
+    )
+    sent = 0
+    try:
+        async with asyncio.timeout(20):
+            while sent < 300_000_000:
+                writer.write(b"a" * 65536)
+                await writer.drain()
+                sent += 65536
+    except (ConnectionError, TimeoutError):
+        pass
+    print(f"413: {sent >> 20} MiB written before the server closed")
+    reply = None
+    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+        reply = await read_reply(reader)
+    writer.close()
+    assert sent < 16 << 20
+    assert reply is None or (reply.status, reply.body) == (413, b"error")
+    (letter,) = await server.letters(1)
+    assert letter["reason"] == "body of 300000000 bytes exceeds the 65536-byte limit"
+
+
+async def test_after_a_408_body_timeout_the_connection_is_closed(server: Server) -> None:
+    reader, writer = await server.open()
+    writer.write(
+        b"POST %s HTTP/1.1\r\n%sContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 500\r\n\r\nphone=86150" % (DR, HOST)
+    )
+    await writer.drain()
+    async with asyncio.timeout(10):
+        reply = await read_reply(reader)
+    assert await closed(reader, 4)
+    writer.close()
+    assert (reply.status, reply.body) == (408, b"error")
+    (letter,) = await server.letters(1)
+    assert (letter["reason"], letter["body"]) == ("body not received within 2 s", "phone=86150")
+
+
+async def test_a_body_cut_midway_is_dead_lettered_with_what_arrived_in_one_log_line(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    _, writer = await server.open()
+    writer.write(
+        b"POST %s HTTP/1.1\r\n%sContent-Length: 500\r\n\r\nphone=8615088888888&count" % (DR, HOST)
+    )
+    await writer.drain()
+    writer.close()
+    chunked = await server.send(
+        b"POST %s HTTP/1.1\r\n%sTransfer-Encoding: chunked\r\n\r\n"
+        b"6\r\nphone=\r\nZZ\r\n1234\r\n" % (DR, HOST)
+    )
+
+    assert (chunked.status, chunked.body) == (400, b"error")
+    letters = await server.letters(2)
+    by_body = {letter["body"]: letter["reason"] for letter in letters}
+    assert by_body["phone=8615088888888&count"] == "body cut off after 25 bytes: client gone"
+    assert by_body["phone="].startswith("body cut off after 6 bytes: unreadable HTTP request")
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "reason"),
+    [
+        (b"PUT", 405, "method PUT is not GET or POST"),
+        (b"OPTIONS", 405, "method OPTIONS is not GET or POST"),
+        (b"DELETE", 405, "method DELETE is not GET or POST"),
+        (b"PATCH", 405, "method PATCH is not GET or POST"),
+        (b"FOO", 400, "unreadable HTTP request: "),  # not a method the parser knows
+    ],
+)
+async def test_other_methods_are_answered_error_and_dead_lettered(
+    server: Server, method: bytes, status: int, reason: str
+) -> None:
+    reply = await server.send(b"%s %s?%s HTTP/1.1\r\n%s\r\n" % (method, DR, example("m"), HOST))
+    assert (reply.status, reply.body) == (status, b"error")
+    assert reply.headers["content-type"].startswith("text/plain")
+    (letter,) = await server.letters(1)
+    assert letter["reason"].startswith(reason)
+
+
+async def test_a_trailing_slash_is_the_dr_path_and_head_stores_nothing(server: Server) -> None:
+    head = await server.send(b"HEAD %s?%s HTTP/1.1\r\n%s\r\n" % (DR, example("head-1"), HOST))
+    slash = await server.send(b"GET %s/?%s HTTP/1.1\r\n%s\r\n" % (DR, example("slash-1"), HOST))
+    assert (head.status, head.body) == (405, b"")
+    assert head.headers["content-type"].startswith("text/plain")
+    assert (slash.status, slash.body) == (200, b"success")
+    records = await read_topic(
+        server.settings.kafka_bootstrap_servers,
+        server.names.dr_raw,
+        lambda v: any(r["fields"]["messageid"] == "slash-1" for r in v),
+    )
+    assert [r["fields"]["messageid"] for r in records] == ["slash-1"]
+
+
+async def test_the_field_limit_counts_query_and_body_together(server: Server) -> None:
+    query = b"&".join(b"q%d=1" % i for i in range(40))
+    body = b"&".join(b"b%d=1" % i for i in range(40))
+    reply = await server.send(
+        b"POST %s?%s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s"
+        % (DR, query, HOST, len(body), body)
+    )
+    assert (reply.status, reply.body) == (400, b"error")
+    (letter,) = await server.letters(1)
+    assert letter["reason"] == "too many fields (80, at most 64) in query and body"
+    assert (letter["query"], letter["body"]) == (query.decode(), body.decode())
+
+
+async def test_a_refused_push_logs_no_dr_value_at_info(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    bad = example("log-1").replace(b"8615088888888", b"86-150-777")
+    reply = await server.send(b"GET %s?%s HTTP/1.1\r\n%s\r\n" % (DR, bad, HOST))
+    assert reply.body == b"error"
+    await server.letters(1)
+    logged = [orjson.dumps(vars(r), default=str) for r in caplog.records if r.levelno >= 20]
+    assert any(b"push refused" in line for line in logged)
+    assert not [line for line in logged if b"86-150-777" in line or b"log-1" in line]
+
+
+async def test_a_second_forwarded_for_line_cannot_bypass_the_allow_list(
+    edge_settings: Settings, topic_names: TopicNames
+) -> None:
+    from ipaddress import ip_network
+
+    listed = dataclasses.replace(
+        edge_settings,
+        receiver_allow_networks=(ip_network("203.0.113.0/24"),),
+        receiver_trusted_proxies=(ip_network("127.0.0.0/8"),),
+    )
+    async for running in start(listed, topic_names):
+        forged = await running.send(
+            b"GET %s?%s HTTP/1.1\r\n%sX-Forwarded-For: 203.0.113.9\r\n"
+            b"X-Forwarded-For: 198.51.100.1\r\n\r\n" % (DR, example("xff-1"), HOST)
+        )
+        allowed = await running.send(
+            b"GET %s?%s HTTP/1.1\r\n%sX-Forwarded-For: 198.51.100.1\r\n"
+            b"X-Forwarded-For: 203.0.113.9\r\n\r\n" % (DR, example("xff-2"), HOST)
+        )
+    assert [(r.status, r.body) for r in (forged, allowed)] == [(403, b"error"), (200, b"success")]
+
+
+async def test_the_token_is_scrubbed_from_every_dead_letter(
+    edge_settings: Settings, topic_names: TopicNames
+) -> None:
+    guarded = dataclasses.replace(edge_settings, receiver_token=Secret("s3cret-tok"))
+    async for running in start(guarded, topic_names):
+        invalid = await running.send(
+            b"GET %s/s3cret-tok?token=s3cret-tok&voice_type=7 HTTP/1.1\r\n%s\r\n" % (DR, HOST)
+        )
+        unreadable = await running.send(b"GET %s/s3cret-tok?a=\x01 HTTP/1.1\r\n%s\r\n" % (DR, HOST))
+        letters = await running.letters(2)
+    assert [invalid.body, unreadable.body] == [b"error", b"error"]
+    assert b"s3cret" not in orjson.dumps(letters)
+    assert any("token=[redacted]" in (letter.get("query") or "") for letter in letters)
