@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from connector import __version__, admin, broker, stack
+from connector import __version__, admin, broker, clients, stack
 from connector.errors import ConnectorError
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
@@ -125,7 +125,7 @@ def run_tail(args: argparse.Namespace) -> int:
     names = TopicNames.of(settings)
     asyncio.run(
         tail(
-            settings.kafka_bootstrap_servers, names.call_events,
+            settings, names.call_events,
             from_beginning=args.from_beginning,
             wanted=matcher(args.call_id, args.message_id), limit=args.limit,
         )
@@ -265,6 +265,7 @@ def run_worker(_args: argparse.Namespace) -> int:
     from connector.worker import create_app
 
     settings = Settings.from_env()
+    asyncio.run(clients.check(settings))  # a refused login is one line, not a retry loop
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     app = create_app(settings)
     sys.argv = ["nxcloud-connector", "worker", "--loglevel=info", "--without-web"]
@@ -281,9 +282,7 @@ def run_topics(args: argparse.Namespace) -> int:
 
 
 async def _topics(settings: Settings, *, check_only: bool) -> int:
-    applied = await admin.converge(
-        settings.kafka_bootstrap_servers, declare(settings), create=not check_only
-    )
+    applied = await admin.converge(settings, declare(settings), create=not check_only)
     result, created = applied.plan, applied.created
     for name in created:
         print(f"created  {name}")

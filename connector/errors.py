@@ -19,3 +19,7 @@ class TopicError(ConnectorError):
 
 class SpoolError(ConnectorError):
     """The local spool cannot take a record: full, or the disk failed."""
+
+
+class KafkaAccessError(ConnectorError):
+    """Kafka refused this client: its login, its TLS certificates or its ACLs."""

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from connector import cdr, schedule
+from connector import cdr, clients, schedule
 from connector.clock import utcnow
 from connector.ratelimit import TokenBucket
 from connector.settings import Settings
@@ -175,22 +175,26 @@ class Poller:
 
     def producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            client_id=f"nxcloud-poller.{self.settings.account}",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
+            **clients.options(
+                self.settings,
+                client_id=f"nxcloud-poller.{self.settings.account}",
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+            )
         )
 
     def membership(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            group_id=f"nxcloud-poller.{self.settings.account}",
-            client_id=f"nxcloud-poller.{self.settings.account}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=1000,
+            **clients.options(
+                self.settings,
+                group_id=f"nxcloud-poller.{self.settings.account}",
+                client_id=f"nxcloud-poller.{self.settings.account}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=6000,
+                heartbeat_interval_ms=1000,
+            )
         )
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -38,10 +38,23 @@ class Store(Protocol):
 
     async def ready(self) -> bool: ...
 
+    @property
+    def refusal(self) -> str | None:
+        """Why Kafka refuses this client (login, TLS, ACL), while it does."""
+        ...
 
-def new_producer(bootstrap_servers: str) -> AIOKafkaProducer:
+
+Explain = Callable[[BaseException], Awaitable[str | None]]
+
+
+async def _no_explanation(_exc: BaseException) -> str | None:
+    return None
+
+
+def new_producer(bootstrap_servers: str, **security: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
+        **security,
         client_id="nxcloud-receiver",
         acks="all",
         enable_idempotence=True,
@@ -60,12 +73,16 @@ class Publisher:
         kafka_timeout: float,
         metrics: ReceiverMetrics,
         producer_factory: Callable[[str], AIOKafkaProducer] = new_producer,
+        *,
+        explain: Explain = _no_explanation,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._spool = spool
         self._timeout = kafka_timeout
         self._metrics = metrics
         self._factory = producer_factory
+        self._explain = explain
+        self._refusal: str | None = None
         self._producer: AIOKafkaProducer | None = None
         self._direct = False
         self._wake = asyncio.Event()
@@ -74,6 +91,16 @@ class Publisher:
     @property
     def kafka_up(self) -> bool:
         return self._direct
+
+    @property
+    def refusal(self) -> str | None:
+        return self._refusal
+
+    async def _note_refusal(self, exc: BaseException) -> None:
+        refusal = await self._explain(exc)
+        if refusal is not None and refusal != self._refusal:
+            log.error("kafka refuses the receiver, spooling", extra={"reason": refusal})
+        self._refusal = refusal
 
     async def __aenter__(self) -> Publisher:
         self._spool.open()
@@ -107,6 +134,7 @@ class Publisher:
                 stored = StoredIn.KAFKA
             except (KafkaError, TimeoutError) as exc:
                 self._fall_back(exc)
+                await self._note_refusal(exc)
         if stored is StoredIn.SPOOL:
             await self._spool.append(topic, key, value)
             self._wake.set()
@@ -141,8 +169,10 @@ class Publisher:
         except (KafkaError, TimeoutError, OSError) as exc:
             await _quietly(producer.stop())
             log.warning("kafka not reachable", extra={"error": type(exc).__name__})
+            await self._note_refusal(exc)
             return
         self._producer = producer
+        self._refusal = None
 
     async def _drain_forever(self) -> None:
         backoff = 0.1
@@ -161,6 +191,7 @@ class Publisher:
                 backoff = 0.1
             except (KafkaError, TimeoutError, OSError) as exc:
                 log.debug("drain attempt failed", extra={"error": type(exc).__name__})
+                await self._note_refusal(exc)
                 await asyncio.sleep(backoff * (0.5 + random.random()))  # noqa: S311
                 backoff = min(backoff * 2, 5.0)
 
@@ -168,6 +199,7 @@ class Publisher:
         """Nothing left to drain: once nothing is on its way to the spool either, go direct."""
         if not self._direct and self._spool.empty():
             self._direct = True
+            self._refusal = None
             self._metrics.kafka_up.set(1)
             log.info("kafka available, storing directly")
 
@@ -189,6 +221,8 @@ class Publisher:
         self._metrics.spool_bytes.set(self._spool.bytes_used)
 
     async def ready(self) -> bool:
+        if self._refusal is not None:
+            return False
         return self._direct or self._spool.usable()
 
 

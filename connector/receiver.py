@@ -14,6 +14,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+from aiokafka import AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -22,12 +23,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from connector import dr
+from connector import clients, dr
 from connector.clock import utcnow
 from connector.errors import SpoolError
 from connector.guard import client_address, network_ok, token_ok
 from connector.metrics import ReceiverMetrics
-from connector.publisher import Publisher, Store
+from connector.publisher import Publisher, Store, new_producer
 from connector.settings import Settings
 from connector.spool import Spool
 from connector.topics import TopicNames
@@ -183,7 +184,17 @@ class DrEndpoint:
 def kafka_store(settings: Settings, metrics: ReceiverMetrics) -> AbstractAsyncContextManager[Store]:
     spool = Spool(settings.spool_dir, settings.spool_max_bytes)
     timeout = settings.receiver_kafka_timeout_ms / 1000
-    return Publisher(settings.kafka_bootstrap_servers, spool, timeout, metrics)
+    security = clients.security(settings)
+
+    def producer(bootstrap_servers: str) -> AIOKafkaProducer:
+        return new_producer(bootstrap_servers, **security)
+
+    async def explain(exc: BaseException) -> str | None:
+        return await clients.refusal(exc, settings)
+
+    return Publisher(
+        settings.kafka_bootstrap_servers, spool, timeout, metrics, producer, explain=explain
+    )
 
 
 def create_app(
@@ -209,7 +220,9 @@ def create_app(
         publisher = endpoint.publisher
         if publisher is not None and await publisher.ready():
             return PlainTextResponse("ready")
-        return PlainTextResponse("not ready", status_code=503)
+        refusal = None if publisher is None else publisher.refusal
+        text = "not ready" if refusal is None else f"not ready: {refusal}"
+        return PlainTextResponse(text, status_code=503)
 
     async def metrics_page(_request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -8,6 +8,7 @@ import signal
 import httpx
 from prometheus_client import start_http_server
 
+from connector import clients
 from connector.poller import Poller
 from connector.settings import Settings
 from connector.topics import TopicNames
@@ -18,6 +19,7 @@ async def poll(settings: Settings, names: TopicNames | None = None) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    await clients.check(settings)  # a refused login is one line, not a retry loop
     timeout = httpx.Timeout(settings.poller_http_timeout_seconds)
     async with httpx.AsyncClient(timeout=timeout) as http:
         poller = Poller(settings, names or TopicNames.of(settings), http)

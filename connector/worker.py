@@ -18,7 +18,7 @@ import faust
 import orjson
 from faust.types import EventT, RecordMetadata
 
-from connector import codec, heartbeat, normalize
+from connector import clients, codec, heartbeat, normalize
 from connector.clock import utcnow
 from connector.consumer import Consumer
 from connector.keys import call_key, partition_of
@@ -104,6 +104,7 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
     app = faust.App(
         group_id(settings),
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+        broker_credentials=clients.broker_credentials(settings),
         store=settings.worker_store,
         datadir=str(settings.worker_data_dir),
         topic_partitions=settings.topic_partitions,

@@ -11,7 +11,7 @@ async def test_ensure_creates_every_declared_topic_with_its_config(
     settings: Settings, topic_names: TopicNames
 ) -> None:
     declared = declare(settings, topic_names)
-    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
+    async with admin.admin_client(settings) as client:
         first = await admin.ensure(client, declared)
         second = await admin.ensure(client, declared)
         existing = await admin.describe(client, [spec.name for spec in declared])
@@ -31,7 +31,7 @@ async def test_ensure_creates_every_declared_topic_with_its_config(
 async def test_drift_is_reported_and_nothing_is_changed(
     settings: Settings, topic_names: TopicNames
 ) -> None:
-    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
+    async with admin.admin_client(settings) as client:
         await admin.ensure(client, declare(settings, topic_names))
         wider = dataclasses.replace(settings, topic_partitions=4, raw_retention_days=31)
         drifted = await admin.ensure(client, declare(wider, topic_names))
