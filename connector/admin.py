@@ -14,12 +14,13 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, for_code
 
 from connector import clients
-from connector.errors import TopicError
+from connector.errors import KafkaAccessError, TopicError
 from connector.settings import Settings
 from connector.topics import ExistingTopic, Plan, TopicSpec, plan
 
 UNKNOWN_TOPIC = 3
 TOPIC_ALREADY_EXISTS = 36
+AUTHORIZATION_FAILED = frozenset({29, 30, 31})
 
 
 @asynccontextmanager
@@ -72,6 +73,8 @@ def _resources(response: Any) -> list[tuple[int, str, int, str, list[tuple[Any, 
 
 
 def _raise_for(error_code: int, topic: str) -> None:
+    if error_code in AUTHORIZATION_FAILED:
+        raise for_code(error_code)(topic)
     if error_code:
         raise TopicError(f"{topic}: {for_code(error_code).__name__} (code {error_code})")
 
@@ -129,9 +132,15 @@ async def converge(
 ) -> Applied:
     """Connect, then `ensure` the declared topics, or only report how they differ."""
     async with admin_client(settings) as client:
-        if create:
-            return await ensure(client, declared)
-        existing = await describe(client, [spec.name for spec in declared])
+        try:
+            if create:
+                return await ensure(client, declared)
+            existing = await describe(client, [spec.name for spec in declared])
+        except KafkaError as exc:
+            explained = clients.explain(exc, settings)
+            if explained is None:
+                raise
+            raise KafkaAccessError(explained) from None
         return Applied(plan(declared, existing), ())
 
 

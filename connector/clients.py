@@ -136,7 +136,7 @@ def explain(exc: BaseException, settings: Settings) -> str | None:
             )
         denied = _denied(error)
         if denied is not None:
-            who = f"user {user!r}" if user else "this client"
+            who = f"user {user!r}" if user else "the user of KAFKA_SSL_CERT_FILE"
             return f"Kafka ACLs deny {who} {denied}: grant it (connector/acls.py, deploy/)"
     return None
 
@@ -149,7 +149,7 @@ def _denied(error: BaseException) -> str | None:
     if isinstance(error, GroupAuthorizationFailedError):
         return f"access to a consumer group{on}"
     if isinstance(error, ClusterAuthorizationFailedError):
-        return f"a cluster operation{on}"
+        return f"a cluster operation{on} (an idempotent producer needs Write on its topics)"
     if isinstance(error, TransactionalIdAuthorizationFailed):
         return f"a transactional id{on}"
     return None

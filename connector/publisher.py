@@ -24,6 +24,7 @@ from connector.spool import Spool
 log = logging.getLogger(__name__)
 
 DRAIN_BATCH = 500
+REFUSED_RETRY_SECONDS = 30.0
 
 
 class StoredIn(enum.Enum):
@@ -192,7 +193,9 @@ class Publisher:
             except (KafkaError, TimeoutError, OSError) as exc:
                 log.debug("drain attempt failed", extra={"error": type(exc).__name__})
                 await self._note_refusal(exc)
-                await asyncio.sleep(backoff * (0.5 + random.random()))  # noqa: S311
+                # A refusal lasts until someone fixes a setting or an ACL: ask rarely.
+                delay = REFUSED_RETRY_SECONDS if self._refusal else backoff
+                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311
                 backoff = min(backoff * 2, 5.0)
 
     def _idle(self) -> None:
