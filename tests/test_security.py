@@ -95,7 +95,7 @@ async def test_a_pushed_dr_and_its_polled_cdr_become_call_events_one_user_each(
     out = io.StringIO()
     printed = await tail(operator, names.call_events, from_beginning=True,
                          wanted=matcher(None, str(call.messageid)), out=out, limit=1)  # fmt: skip
-    assert printed == 1
+    assert printed >= 1
     assert str(call.messageid) in out.getvalue()
     since = utcnow() - timedelta(hours=1)
     summary = await replay.replay(operator, source="dr", since=since, until=None,
