@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -12,6 +13,7 @@ from types import FrameType
 
 from connector import __version__, admin, broker, clients, stack
 from connector.errors import ConnectorError
+from connector.security import ADMIN, Security
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 
@@ -49,10 +51,17 @@ def _parser() -> argparse.ArgumentParser:
     kafka.add_argument(
         "--data-dir",
         type=Path,
-        default=broker.default_data_dir(),
-        help="where the broker keeps its data across restarts (default %(default)s)",
+        default=None,
+        help="where the broker keeps its data across restarts "
+        f"(default {broker.default_data_dir()}, with --secure {secure_data_dir()})",
     )
     kafka.add_argument("--heap", default="512m", help="JVM heap (default %(default)s)")
+    kafka.add_argument(
+        "--secure",
+        action="store_true",
+        help="SASL_SSL (SCRAM-SHA-512) on --port and mutual TLS on port+2, generated "
+        "certificates, ACLs enforced; one user per component with the connector's ACLs",
+    )
     kafka.set_defaults(command=run_kafka)
 
     topics = commands.add_parser(
@@ -168,20 +177,34 @@ def run_redrive(args: argparse.Namespace) -> int:
     return 0
 
 
+def secure_data_dir() -> Path:
+    return broker.default_data_dir().with_name("kafka-secure")
+
+
 def run_kafka(args: argparse.Namespace) -> int:
+    from connector import acls  # imports Faust: only when asked for
+
+    default = secure_data_dir() if args.secure else broker.default_data_dir()
+    data_dir = (args.data_dir or default).expanduser().resolve()
+    controller = args.controller_port or args.port + 1
+    security = None
+    if args.secure:
+        security = Security(data_dir / "tls", args.port, controller + 1, acls.COMPONENTS)
     config = broker.BrokerConfig(
-        data_dir=args.data_dir.expanduser().resolve(),
+        data_dir=data_dir,
         port=args.port,
-        controller_port=args.controller_port,
+        controller_port=controller,
         heap=args.heap,
+        security=security,
     )
     signal.signal(signal.SIGTERM, _interrupt)
     local = broker.LocalKafka(config)
-    print(
-        f"Starting Apache Kafka {broker.KAFKA_VERSION} (data in {config.data_dir}) ...", flush=True
-    )
+    print(f"Starting Apache Kafka {broker.KAFKA_VERSION} (data in {data_dir}) ...", flush=True)
     with local:
-        print(f"KAFKA_BOOTSTRAP_SERVERS={local.bootstrap_servers}", flush=True)
+        if security is None:
+            print(f"KAFKA_BOOTSTRAP_SERVERS={local.bootstrap_servers}", flush=True)
+        else:
+            _secure(security)
         print(f"Log: {local.log_file}. Stop with Ctrl-C.", flush=True)
         try:
             code = local.wait()
@@ -190,6 +213,33 @@ def run_kafka(args: argparse.Namespace) -> int:
             return 0
     print(f"Kafka exited on its own with status {code}; see {local.log_file}", file=sys.stderr)
     return 1
+
+
+def _secure(security: Security) -> None:
+    """Grant each component's user its ACLs; print where each one's settings are."""
+    from connector import acls
+
+    admin_settings = Settings.from_env({**os.environ, **security.sasl_env(ADMIN)})
+
+    async def grant() -> None:
+        async with admin.admin_client(admin_settings) as client:
+            for user, granted in acls.grants(admin_settings).items():
+                await acls.apply(client, user, granted)
+
+    asyncio.run(grant())
+    print(f"SASL_SSL (SCRAM-SHA-512): 127.0.0.1:{security.sasl_port}", flush=True)
+    print(f"mutual TLS:               127.0.0.1:{security.mtls_port}", flush=True)
+    print(f"CA certificate:           {security.ca_file}", flush=True)
+    print("Client settings, one file per user (passwords inside, not shown here):")
+    for user in security.everyone:
+        env_file = security.directory / f"{user}.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in security.sasl_env(user).items()))
+        env_file.chmod(0o600)
+        print(f"  {user:<9} set -a; . {env_file}; set +a", flush=True)
+    example = security.mtls_env("operator")
+    print("Mutual TLS instead, e.g. the operator:", flush=True)
+    for key, value in example.items():
+        print(f"  {key}={value}", flush=True)
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
