@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from connector.certs import Authority
+from connector.errors import BrokerError
 
 ADMIN: Final = "admin"
 MECHANISM: Final = "SCRAM-SHA-512"
@@ -71,6 +71,13 @@ class Security:
         self.passwords()
         if self.keystore.exists() and all(self.cert_file(u).exists() for u in self.everyone):
             return
+        try:
+            from connector.certs import Authority  # an optional dependency
+        except ImportError:
+            raise BrokerError(
+                "the secured broker makes its certificates with the cryptography package: "
+                "pip install 'nxcloud-connector[secure-kafka]'"
+            ) from None
         authority = Authority(self.directory)
         broker = authority.issue("broker", "localhost", HOSTS)
         self.keystore.write_bytes(broker.key.read_bytes() + broker.cert.read_bytes())
