@@ -21,7 +21,8 @@ SUFFIX = "secure"
 
 @dataclass(frozen=True)
 class SecureKafka:
-    USERS: ClassVar[tuple[str, ...]] = (*acls.COMPONENTS, "stranger")
+    # "stranger" has no grant; "partial" the worker's, less Write on the call-event topic.
+    USERS: ClassVar[tuple[str, ...]] = (*acls.COMPONENTS, "stranger", "partial")
 
     local: LocalKafka
     security: Security
@@ -46,6 +47,11 @@ def grant_everyone(secure: SecureKafka) -> None:
     async def grant() -> None:
         superuser = secure.settings("admin")
         granted = acls.grants(superuser, secure.names)
+        events = secure.names.call_events
+        granted["partial"] = (
+            *(grant for grant in granted["worker"] if grant.name != events),
+            acls.Grant("topic", events, ("Describe",)),
+        )
         async with admin.admin_client(superuser) as client:
             for user, grants in granted.items():
                 await acls.apply(client, user, grants)

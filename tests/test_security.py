@@ -27,9 +27,10 @@ from connector.receiver import create_app
 from connector.settings import Secret, Settings
 from connector.tail import matcher, tail
 from connector.topics import declare
+from connector.worker import EXIT_REFUSED
 from tests.kafka_helpers import read_topic, serving
 from tests.secure_helpers import SecureKafka
-from tests.test_worker import ZONE, await_ready, start_worker
+from tests.test_worker import ZONE, await_ready, dr_record, start_worker
 
 DR_PATH = "/nxcloud/voice/dr"
 
@@ -105,6 +106,10 @@ async def test_a_pushed_dr_and_its_polled_cdr_become_call_events_one_user_each(
     assert redriven.read == redriven.observations + redriven.dead_letters
     applied = await admin.converge(operator, declare(operator, names), create=False)
     assert not applied.plan.create
+    worker_log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert "[^Worker]: Ready" in worker_log
+    for password in secure_kafka.security.passwords().values():
+        assert password not in worker_log
 
 
 async def test_mutual_tls_authenticates_with_the_client_certificate(
@@ -156,6 +161,32 @@ async def test_an_untrusted_ca_is_one_line_naming_the_variable(
     assert reason.startswith("TLS: the broker's certificate is not trusted")
     assert reason.endswith("check KAFKA_SSL_CA_FILE")
     assert "\n" not in reason
+
+
+async def test_a_worker_denied_write_on_the_call_events_exits_with_one_line(
+    secure_kafka: SecureKafka, tmp_path: Path
+) -> None:
+    names = secure_kafka.names
+    operator = secure_kafka.settings("operator")
+    call = sandbox.World(seed=17, origin=utcnow(), rate=1.0).calls(0)[0]
+    key, value = dr_record(call, 1)
+    async with AIOKafkaProducer(**clients.options(operator, acks="all")) as producer:
+        await producer.send_and_wait(names.dr_raw, value, key=key)
+    process = start_worker(secure_kafka.env("partial"), tmp_path / "partial")
+    try:
+        code = process.wait(180)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    log = (tmp_path / "partial.log").read_text(errors="replace")
+    assert code == EXIT_REFUSED, log[-3000:]
+    line = (
+        "kafka refuses the worker, exiting: Kafka ACLs deny user 'partial' access to a topic "
+        f"({names.call_events}): grant it (connector/acls.py, deploy/)"
+    )
+    assert line in log, log[-3000:]
+    assert "Traceback" not in log
 
 
 async def test_a_refused_receiver_spools_and_says_why_it_is_not_ready(
