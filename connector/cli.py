@@ -182,13 +182,13 @@ def secure_data_dir() -> Path:
 
 
 def run_kafka(args: argparse.Namespace) -> int:
-    from connector import acls  # imports Faust: only when asked for
-
     default = secure_data_dir() if args.secure else broker.default_data_dir()
     data_dir = (args.data_dir or default).expanduser().resolve()
     controller = args.controller_port or args.port + 1
     security = None
     if args.secure:
+        from connector import acls  # imports Faust: only when asked for
+
         security = Security(data_dir / "tls", args.port, controller + 1, acls.COMPONENTS)
     config = broker.BrokerConfig(
         data_dir=data_dir,

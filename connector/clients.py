@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
@@ -23,11 +23,12 @@ from aiokafka.errors import (
     TransactionalIdAuthorizationFailed,
     UnsupportedSaslMechanismError,
 )
-from faust.auth import SASLCredentials, SSLCredentials
-from faust.types.auth import CredentialsT
 
 from connector.errors import KafkaAccessError
 from connector.settings import Settings
+
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
 
 HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
 
@@ -78,6 +79,8 @@ def options(settings: Settings, **extra: Any) -> dict[str, Any]:
 
 def broker_credentials(settings: Settings) -> CredentialsT | None:
     """Faust's `broker_credentials`: it hands them to aiokafka as `security` does."""
+    from faust.auth import SASLCredentials, SSLCredentials  # only the worker imports Faust
+
     context = ssl_context(settings)
     if settings.kafka_uses_sasl:
         assert settings.kafka_sasl_password is not None
