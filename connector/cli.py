@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -130,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 def run_tail(args: argparse.Namespace) -> int:
     from connector.tail import matcher, tail
 
+    _quiet_kafka_clients()
     settings = Settings.from_env()
     names = TopicNames.of(settings)
     asyncio.run(
@@ -146,6 +148,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from connector import replay
     from connector.backfill import parse_moment
 
+    _quiet_kafka_clients()
     settings = Settings.from_env()
     since = parse_moment(args.since, settings, "--since")
     until = parse_moment(args.until, settings, "--until") if args.until else None
@@ -168,6 +171,7 @@ def run_redrive(args: argparse.Namespace) -> int:
     from connector import replay
     from connector.backfill import parse_moment
 
+    _quiet_kafka_clients()
     settings = Settings.from_env()
     since = parse_moment(args.since, settings, "--since") if args.since else None
     summary = asyncio.run(replay.redrive(settings, since, replay.Progress()))
@@ -242,6 +246,12 @@ def _secure(security: Security) -> None:
         print(f"  {key}={value}", flush=True)
 
 
+def _quiet_kafka_clients() -> None:
+    """A one-shot command reports a refused or unreachable Kafka in one line of its own;
+    aiokafka's connection errors would repeat it without the variable to check."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -281,6 +291,7 @@ def run_poller(_args: argparse.Namespace) -> int:
 def run_backfill(args: argparse.Namespace) -> int:
     from connector.backfill import backfill, parse_moment
 
+    _quiet_kafka_clients()
     settings = Settings.from_env()
     since = parse_moment(args.since, settings, "--since")
     until = parse_moment(args.until, settings, "--until")
@@ -327,6 +338,7 @@ def run_up(_args: argparse.Namespace) -> int:
 
 
 def run_topics(args: argparse.Namespace) -> int:
+    _quiet_kafka_clients()
     settings = Settings.from_env()
     return asyncio.run(_topics(settings, check_only=args.check))
 

@@ -149,7 +149,7 @@ async def test_kafka_command_serves_keeps_data_and_topics_command_converges(
     assert "NXCLOUD_TOPIC_PARTITIONS" in bad.stderr
 
     with kafka_command(tmp_path, port, controller) as kafka:
-        read_until(kafka, "KAFKA_BOOTSTRAP_SERVERS=", time.monotonic() + 20)
+        read_until(kafka, "KAFKA_BOOTSTRAP_SERVERS=", time.monotonic() + 120)
         assert await round_trip(bootstrap, "nxcloud.voice.dead-letter", None) == [payload]
         assert stop(kafka, signal.SIGINT) == 0
 
