@@ -134,8 +134,7 @@ class Publisher:
                 await self._send(producer, topic, key, value)
                 stored = StoredIn.KAFKA
             except (KafkaError, TimeoutError) as exc:
-                self._fall_back(exc)
-                await self._note_refusal(exc)
+                self._fall_back(exc)  # the drain loop finds out whether Kafka refuses us
         if stored is StoredIn.SPOOL:
             await self._spool.append(topic, key, value)
             self._wake.set()
