@@ -215,8 +215,8 @@ class Poller:
 
         leadership.on_lost = step_down
         consumer.subscribe([self.names.poller_state], listener=leadership)
-        await producer.start()
         try:
+            await producer.start()
             await consumer.start()
             latest: bytes | None = None
             while not stop.is_set():

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from connector import admin, clients, replay, sandbox
+from connector import admin, clients, replay, sandbox, service
 from connector.certs import Authority
 from connector.clock import utcnow
 from connector.errors import KafkaAccessError
@@ -249,3 +249,16 @@ async def test_no_secret_in_any_log_line_error_or_metric_at_debug(
         assert password not in text
         assert wrong not in text
     assert "not ready: Kafka refused" in pages[2]
+
+
+async def test_a_poller_without_its_acls_stops_with_one_line(secure_kafka: SecureKafka) -> None:
+    stranger = secure_kafka.settings(
+        "stranger", nxcloud_appkey=Secret("a"), nxcloud_secretkey=Secret("b"),
+        poller_metrics_port=0,
+    )  # fmt: skip
+    with pytest.raises(KafkaAccessError) as caught:
+        await asyncio.wait_for(service.poll(stranger, secure_kafka.names), 60)
+    assert str(caught.value) == (
+        "Kafka ACLs deny user 'stranger' a cluster operation (an idempotent producer needs "
+        "Write on its topics): grant it (connector/acls.py, deploy/)"
+    )
