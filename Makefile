@@ -30,13 +30,16 @@ up: install
 test: install tools
 	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) $(BIN)/pytest
 
-# The KafkaTopics under deploy/, from connector/topics.py and each overlay's settings.
+# The KafkaTopics under deploy/, from connector/topics.py and each overlay's settings;
+# the KafkaUsers, from connector/acls.py.
 manifests: install
 	$(BIN)/python -m connector.manifests --cluster $(KAFKA_CLUSTER) --namespace $(KAFKA_NAMESPACE) \
 		--env-file deploy/base/settings.env > deploy/base/topics.yaml
 	$(BIN)/python -m connector.manifests --cluster $(KAFKA_CLUSTER) --namespace $(KAFKA_NAMESPACE) \
 		--env-file deploy/base/settings.env --env-file deploy/overlays/production/settings.env \
 		> deploy/overlays/production/topics.yaml
+	$(BIN)/python -m connector.manifests --users --cluster $(KAFKA_CLUSTER) --namespace $(KAFKA_NAMESPACE) \
+		--env-file deploy/base/settings.env > deploy/base/users.yaml
 
 # The image's pinned dependencies: a clean install of the project, frozen.
 deploy/requirements.txt: pyproject.toml

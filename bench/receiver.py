@@ -24,7 +24,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from connector import admin
+from connector import admin, clients
 from connector.broker import BrokerConfig, LocalKafka, free_port
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
@@ -101,9 +101,10 @@ def receiver(bootstrap: str, spool: Path, noop: bool) -> Iterator[str]:
 
 
 async def topic_size(bootstrap: str, topic: str) -> int:
-    async with admin.admin_client(bootstrap) as client:
+    settings = Settings(kafka_bootstrap_servers=bootstrap)
+    async with admin.admin_client(settings) as client:
         count = (await admin.describe(client, [topic]))[topic].partitions
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**clients.options(settings, enable_auto_commit=False))
     await consumer.start()
     try:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(count)])
@@ -124,8 +125,8 @@ def main() -> int:
         work = Path(scratch)
         with LocalKafka(BrokerConfig(work / "kafka", free_port(), free_port(), heap="1g")) as kafka:
             bootstrap = kafka.bootstrap_servers
-            declared = declare(Settings(kafka_bootstrap_servers=bootstrap))
-            asyncio.run(admin.converge(bootstrap, declared))
+            plain = Settings(kafka_bootstrap_servers=bootstrap)
+            asyncio.run(admin.converge(plain, declare(plain)))
             topic = TopicNames().dr_raw
             with receiver(bootstrap, work / "spool", noop=False) as url:
                 wrk(url, 5, args.connections)  # warm-up

@@ -22,6 +22,10 @@ class NoopStore:
     async def ready(self) -> bool:
         return True
 
+    @property
+    def refusal(self) -> str | None:
+        return None
+
 
 def noop_store(
     _settings: Settings, _metrics: ReceiverMetrics

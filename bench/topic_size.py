@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from connector import admin, envelope, normalize, sandbox
+from connector import admin, clients, envelope, normalize, sandbox
 from connector.broker import BrokerConfig, LocalKafka, free_port
 from connector.merge import CallState, merge
 from connector.settings import Settings
@@ -67,9 +67,9 @@ def log_bytes(data_dir: Path, topic: str) -> int:
     return sum(path.stat().st_size for path in data_dir.glob(f"{topic}-*/*.log"))
 
 
-async def records_on(bootstrap: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    async with consumer:
+async def records_on(settings: Settings, topic: str) -> int:
+    consumer = AIOKafkaConsumer(**clients.options(settings, enable_auto_commit=False))
+    async with admin.running(consumer):
         partitions = await admin.partitions_of(consumer, topic)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -80,11 +80,11 @@ async def records_on(bootstrap: str, topic: str) -> int:
     return count
 
 
-async def produce(bootstrap: str, topics: list[str], per_call: list[list[dict[str, Any]]],
+async def produce(settings: Settings, topics: list[str], per_call: list[list[dict[str, Any]]],
                   source: str) -> tuple[int, int, int]:  # fmt: skip
     """Revision 1 of every call, then revision 2, ... (as time passes); the values' and
     headers' bytes of the last revisions."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**clients.options(settings, acks="all", enable_idempotence=True))
     value_bytes = header_bytes = sent = 0
     async with producer:
         for revision in range(max(len(events) for events in per_call)):
@@ -105,11 +105,11 @@ async def produce(bootstrap: str, topics: list[str], per_call: list[list[dict[st
     return sent, value_bytes, header_bytes
 
 
-async def roll(bootstrap: str, topic: str) -> None:
+async def roll(settings: Settings, topic: str) -> None:
     """One small record per partition once the segments are older than segment.ms: the
     next append rolls them, so the cleaner may compact all of the events."""
     await asyncio.sleep(ROLL_MS / 1000 + 1)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(**clients.options(settings, acks="all"))
     async with producer:
         for partition in range(PARTITIONS):
             await producer.send_and_wait(topic, b"{}", key=b"roll", partition=partition)
@@ -137,21 +137,21 @@ async def run(calls: int, data_dir: Path, bootstrap: str) -> None:
     every = TopicSpec(f"{events_spec.name}.every", PARTITIONS, 1, {"cleanup.policy": "delete"})
     zstd = TopicSpec(f"{events_spec.name}.zstd", PARTITIONS, 1,
                      {**compacted.config, "compression.type": "zstd"})  # fmt: skip
-    await admin.converge(bootstrap, (compacted, every, zstd))
+    await admin.converge(settings, (compacted, every, zstd))
     per_call = list(revisions(calls))
     started = time.monotonic()
     sent, value_bytes, header_bytes = await produce(
-        bootstrap, [compacted.name, every.name, zstd.name], per_call, envelope.source(settings)
+        settings, [compacted.name, every.name, zstd.name], per_call, envelope.source(settings)
     )
     print(f"calls: {calls}, events (revisions): {sent} ({sent / calls:.2f} per call), "
           f"produced to 3 topics in {time.monotonic() - started:.1f} s")  # fmt: skip
     print(f"last revision: value {value_bytes / calls:.0f} B, headers {header_bytes / calls:.0f} B"
           " per call (uncompressed, as the worker writes them)")  # fmt: skip
-    await asyncio.gather(roll(bootstrap, compacted.name), roll(bootstrap, zstd.name))
+    await asyncio.gather(roll(settings, compacted.name), roll(settings, zstd.name))
     last, zstd_size = await asyncio.gather(
         compacted_size(data_dir, compacted.name), compacted_size(data_dir, zstd.name)
     )
-    left = await records_on(bootstrap, compacted.name)
+    left = await records_on(settings, compacted.name)
     every_size = log_bytes(data_dir, every.name)
     print(f"every revision kept:   {every_size:>12,} B  {every_size / sent:7.0f} B per revision"
           f"  {every_size / calls:7.0f} B per call")  # fmt: skip

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from connector import admin, cdr, dr, sandbox
+from connector import admin, cdr, clients, dr, sandbox
 from connector.broker import BrokerConfig, LocalKafka, free_port
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
@@ -64,9 +64,16 @@ class Stage:
             **extra,
         }
 
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.env())
+
+    def kafka(self, **extra: Any) -> dict[str, Any]:
+        """A client's options, from the settings as every client takes them."""
+        return clients.options(self.settings, **extra)
+
     async def create(self) -> None:
-        settings = Settings.from_env(self.env())
-        await admin.converge(self.bootstrap, declare(settings, self.names))
+        await admin.converge(self.settings, declare(self.settings, self.names))
 
 
 def mixed_records(calls: int) -> Iterator[tuple[str, bytes, bytes]]:
@@ -102,10 +109,9 @@ def one_dr_per_call(calls: int) -> Iterator[tuple[str, bytes, bytes]]:
 
 async def produce(stage: Stage, records: Iterator[tuple[str, bytes, bytes]]) -> int:
     topics = {"dr": stage.names.dr_raw, "cdr": stage.names.cdr_raw}
-    producer = AIOKafkaProducer(
-        bootstrap_servers=stage.bootstrap, acks="all", enable_idempotence=True,
-        linger_ms=20, max_batch_size=256 * 1024,
-    )  # fmt: skip
+    producer = AIOKafkaProducer(**stage.kafka(
+        acks="all", enable_idempotence=True, linger_ms=20, max_batch_size=256 * 1024,
+    ))  # fmt: skip
     sent = 0
     async with producer:
         pending = []
@@ -123,13 +129,12 @@ async def passthrough(stage: Stage, expected: int) -> float:
     """A plain consume-and-produce loop over the raw topics: records per second."""
     names = stage.names
     consumer = AIOKafkaConsumer(
-        names.dr_raw, names.cdr_raw, bootstrap_servers=stage.bootstrap,
-        group_id=f"bench-passthrough.{stage.suffix}", auto_offset_reset="earliest",
-        enable_auto_commit=False,
+        names.dr_raw, names.cdr_raw, **stage.kafka(
+            group_id=f"bench-passthrough.{stage.suffix}", auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        ),
     )  # fmt: skip
-    producer = AIOKafkaProducer(
-        bootstrap_servers=stage.bootstrap, acks="all", enable_idempotence=True, linger_ms=5
-    )
+    producer = AIOKafkaProducer(**stage.kafka(acks="all", enable_idempotence=True, linger_ms=5))
     done, started = 0, 0.0
     async with consumer, producer:
         while done < expected:
@@ -148,8 +153,8 @@ async def passthrough(stage: Stage, expected: int) -> float:
 
 
 async def committed_and_end(stage: Stage, topics: list[str]) -> tuple[int, int]:
-    client = AIOKafkaAdminClient(bootstrap_servers=stage.bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=stage.bootstrap)
+    client = AIOKafkaAdminClient(**stage.kafka())
+    consumer = AIOKafkaConsumer(**stage.kafka())
     await client.start()
     await consumer.start()
     try:
@@ -168,7 +173,7 @@ async def committed_and_end(stage: Stage, topics: list[str]) -> tuple[int, int]:
 
 async def event_span(stage: Stage) -> tuple[int, float]:
     """How many call events there are, and seconds from the first to the last one."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=stage.bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**stage.kafka(enable_auto_commit=False))
     async with consumer:
         partitions = [TopicPartition(stage.names.call_events, p) for p in range(PARTITIONS)]
         consumer.assign(partitions)
@@ -309,7 +314,7 @@ async def latency(bootstrap: str, scratch: Path, rate: int, seconds: int) -> Non
         schedules[number % lanes].append(item)
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
-    consumer = AIOKafkaConsumer(stage.names.call_events, bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(stage.names.call_events, **stage.kafka())
     try:
         receiver.await_line("Application startup complete")
         async with consumer:

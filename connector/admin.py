@@ -13,21 +13,26 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, for_code
 
-from connector.errors import TopicError
+from connector import clients
+from connector.errors import KafkaAccessError, TopicError
+from connector.settings import Settings
 from connector.topics import ExistingTopic, Plan, TopicSpec, plan
 
 UNKNOWN_TOPIC = 3
 TOPIC_ALREADY_EXISTS = 36
+AUTHORIZATION_FAILED = frozenset({29, 30, 31})
 
 
 @asynccontextmanager
-async def admin_client(bootstrap_servers: str) -> AsyncIterator[AIOKafkaAdminClient]:
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000)
+async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
+    client = AIOKafkaAdminClient(**clients.options(settings, request_timeout_ms=15000))
     try:
         await client.start()
     except KafkaError as exc:
         await client.close()
-        raise TopicError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+        await clients.check(settings)
+        where = settings.kafka_bootstrap_servers
+        raise TopicError(f"cannot reach Kafka at {where}: {exc}") from exc
     try:
         yield client
     finally:
@@ -82,6 +87,8 @@ def _resources(response: Any) -> list[tuple[int, str, int, str, list[tuple[Any, 
 
 
 def _raise_for(error_code: int, topic: str) -> None:
+    if error_code in AUTHORIZATION_FAILED:
+        raise for_code(error_code)(topic)
     if error_code:
         raise TopicError(f"{topic}: {for_code(error_code).__name__} (code {error_code})")
 
@@ -135,26 +142,34 @@ async def _settled(
 
 
 async def converge(
-    bootstrap_servers: str, declared: Sequence[TopicSpec], *, create: bool = True
+    settings: Settings, declared: Sequence[TopicSpec], *, create: bool = True
 ) -> Applied:
     """Connect, then `ensure` the declared topics, or only report how they differ."""
-    async with admin_client(bootstrap_servers) as client:
-        if create:
-            return await ensure(client, declared)
-        existing = await describe(client, [spec.name for spec in declared])
+    async with admin_client(settings) as client:
+        try:
+            if create:
+                return await ensure(client, declared)
+            existing = await describe(client, [spec.name for spec in declared])
+        except KafkaError as exc:
+            explained = clients.explain(exc, settings)
+            if explained is None:
+                raise
+            raise KafkaAccessError(explained) from None
         return Applied(plan(declared, existing), ())
 
 
-async def record_counts(bootstrap_servers: str, topics: Sequence[str]) -> dict[str, int]:
+async def record_counts(settings: Settings, topics: Sequence[str]) -> dict[str, int]:
     """Records each topic holds now (end offsets less start offsets, over its partitions)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+    consumer = AIOKafkaConsumer(**clients.options(settings, request_timeout_ms=5000))
     try:
         await consumer.start()
         partitions = [tp for topic in topics for tp in await partitions_of(consumer, topic)]
         ends = await consumer.end_offsets(partitions)
         starts = await consumer.beginning_offsets(partitions)
     except KafkaError as exc:
-        raise TopicError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+        await clients.check(settings)
+        where = settings.kafka_bootstrap_servers
+        raise TopicError(f"cannot reach Kafka at {where}: {exc}") from exc
     finally:
         await consumer.stop()
     counts = dict.fromkeys(topics, 0)

@@ -10,7 +10,7 @@ from typing import TextIO
 
 import httpx
 
-from connector import cdr
+from connector import cdr, clients
 from connector.clock import utcnow
 from connector.errors import ConfigError, ConnectorError
 from connector.poller import Leadership, Poller
@@ -88,6 +88,7 @@ async def backfill(
         timedelta(seconds=1) if until.microsecond else timedelta(0)
     )
     names = names or TopicNames.of(settings)
+    await clients.check(settings)
     async with httpx.AsyncClient(timeout=settings.poller_http_timeout_seconds) as http:
         poller = Poller(settings, names, http)
         consumer, producer = poller.membership(), poller.producer()

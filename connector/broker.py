@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from connector.errors import BrokerError
+from connector.security import Security
 from connector.settings import default_state_dir
 
 KAFKA_VERSION: Final = "4.4.0"
@@ -171,9 +172,12 @@ class BrokerConfig:
     port: int = 9092
     controller_port: int = 0
     heap: str = "512m"
+    security: Security | None = None
 
     @property
     def bootstrap_servers(self) -> str:
+        if self.security is not None:
+            return f"127.0.0.1:{self.security.sasl_port}"
         return f"127.0.0.1:{self.port}"
 
     @property
@@ -203,6 +207,8 @@ class BrokerConfig:
             "group.initial.rebalance.delay.ms": "0",
             "log.cleaner.backoff.ms": "1000",
         }
+        if self.security is not None:
+            settings |= self.security.properties(self.controller)
         return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
@@ -246,6 +252,9 @@ class LocalKafka:
         (data / "logs").mkdir(parents=True, exist_ok=True)
         (data / "server.properties").write_text(self.config.server_properties())
         (data / "log4j2.properties").write_text(LOG4J2)
+        security = self.config.security
+        if security is not None:
+            security.prepare()
         if not (data / "data" / "meta.properties").exists():
             self._run_java(
                 "kafka.tools.StorageTool",
@@ -254,6 +263,7 @@ class LocalKafka:
                 f"--cluster-id={_cluster_id()}",  # one "=" form: an id may start with "-"
                 "-c",
                 str(data / "server.properties"),
+                *([] if security is None else security.format_args()),
             )
 
     def start(self, timeout: float = 90.0) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -14,8 +15,9 @@ from typing import Any, Final
 
 from aiokafka.errors import KafkaError
 
-from connector import __version__, admin, broker, stack
+from connector import __version__, admin, broker, clients, stack
 from connector.errors import ConfigError, ConnectorError, KafkaUnreachable
+from connector.security import ADMIN, Security
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 
@@ -24,9 +26,9 @@ Command = Callable[[argparse.Namespace], int]
 
 EXIT_DRIFT: Final = 1
 EXIT_USAGE: Final = 2  # argparse's own
-EXIT_CONFIG: Final = 3
-EXIT_KAFKA: Final = 4
-EXIT_FAILED: Final = 5
+EXIT_CONFIG: Final = ConfigError.exit_code
+EXIT_KAFKA: Final = KafkaUnreachable.exit_code
+EXIT_FAILED: Final = ConnectorError.exit_code
 EXIT_INTERRUPTED: Final = 130
 ENVIRONMENT: Final = (
     "Configuration comes from environment variables (KAFKA_*, NXCLOUD_*), read once at "
@@ -56,17 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def failure(exc: BaseException) -> tuple[str, int]:
     """One line and an exit code for what stopped a command; a bug keeps its traceback."""
-    if isinstance(exc, ConfigError):
-        return str(exc), EXIT_CONFIG
-    if isinstance(exc, KafkaUnreachable):
-        return str(exc), EXIT_KAFKA
+    if isinstance(exc, ConnectorError):
+        return str(exc), exc.exit_code
     if isinstance(exc, KafkaError | ConnectionError | TimeoutError):
         name, detail = type(exc).__name__, str(exc)
         if not detail.startswith(name):
             detail = f"{name}: {detail}" if detail else name
         return f"Kafka: {detail} (see KAFKA_BOOTSTRAP_SERVERS)", EXIT_KAFKA
-    if isinstance(exc, ConnectorError):
-        return str(exc), EXIT_FAILED
     raise exc
 
 
@@ -86,21 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND", parser_class=_Command)
 
-    kafka = commands.add_parser(
-        "kafka", help="run a local single-node Apache Kafka in the foreground"
-    )
-    kafka.add_argument("--port", type=int, default=9092, help="broker port (default 9092)")
-    kafka.add_argument(
-        "--controller-port", type=int, default=0, help="KRaft controller port (default port+1)"
-    )
-    kafka.add_argument(
-        "--data-dir",
-        type=Path,
-        default=broker.default_data_dir(),
-        help="where the broker keeps its data across restarts (default %(default)s)",
-    )
-    kafka.add_argument("--heap", default="512m", help="JVM heap (default %(default)s)")
-    kafka.set_defaults(command=run_kafka)
+    _add_kafka(commands)
 
     topics = commands.add_parser(
         "topics", help="create the connector's topics where missing and report drift"
@@ -166,6 +150,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_kafka(commands: argparse._SubParsersAction[_Command]) -> None:
+    kafka = commands.add_parser(
+        "kafka", help="run a local single-node Apache Kafka in the foreground"
+    )
+    kafka.add_argument("--port", type=int, default=9092, help="broker port (default 9092)")
+    kafka.add_argument(
+        "--controller-port", type=int, default=0, help="KRaft controller port (default port+1)"
+    )
+    kafka.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the broker keeps its data across restarts "
+        f"(default {broker.default_data_dir()}, with --secure {secure_data_dir()})",
+    )
+    kafka.add_argument("--heap", default="512m", help="JVM heap (default %(default)s)")
+    kafka.add_argument(
+        "--secure",
+        action="store_true",
+        help="SASL_SSL (SCRAM-SHA-512) on --port and mutual TLS on port+2, generated "
+        "certificates, ACLs enforced; one user per component with the connector's ACLs",
+    )
+    kafka.set_defaults(command=run_kafka)
+
+
 def _add_schema(commands: argparse._SubParsersAction[_Command]) -> None:
     schema = commands.add_parser(
         "schema", help="print a shipped JSON Schema, or list them with their ids"
@@ -188,11 +197,12 @@ def run_schema(args: argparse.Namespace) -> int:
 def run_tail(args: argparse.Namespace) -> int:
     from connector.tail import matcher, tail
 
+    _quiet_kafka_clients()
     settings = Settings.from_env()
     names = TopicNames.of(settings)
     asyncio.run(
         tail(
-            settings.kafka_bootstrap_servers, names.call_events,
+            settings, names.call_events,
             from_beginning=args.from_beginning,
             wanted=matcher(args.call_id, args.message_id), limit=args.limit,
         )
@@ -204,6 +214,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from connector import replay
     from connector.backfill import parse_moment
 
+    _quiet_kafka_clients()
     settings = Settings.from_env()
     since = parse_moment(args.since, settings, "--since")
     until = parse_moment(args.until, settings, "--until") if args.until else None
@@ -226,6 +237,7 @@ def run_redrive(args: argparse.Namespace) -> int:
     from connector import replay
     from connector.backfill import parse_moment
 
+    _quiet_kafka_clients()
     settings = Settings.from_env()
     since = parse_moment(args.since, settings, "--since") if args.since else None
     summary = asyncio.run(replay.redrive(settings, since, replay.Progress()))
@@ -235,20 +247,34 @@ def run_redrive(args: argparse.Namespace) -> int:
     return 0
 
 
+def secure_data_dir() -> Path:
+    return broker.default_data_dir().with_name("kafka-secure")
+
+
 def run_kafka(args: argparse.Namespace) -> int:
+    default = secure_data_dir() if args.secure else broker.default_data_dir()
+    data_dir = (args.data_dir or default).expanduser().resolve()
+    controller = args.controller_port or args.port + 1
+    security = None
+    if args.secure:
+        from connector import acls  # imports Faust: only when asked for
+
+        security = Security(data_dir / "tls", args.port, controller + 1, acls.COMPONENTS)
     config = broker.BrokerConfig(
-        data_dir=args.data_dir.expanduser().resolve(),
+        data_dir=data_dir,
         port=args.port,
-        controller_port=args.controller_port,
+        controller_port=controller,
         heap=args.heap,
+        security=security,
     )
     signal.signal(signal.SIGTERM, _interrupt)
     local = broker.LocalKafka(config)
-    print(
-        f"Starting Apache Kafka {broker.KAFKA_VERSION} (data in {config.data_dir}) ...", flush=True
-    )
+    print(f"Starting Apache Kafka {broker.KAFKA_VERSION} (data in {data_dir}) ...", flush=True)
     with local:
-        print(f"KAFKA_BOOTSTRAP_SERVERS={local.bootstrap_servers}", flush=True)
+        if security is None:
+            print(f"KAFKA_BOOTSTRAP_SERVERS={local.bootstrap_servers}", flush=True)
+        else:
+            _secure(security)
         print(f"Log: {local.log_file}. Stop with Ctrl-C.", flush=True)
         try:
             code = local.wait()
@@ -257,6 +283,39 @@ def run_kafka(args: argparse.Namespace) -> int:
             return 0
     print(f"Kafka exited on its own with status {code}; see {local.log_file}", file=sys.stderr)
     return 1
+
+
+def _secure(security: Security) -> None:
+    """Grant each component's user its ACLs; print where each one's settings are."""
+    from connector import acls
+
+    admin_settings = Settings.from_env({**os.environ, **security.sasl_env(ADMIN)})
+
+    async def grant() -> None:
+        async with admin.admin_client(admin_settings) as client:
+            for user, granted in acls.grants(admin_settings).items():
+                await acls.apply(client, user, granted)
+
+    asyncio.run(grant())
+    print(f"SASL_SSL (SCRAM-SHA-512): 127.0.0.1:{security.sasl_port}", flush=True)
+    print(f"mutual TLS:               127.0.0.1:{security.mtls_port}", flush=True)
+    print(f"CA certificate:           {security.ca_file}", flush=True)
+    print("Client settings, one file per user (passwords inside, not shown here):")
+    for user in security.everyone:
+        env_file = security.directory / f"{user}.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in security.sasl_env(user).items()))
+        env_file.chmod(0o600)
+        print(f"  {user:<9} set -a; . {env_file}; set +a", flush=True)
+    example = security.mtls_env("operator")
+    print("Mutual TLS instead, e.g. the operator:", flush=True)
+    for key, value in example.items():
+        print(f"  {key}={value}", flush=True)
+
+
+def _quiet_kafka_clients() -> None:
+    """A one-shot command reports a refused or unreachable Kafka in one line of its own;
+    aiokafka's connection errors would repeat it without the variable to check."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -299,6 +358,7 @@ def run_poller(_args: argparse.Namespace) -> int:
 def run_backfill(args: argparse.Namespace) -> int:
     from connector.backfill import backfill, parse_moment
 
+    _quiet_kafka_clients()
     settings = Settings.from_env()
     since = parse_moment(args.since, settings, "--since")
     until = parse_moment(args.until, settings, "--until")
@@ -333,6 +393,7 @@ def run_worker(_args: argparse.Namespace) -> int:
     from connector.worker import create_app
 
     settings = Settings.from_env()
+    asyncio.run(clients.check(settings))  # a refused login is one line, not a retry loop
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     app = create_app(settings)
     sys.argv = ["nxcloud-connector", "worker", "--loglevel=info", "--without-web"]
@@ -344,14 +405,13 @@ def run_up(_args: argparse.Namespace) -> int:
 
 
 def run_topics(args: argparse.Namespace) -> int:
+    _quiet_kafka_clients()
     settings = Settings.from_env()
     return asyncio.run(_topics(settings, check_only=args.check))
 
 
 async def _topics(settings: Settings, *, check_only: bool) -> int:
-    applied = await admin.converge(
-        settings.kafka_bootstrap_servers, declare(settings), create=not check_only
-    )
+    applied = await admin.converge(settings, declare(settings), create=not check_only)
     result, created = applied.plan, applied.created
     for name in created:
         print(f"created  {name}")

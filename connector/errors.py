@@ -1,29 +1,37 @@
 """One root exception, and a small family per concern.
 
-ConnectorError
-├── ConfigError          a setting is missing or invalid          (CLI exit 3)
-├── KafkaUnreachable     Kafka cannot be reached or answered no   (CLI exit 4)
-│   └── TopicError       topics cannot be described or created
-├── BrokerError          the local broker cannot run              (CLI exit 5)
-├── SpoolError           the spool cannot take a record
-└── InputError           what NXCloud sent cannot be used (also a ValueError)
-    ├── Invalid          a push that is not a documented DR
-    ├── Refused          a push refused at the HTTP edge, with its status
-    ├── Malformed        a CDR answer that is not the documented JSON
-    └── Unusable         a raw record that cannot become an observation
+ConnectorError                what the connector raises on purpose     (CLI exit 5)
+├── ConfigError               a setting is missing or invalid          (CLI exit 3)
+├── KafkaUnreachable          Kafka cannot be reached or answered no   (CLI exit 4)
+│   ├── TopicError            topics cannot be described or created
+│   └── KafkaAccessError      its login, TLS certificates or ACLs are refused
+├── BrokerError               the local broker cannot run
+├── SpoolError                the spool cannot take a record
+├── SchemaError               a schema is unknown, or a change would break its readers
+└── InputError                what NXCloud sent cannot be used (also a ValueError)
+    ├── Invalid               a push that is not a documented DR
+    ├── Refused               a push refused at the HTTP edge, with its status
+    ├── Malformed             a CDR answer that is not the documented JSON
+    └── Unusable              a raw record that cannot become an observation
 """
 
 
 class ConnectorError(Exception):
-    """Root of every error the connector raises on purpose."""
+    """Root of every error the connector raises on purpose; `exit_code` is the CLI's."""
+
+    exit_code = 5
 
 
 class ConfigError(ConnectorError):
     """A setting is missing or invalid; the message names the variable."""
 
+    exit_code = 3
+
 
 class KafkaUnreachable(ConnectorError):
     """Kafka cannot be reached, timed out, or refused what was asked of it."""
+
+    exit_code = 4
 
 
 class TopicError(KafkaUnreachable):
@@ -66,3 +74,7 @@ class Unusable(InputError):
 
 class SchemaError(ConnectorError):
     """A schema is unknown, or a schema change would break its readers."""
+
+
+class KafkaAccessError(KafkaUnreachable):
+    """Kafka refused this client: its login, its TLS certificates or its ACLs."""

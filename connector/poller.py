@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from connector import cdr, schedule
+from connector import cdr, clients, schedule
 from connector.clock import utcnow
 from connector.errors import Malformed
 from connector.ratelimit import TokenBucket
@@ -178,22 +178,26 @@ class Poller:
 
     def producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            client_id=f"nxcloud-poller.{self.settings.account}",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
+            **clients.options(
+                self.settings,
+                client_id=f"nxcloud-poller.{self.settings.account}",
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+            )
         )
 
     def membership(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            group_id=f"nxcloud-poller.{self.settings.account}",
-            client_id=f"nxcloud-poller.{self.settings.account}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=1000,
+            **clients.options(
+                self.settings,
+                group_id=f"nxcloud-poller.{self.settings.account}",
+                client_id=f"nxcloud-poller.{self.settings.account}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=6000,
+                heartbeat_interval_ms=1000,
+            )
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -214,8 +218,8 @@ class Poller:
 
         leadership.on_lost = step_down
         consumer.subscribe([self.names.poller_state], listener=leadership)
-        await producer.start()
         try:
+            await producer.start()
             await consumer.start()
             latest: bytes | None = None
             while not stop.is_set():

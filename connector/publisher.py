@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -24,6 +24,7 @@ from connector.spool import Spool
 log = logging.getLogger(__name__)
 
 DRAIN_BATCH = 500
+REFUSED_RETRY_SECONDS = 30.0
 
 
 class StoredIn(enum.Enum):
@@ -38,10 +39,23 @@ class Store(Protocol):
 
     async def ready(self) -> bool: ...
 
+    @property
+    def refusal(self) -> str | None:
+        """Why Kafka refuses this client (login, TLS, ACL), while it does."""
+        ...
 
-def new_producer(bootstrap_servers: str) -> AIOKafkaProducer:
+
+Explain = Callable[[BaseException], Awaitable[str | None]]
+
+
+async def _no_explanation(_exc: BaseException) -> str | None:
+    return None
+
+
+def new_producer(bootstrap_servers: str, **security: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
+        **security,
         client_id="nxcloud-receiver",
         acks="all",
         enable_idempotence=True,
@@ -60,12 +74,16 @@ class Publisher:
         kafka_timeout: float,
         metrics: ReceiverMetrics,
         producer_factory: Callable[[str], AIOKafkaProducer] = new_producer,
+        *,
+        explain: Explain = _no_explanation,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._spool = spool
         self._timeout = kafka_timeout
         self._metrics = metrics
         self._factory = producer_factory
+        self._explain = explain
+        self._refusal: str | None = None
         self._producer: AIOKafkaProducer | None = None
         self._direct = False
         self._wake = asyncio.Event()
@@ -74,6 +92,16 @@ class Publisher:
     @property
     def kafka_up(self) -> bool:
         return self._direct
+
+    @property
+    def refusal(self) -> str | None:
+        return self._refusal
+
+    async def _note_refusal(self, exc: BaseException) -> None:
+        refusal = await self._explain(exc)
+        if refusal is not None and refusal != self._refusal:
+            log.error("kafka refuses the receiver, spooling", extra={"reason": refusal})
+        self._refusal = refusal
 
     async def __aenter__(self) -> Publisher:
         self._spool.open()
@@ -106,7 +134,7 @@ class Publisher:
                 await self._send(producer, topic, key, value)
                 stored = StoredIn.KAFKA
             except (KafkaError, TimeoutError) as exc:
-                self._fall_back(exc)
+                self._fall_back(exc)  # the drain loop finds out whether Kafka refuses us
         if stored is StoredIn.SPOOL:
             await self._spool.append(topic, key, value)
             self._wake.set()
@@ -141,8 +169,10 @@ class Publisher:
         except (KafkaError, TimeoutError, OSError) as exc:
             await _quietly(producer.stop())
             log.warning("kafka not reachable", extra={"error": type(exc).__name__})
+            await self._note_refusal(exc)
             return
         self._producer = producer
+        self._refusal = None
 
     async def _drain_forever(self) -> None:
         backoff = 0.1
@@ -161,13 +191,17 @@ class Publisher:
                 backoff = 0.1
             except (KafkaError, TimeoutError, OSError) as exc:
                 log.debug("drain attempt failed", extra={"error": type(exc).__name__})
-                await asyncio.sleep(backoff * (0.5 + random.random()))  # noqa: S311
+                await self._note_refusal(exc)
+                # A refusal lasts until someone fixes a setting or an ACL: ask rarely.
+                delay = REFUSED_RETRY_SECONDS if self._refusal else backoff
+                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311
                 backoff = min(backoff * 2, 5.0)
 
     def _idle(self) -> None:
         """Nothing left to drain: once nothing is on its way to the spool either, go direct."""
         if not self._direct and self._spool.empty():
             self._direct = True
+            self._refusal = None
             self._metrics.kafka_up.set(1)
             log.info("kafka available, storing directly")
 
@@ -189,6 +223,8 @@ class Publisher:
         self._metrics.spool_bytes.set(self._spool.bytes_used)
 
     async def ready(self) -> bool:
+        if self._refusal is not None:
+            return False
         return self._direct or self._spool.usable()
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -24,13 +25,13 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import Receive, Scope, Send
 
-from connector import dr, head
+from connector import clients, dr, head
 from connector.clock import utcnow
 from connector.errors import Invalid, Refused, SpoolError
 from connector.guard import client_address, network_ok, scrub, token_ok
 from connector.metrics import ReceiverMetrics
 from connector.protocol import BODY_ERROR, REFUSED, TARGET, EdgeProtocol, Limits
-from connector.publisher import Publisher, Store
+from connector.publisher import Publisher, Store, new_producer
 from connector.settings import Settings
 from connector.spool import Spool
 from connector.topics import TopicNames
@@ -295,7 +296,17 @@ class DrEndpoint:
 def kafka_store(settings: Settings, metrics: ReceiverMetrics) -> AbstractAsyncContextManager[Store]:
     spool = Spool(settings.spool_dir, settings.spool_max_bytes)
     timeout = settings.receiver_kafka_timeout_ms / 1000
-    return Publisher(settings.kafka_bootstrap_servers, spool, timeout, metrics)
+    security = clients.security(settings)
+
+    def producer(bootstrap_servers: str) -> AIOKafkaProducer:
+        return new_producer(bootstrap_servers, **security)
+
+    async def explain(exc: BaseException) -> str | None:
+        return await clients.refusal(exc, settings)
+
+    return Publisher(
+        settings.kafka_bootstrap_servers, spool, timeout, metrics, producer, explain=explain
+    )
 
 
 def create_app(
@@ -321,7 +332,9 @@ def create_app(
         publisher = endpoint.publisher
         if publisher is not None and await publisher.ready():
             return PlainTextResponse("ready")
-        return PlainTextResponse("not ready", status_code=503)
+        refusal = None if publisher is None else publisher.refusal
+        text = "not ready" if refusal is None else f"not ready: {refusal}"
+        return PlainTextResponse(text, status_code=503)
 
     async def metrics_page(_request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

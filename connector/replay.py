@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from connector import admin, codec, dr, envelope, normalize
+from connector import admin, clients, codec, dr, envelope, normalize
 from connector.errors import ConnectorError, Invalid, Unusable
 from connector.keys import call_key
 from connector.merge import CallState, merge
@@ -76,14 +76,14 @@ def _ms(moment: datetime | None) -> int | None:
 
 
 async def scan(
-    bootstrap: str,
+    settings: Settings,
     topic: str,
     since: datetime | None,
     until: datetime | None,
     progress: Progress,
 ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
     """Every record of `topic` stored in [since, until), as the log had it at the start."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**clients.options(settings, enable_auto_commit=False))
     async with admin.running(consumer):
         partitions = await admin.partitions_of(consumer, topic)
         if not partitions:
@@ -130,9 +130,9 @@ def sources(names: TopicNames, source: str) -> list[str]:
     return {"dr": [names.dr_raw], "cdr": [names.cdr_raw]}.get(source, [names.dr_raw, names.cdr_raw])
 
 
-def _producer(bootstrap: str) -> AIOKafkaProducer:
+def _producer(settings: Settings) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=10
+        **clients.options(settings, acks="all", enable_idempotence=True, linger_ms=10)
     )
 
 
@@ -149,17 +149,16 @@ async def replay(
     names = names or TopicNames.of(settings)
     summary = Summary()
     started = datetime.now(UTC)
-    bootstrap = settings.kafka_bootstrap_servers
-    async with _producer(bootstrap) as producer:
+    async with _producer(settings) as producer:
         for topic in sources(names, source):
-            async for record in scan(bootstrap, topic, since, until, progress):
+            async for record in scan(settings, topic, since, until, progress):
                 summary.read += 1
                 if observed := await _normalized(record, names, settings, producer, summary):
                     await _hand_over(*observed, names, producer, summary)
         await producer.flush()
-        ends = await _ends(bootstrap, names.observations)
+        ends = await _ends(settings, names.observations)
     await _await_merged(settings, names, ends)
-    summary.changed = await _changed_since(bootstrap, names.call_events, started, summary.calls)
+    summary.changed = await _changed_since(settings, names.call_events, started, summary.calls)
     return summary
 
 
@@ -197,8 +196,8 @@ async def _hand_over(
     await producer.send(names.observations, encoded, key=key)
 
 
-async def _ends(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+async def _ends(settings: Settings, topic: str) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(**clients.options(settings))
     async with admin.running(consumer):
         partitions = await admin.partitions_of(consumer, topic)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
@@ -210,7 +209,7 @@ async def _await_merged(
 ) -> None:
     """Until the worker group has committed past everything the replay handed it."""
     deadline = time.monotonic() + SETTLE_WITHIN
-    client = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    client = AIOKafkaAdminClient(**clients.options(settings))
     await client.start()
     try:
         while time.monotonic() < deadline:
@@ -231,9 +230,11 @@ async def _await_merged(
     )
 
 
-async def _changed_since(bootstrap: str, topic: str, since: datetime, calls: set[str]) -> set[str]:
+async def _changed_since(
+    settings: Settings, topic: str, since: datetime, calls: set[str]
+) -> set[str]:
     changed: set[str] = set()
-    async for record in scan(bootstrap, topic, since, None, Progress(io.StringIO())):
+    async for record in scan(settings, topic, since, None, Progress(io.StringIO())):
         call_id = (record.key or b"").decode()
         if call_id in calls:
             changed.add(call_id)
@@ -251,17 +252,16 @@ async def rebuild(
 ) -> Summary:
     """A complete call-event topic from the raw topics, merged afresh in arrival order."""
     names = names or TopicNames.of(settings)
-    bootstrap = settings.kafka_bootstrap_servers
     events_spec = next(spec for spec in declare(settings, names) if spec.name == names.call_events)
     target = TopicSpec(
         into, events_spec.partitions, events_spec.replication_factor, events_spec.config
     )
-    await admin.converge(bootstrap, (target,))
+    await admin.converge(settings, (target,))
     summary = Summary()
     observed: list[tuple[datetime, int, normalize.Observation]] = []
-    async with _producer(bootstrap) as producer:
+    async with _producer(settings) as producer:
         for topic in sources(names, "all"):
-            async for record in scan(bootstrap, topic, since, until, progress):
+            async for record in scan(settings, topic, since, until, progress):
                 summary.read += 1
                 if found := await _normalized(record, names, settings, producer, summary):
                     observation, seen_at = found
@@ -287,10 +287,9 @@ async def redrive(
     """Dead letters back in: a receiver's refused DR to the raw topic if it is valid now,
     a worker's record to the merge if it normalizes now; the rest stay where they are."""
     names = names or TopicNames.of(settings)
-    bootstrap = settings.kafka_bootstrap_servers
     summary = Summary()
-    async with _producer(bootstrap) as producer:
-        async for record in scan(bootstrap, names.dead_letter, since, None, progress):
+    async with _producer(settings) as producer:
+        async for record in scan(settings, names.dead_letter, since, None, progress):
             summary.read += 1
             letter: dict[str, Any] = orjson.loads(record.value or b"{}")
             if not await _redriven(letter, names, settings, producer, summary):

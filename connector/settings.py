@@ -102,6 +102,33 @@ def _bootstrap_servers(raw: str) -> str:
     return ",".join(servers)
 
 
+SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().upper()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"true", "1", "yes", "on"}:
+        return True
+    if value in {"false", "0", "no", "off"}:
+        return False
+    raise ValueError(f"must be true or false, got {raw!r}")
+
+
+def _file(raw: str) -> Path:
+    return Path(_text(raw))
+
+
 def _http_url(raw: str) -> str:
     parts = urlsplit(raw.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -161,6 +188,17 @@ class Settings:
     kafka_bootstrap_servers: str = _env(
         "KAFKA_BOOTSTRAP_SERVERS", _bootstrap_servers, "127.0.0.1:9092"
     )
+    kafka_security_protocol: str = _env(
+        "KAFKA_SECURITY_PROTOCOL", _choice(SECURITY_PROTOCOLS), "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: str | None = _env("KAFKA_SASL_MECHANISM", _choice(SASL_MECHANISMS))
+    kafka_sasl_username: str | None = _env("KAFKA_SASL_USERNAME", _text)
+    kafka_sasl_password: Secret | None = _env("KAFKA_SASL_PASSWORD", _secret, secret=True)
+    kafka_ssl_ca_file: Path | None = _env("KAFKA_SSL_CA_FILE", _file)
+    kafka_ssl_cert_file: Path | None = _env("KAFKA_SSL_CERT_FILE", _file)
+    kafka_ssl_key_file: Path | None = _env("KAFKA_SSL_KEY_FILE", _file)
+    kafka_ssl_key_password: Secret | None = _env("KAFKA_SSL_KEY_PASSWORD", _secret, secret=True)
+    kafka_ssl_check_hostname: bool = _env("KAFKA_SSL_CHECK_HOSTNAME", _flag, True)
     nxcloud_appkey: Secret | None = _env("NXCLOUD_APPKEY", _secret, secret=True)
     nxcloud_secretkey: Secret | None = _env("NXCLOUD_SECRETKEY", _secret, secret=True)
     nxcloud_cdr_url: str = _env("NXCLOUD_CDR_URL", _http_url, DEFAULT_CDR_URL)
@@ -234,6 +272,19 @@ class Settings:
     deployment: str = _env("NXCLOUD_DEPLOYMENT", _uri_segment, "default")
     call_event_retention_days: int = _env("NXCLOUD_CALL_EVENT_RETENTION_DAYS", _int_at_least(1), 90)
 
+    def __post_init__(self) -> None:
+        problems = kafka_security_problems(self)
+        if problems:
+            raise ConfigError("invalid Kafka security configuration: " + "; ".join(problems))
+
+    @property
+    def kafka_uses_sasl(self) -> bool:
+        return self.kafka_security_protocol.startswith("SASL_")
+
+    @property
+    def kafka_uses_tls(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every variable once; report every bad one, naming it, never its secret."""
@@ -266,3 +317,65 @@ class Settings:
         if missing or self.nxcloud_appkey is None or self.nxcloud_secretkey is None:
             raise ConfigError(f"missing configuration: {', '.join(missing)} must be set")
         return self.nxcloud_appkey, self.nxcloud_secretkey
+
+
+def kafka_security_problems(settings: Settings) -> list[str]:
+    """Contradictions among the KAFKA_* security settings, each naming its variables."""
+    protocol, problems = settings.kafka_security_protocol, []
+    if settings.kafka_uses_sasl:
+        missing = [
+            name
+            for name, value in (
+                ("KAFKA_SASL_MECHANISM", settings.kafka_sasl_mechanism),
+                ("KAFKA_SASL_USERNAME", settings.kafka_sasl_username),
+                ("KAFKA_SASL_PASSWORD", settings.kafka_sasl_password),
+            )
+            if value is None
+        ]
+        if missing:
+            problems.append(f"KAFKA_SECURITY_PROTOCOL={protocol} needs {', '.join(missing)}")
+    else:
+        given = [
+            name
+            for name, value in (
+                ("KAFKA_SASL_MECHANISM", settings.kafka_sasl_mechanism),
+                ("KAFKA_SASL_USERNAME", settings.kafka_sasl_username),
+                ("KAFKA_SASL_PASSWORD", settings.kafka_sasl_password),
+            )
+            if value is not None
+        ]
+        if given:
+            problems.append(
+                f"{', '.join(given)} given, but KAFKA_SECURITY_PROTOCOL={protocol} uses no SASL"
+                " (SASL_SSL or SASL_PLAINTEXT)"
+            )
+    files = (
+        ("KAFKA_SSL_CA_FILE", settings.kafka_ssl_ca_file),
+        ("KAFKA_SSL_CERT_FILE", settings.kafka_ssl_cert_file),
+        ("KAFKA_SSL_KEY_FILE", settings.kafka_ssl_key_file),
+    )
+    tls_given = [name for name, value in files if value is not None]
+    if settings.kafka_ssl_key_password is not None:
+        tls_given.append("KAFKA_SSL_KEY_PASSWORD")
+    if not settings.kafka_uses_tls and tls_given:
+        problems.append(
+            f"{', '.join(tls_given)} given, but KAFKA_SECURITY_PROTOCOL={protocol} uses no TLS"
+            " (SSL or SASL_SSL)"
+        )
+    if (settings.kafka_ssl_cert_file is None) != (settings.kafka_ssl_key_file is None):
+        problems.append("KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE go together: set both")
+    if settings.kafka_ssl_key_password is not None and settings.kafka_ssl_key_file is None:
+        problems.append("KAFKA_SSL_KEY_PASSWORD given without KAFKA_SSL_KEY_FILE")
+    for name, path in files:
+        if path is not None and not _readable(path):
+            problems.append(f"{name}: cannot read {path}")
+    return problems
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with path.open("rb") as opened:
+            opened.read(1)
+    except OSError:
+        return False
+    return path.is_file()

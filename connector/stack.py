@@ -28,7 +28,7 @@ def up(settings: Settings) -> int:
             local = broker.LocalKafka(broker.BrokerConfig(broker.default_data_dir()))
             print(f"Starting Apache Kafka {broker.KAFKA_VERSION} ...", flush=True)
             stack.enter_context(local)
-        applied = asyncio.run(admin.converge(settings.kafka_bootstrap_servers, declare(settings)))
+        applied = asyncio.run(admin.converge(settings, declare(settings)))
         for drift in applied.plan.drift:
             print(f"drift   {drift}", flush=True)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}
@@ -64,7 +64,7 @@ def up(settings: Settings) -> int:
             )
         print("Watch:     nxcloud-connector tail", flush=True)
         print("Running. Stop with Ctrl-C.", flush=True)
-        _report_until_stopped(settings.kafka_bootstrap_servers, names)
+        _report_until_stopped(settings, names)
         print("Stopping ...", flush=True)
     return 0
 
@@ -86,7 +86,7 @@ def _running(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Pop
             process.wait()
 
 
-def _report_until_stopped(bootstrap: str, names: TopicNames) -> None:
+def _report_until_stopped(settings: Settings, names: TopicNames) -> None:
     """Progress every few seconds (one redrawn line on a terminal) until SIGINT/SIGTERM."""
     stopping = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
@@ -95,7 +95,7 @@ def _report_until_stopped(bootstrap: str, names: TopicNames) -> None:
               "call events": names.call_events, "dead letters": names.dead_letter}  # fmt: skip
     while signal.sigtimedwait(stopping, 2.0 if live else 30.0) is None:
         try:
-            counts = asyncio.run(admin.record_counts(bootstrap, list(topics.values())))
+            counts = asyncio.run(admin.record_counts(settings, list(topics.values())))
         except ConnectorError:
             continue
         line = "  ".join(f"{label}: {counts[topic]:,}" for label, topic in topics.items())

@@ -9,8 +9,9 @@ from typing import Any, TextIO
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from connector import admin
+from connector import admin, clients
 from connector.errors import ConnectorError
+from connector.settings import Settings
 
 
 def matcher(call_id: str | None, message_id: str | None) -> Callable[[dict[str, Any]], bool]:
@@ -28,7 +29,7 @@ def render(event: dict[str, Any], *, pretty: bool) -> str:
 
 
 async def tail(
-    bootstrap: str,
+    settings: Settings,
     topic: str,
     *,
     from_beginning: bool,
@@ -37,7 +38,7 @@ async def tail(
     limit: int | None = None,
 ) -> int:
     """Print matching events until interrupted (or `limit` printed); returns how many."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**clients.options(settings, enable_auto_commit=False))
     pretty = out.isatty()
     printed = 0
     async with admin.running(consumer):

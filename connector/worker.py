@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError
 from faust.types import EventT, RecordMetadata
 
-from connector import codec, envelope, heartbeat, normalize
+from connector import clients, codec, envelope, heartbeat, normalize
 from connector.clock import utcnow
 from connector.consumer import Consumer
-from connector.errors import Unusable
+from connector.errors import KafkaAccessError, Unusable
 from connector.keys import call_key, partition_of
 from connector.merge import CallState, expired, merge_batch
 from connector.settings import Settings
@@ -29,6 +31,7 @@ from connector.table import CallTable
 from connector.topics import TopicNames
 
 log = logging.getLogger(__name__)
+EXIT_REFUSED: Final = KafkaAccessError.exit_code
 
 # A batch shares one wait for Kafka's acknowledgement; a quiet stream waits at most this.
 BATCH: Final = 1000
@@ -81,6 +84,16 @@ def batches(stream: faust.StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes
     return cast(faust.Stream[bytes], stream).take_events(BATCH, within=BATCH_WITHIN_SECONDS)
 
 
+def exit_if_refused(exc: BaseException, settings: Settings) -> None:
+    """Kafka refuses the worker (an ACL, a login): say so in one line and exit at once, as
+    a crash would, so nothing of the batch in hand is committed; a restart tries again."""
+    refusal = clients.explain(exc, settings)
+    if refusal is not None:
+        log.critical("kafka refuses the worker, exiting: %s", refusal)
+        logging.shutdown()
+        os._exit(EXIT_REFUSED)
+
+
 def group_id(settings: Settings) -> str:
     """The Faust app id: also the consumer group whose commits say what was merged."""
     return f"nxcloud-worker.{settings.topic_suffix}" if settings.topic_suffix else "nxcloud-worker"
@@ -91,6 +104,7 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
     app = faust.App(
         group_id(settings),
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+        broker_credentials=clients.broker_credentials(settings),
         store=settings.worker_store,
         datadir=str(settings.worker_data_dir),
         topic_partitions=settings.topic_partitions,
@@ -144,20 +158,24 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
 
     @app.agent(sources)
     async def merge_calls(stream: faust.StreamT[bytes]) -> None:
-        async for records in batches(stream):
-            observed, deliveries = [], []
-            for record in records:
-                try:
-                    observed.append((record, *observe(record.message.topic, record.value,
-                                                      names, settings)))  # fmt: skip
-                except Unusable as exc:
-                    deliveries.append(await reject(record, str(exc)))
-            batch = merge_batch(observed, stored)
-            deliveries += [await publish(event) for event in batch.events]
-            # The events first: a state saying "emitted" must never outlive a lost event.
-            await asyncio.gather(*deliveries)
-            for call_id, (record, state) in batch.changed.items():
-                table.put(record, call_id.encode(), codec.encode_state(state))
+        try:
+            async for records in batches(stream):
+                observed, deliveries = [], []
+                for record in records:
+                    try:
+                        observed.append((record, *observe(record.message.topic, record.value,
+                                                          names, settings)))  # fmt: skip
+                    except Unusable as exc:
+                        deliveries.append(await reject(record, str(exc)))
+                batch = merge_batch(observed, stored)
+                deliveries += [await publish(event) for event in batch.events]
+                # The events first: a state saying "emitted" must never outlive a lost event.
+                await asyncio.gather(*deliveries)
+                for call_id, (record, state) in batch.changed.items():
+                    table.put(record, call_id.encode(), codec.encode_state(state))
+        except KafkaError as exc:
+            exit_if_refused(exc, settings)
+            raise
 
     beat_file = settings.worker_data_dir / heartbeat.FILE_NAME
 

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from connector.broker import BrokerConfig, LocalKafka, free_port
+from connector.security import Security
 from connector.settings import Settings
 from connector.topics import TopicNames
+from tests.secure_helpers import SecureKafka, grant_everyone
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +30,21 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def start_local_kafka(data_dir: Path) -> LocalKafka:
     config = BrokerConfig(data_dir=data_dir, port=free_port(), controller_port=free_port())
     return LocalKafka(config)
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
+    """A second local broker, secured as in production: SASL_SSL (SCRAM-SHA-512) and
+    mutual TLS, ACLs enforced, one user per component with the grants of connector.acls."""
+    data = tmp_path_factory.mktemp("secure-kafka")
+    security = Security(data / "tls", free_port(), free_port(), SecureKafka.USERS)
+    config = BrokerConfig(
+        data_dir=data, port=free_port(), controller_port=free_port(), security=security
+    )
+    with LocalKafka(config) as local:
+        secure = SecureKafka(local, security)
+        grant_everyone(secure)
+        yield secure
 
 
 @pytest.fixture

@@ -12,7 +12,9 @@ import uvicorn
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from starlette.applications import Starlette
 
+from connector import clients
 from connector.broker import free_port
+from connector.settings import Settings
 
 
 def json_value(record: ConsumerRecord[bytes, bytes]) -> Any:
@@ -24,7 +26,7 @@ def tombstone_key(record: ConsumerRecord[bytes, bytes]) -> bytes | None:
 
 
 async def read_topic(
-    bootstrap: str,
+    bootstrap: str | Settings,
     topic: str,
     until: Callable[[list[Any]], bool],
     deadline: float = 30.0,
@@ -32,9 +34,14 @@ async def read_topic(
 ) -> list[Any]:
     """`pick` of each record of `topic` from the start (decoded JSON values, skipping
     tombstones, unless told otherwise; None is skipped), once `until(picked)` holds."""
+    reach = (
+        clients.options(bootstrap)
+        if isinstance(bootstrap, Settings)
+        else {"bootstrap_servers": bootstrap}
+    )
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **reach,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         isolation_level="read_committed",

@@ -15,7 +15,7 @@ async def test_ensure_creates_every_declared_topic_with_its_config(
     settings: Settings, topic_names: TopicNames
 ) -> None:
     declared = declare(settings, topic_names)
-    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
+    async with admin.admin_client(settings) as client:
         first = await admin.ensure(client, declared)
         second = await admin.ensure(client, declared)
         existing = await admin.describe(client, [spec.name for spec in declared])
@@ -44,7 +44,7 @@ async def test_the_topics_command_gives_the_call_event_topic_its_retention(
     }
     created = await asyncio.to_thread(topics_command, env)
     assert f"created  {topic_names.call_events}" in created.stdout, created
-    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
+    async with admin.admin_client(settings) as client:
         existing = await admin.describe(client, [topic_names.call_events])
     config = existing[topic_names.call_events].config
     assert config["retention.ms"] == str(45 * DAY_MS)
@@ -67,7 +67,7 @@ def topics_command(env: dict[str, str], *args: str) -> subprocess.CompletedProce
 async def test_drift_is_reported_and_nothing_is_changed(
     settings: Settings, topic_names: TopicNames
 ) -> None:
-    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
+    async with admin.admin_client(settings) as client:
         await admin.ensure(client, declare(settings, topic_names))
         wider = dataclasses.replace(settings, topic_partitions=4, raw_retention_days=31)
         drifted = await admin.ensure(client, declare(wider, topic_names))

@@ -70,7 +70,7 @@ async def test_reading_the_topic_twice_gives_the_same_table(
     settings: Settings, topic_names: TopicNames, tmp_path: Path
 ) -> None:
     spec = next(s for s in declare(settings, topic_names) if s.name == topic_names.call_events)
-    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
+    async with admin.admin_client(settings) as client:
         await admin.ensure(client, [spec])
     events, latest = stream()
     source = envelope.source(settings)

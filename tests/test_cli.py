@@ -183,3 +183,49 @@ def test_every_command_says_where_its_configuration_comes_from(command: str) -> 
     text = " ".join(result.stdout.split())
     assert "Configuration comes from environment variables" in text
     assert "Configuration table" in text
+
+
+def env_file_of(line: str) -> Path:
+    """The FILE in `  user  set -a; . FILE; set +a`."""
+    return Path(line.split(". ", 1)[1].split(";", 1)[0])
+
+
+def env_in(path: Path) -> dict[str, str]:
+    return dict(entry.split("=", 1) for entry in path.read_text().splitlines() if entry)
+
+
+def test_kafka_secure_prints_per_user_settings_that_work_and_no_password(
+    tmp_path: Path,
+) -> None:
+    port, controller = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "connector", "kafka", "--secure", f"--port={port}",
+         f"--controller-port={controller}", f"--data-dir={tmp_path}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        operator_file = env_file_of(read_until(process, "  operator ", deadline))
+        operator = env_in(operator_file)
+        assert operator["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert operator["KAFKA_BOOTSTRAP_SERVERS"] == f"127.0.0.1:{port}"
+        created = run_cli("topics", env=operator)
+        refused = run_cli("topics", env={**operator, "KAFKA_SASL_PASSWORD": "wrong"})
+        receiver = env_in(operator_file.with_name("receiver.env"))
+        denied = run_cli("topics", "--check", env=receiver)
+        assert stop(process, signal.SIGTERM) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.count("created  ") == 6
+    assert refused.returncode == 4  # Kafka refused
+    assert refused.stderr.strip() == (
+        "nxcloud-connector: Kafka refused the SCRAM-SHA-512 login of user 'operator': "
+        "check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+    )
+    assert denied.returncode == 4
+    assert "Kafka ACLs deny user 'receiver'" in denied.stderr
+    assert len(denied.stderr.strip().splitlines()) == 1
+    assert operator["KAFKA_SASL_PASSWORD"] not in (created.stdout + created.stderr)

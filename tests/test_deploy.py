@@ -23,7 +23,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from connector import manifests
+from connector import acls, manifests
 from connector.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +34,7 @@ OVERLAYS = ("dev", "production")
 KUBERNETES_VERSION = "1.33.0"
 CRD_SCHEMAS = {
     ("kafka.strimzi.io/v1beta2", "KafkaTopic"): "kafkatopic-kafka.strimzi.io-v1beta2.json",
+    ("kafka.strimzi.io/v1beta2", "KafkaUser"): "kafkauser-kafka.strimzi.io-v1beta2.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring.coreos.com-v1.json",
 }
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
@@ -156,7 +157,7 @@ def test_everything_but_the_kafkatopics_is_in_the_connectors_namespace(overlay: 
             assert obj["metadata"]["name"] == "nxcloud-connector"
             enforce = obj["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
             assert enforce == "restricted"
-        elif obj["kind"] == "KafkaTopic":
+        elif obj["kind"] in ("KafkaTopic", "KafkaUser"):
             assert obj["metadata"]["namespace"] == "kafka"
         else:
             assert obj["metadata"].get("namespace") == "nxcloud-connector", obj["metadata"]
@@ -437,3 +438,66 @@ def test_the_images_requirements_satisfy_the_projects_dependencies() -> None:
         found = pinned.get(canonicalize_name(requirement.name))
         assert found is not None, f"{requirement.name} is not in deploy/requirements.txt"
         assert requirement.specifier.contains(found), f"{requirement.name}=={found}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_kafkausers_are_the_acl_declarations(overlay: str) -> None:
+    """One KafkaUser per component, SCRAM-SHA-512, with exactly connector.acls' grants."""
+    objects = render(f"overlays/{overlay}")
+    _, settings = settings_of(objects)
+    rendered = sorted(of_kind(objects, "KafkaUser"), key=lambda u: u["metadata"]["name"])
+    expected = manifests.kafka_users(settings, "my-cluster", "kafka")
+    assert rendered == sorted(expected, key=lambda u: u["metadata"]["name"])
+    assert [u["metadata"]["name"] for u in rendered] == sorted(
+        f"nxcloud-{component}" for component in acls.COMPONENTS
+    )
+
+
+def test_the_validation_refuses_a_wrong_acl_operation() -> None:
+    user = json.loads(json.dumps(of_kind(render("overlays/production"), "KafkaUser")[0]))
+    user["spec"]["authorization"]["acls"][0]["operations"] = ["Wrte"]
+    schema = json.loads((ROOT / "tests" / "crds" / CRD_SCHEMAS[
+        ("kafka.strimzi.io/v1beta2", "KafkaUser")]).read_text())  # fmt: skip
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(user, schema)
+
+
+def test_the_generated_user_file_is_current() -> None:
+    paths = [Path("deploy") / "base" / "settings.env"]
+    settings = Settings.from_env(manifests.read_env_files(ROOT / path for path in paths))
+    text = manifests.render(
+        manifests.kafka_users(settings, "my-cluster", "kafka"),
+        manifests.command_line("my-cluster", "kafka", paths, users=True),
+        "connector/acls.py",
+    )
+    assert (DEPLOY / "base" / "users.yaml").read_text() == text
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_component_connects_over_tls_as_its_own_kafkauser(overlay: str) -> None:
+    objects = render(f"overlays/{overlay}")
+    configmap, _ = settings_of(objects)
+    assert configmap["data"]["KAFKA_BOOTSTRAP_SERVERS"].endswith(":9093")  # the TLS listener
+    users = {u["metadata"]["name"] for u in of_kind(objects, "KafkaUser")}
+    for workload in of_kind(objects, *WORKLOAD_KINDS):
+        name = workload["metadata"]["name"]
+        if name == "sandbox":
+            continue
+        (container,) = pod_spec(workload)["containers"]
+        env = {item["name"]: item for item in container["env"]}
+        assert env["KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+        assert env["KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
+        user = env["KAFKA_SASL_USERNAME"]["value"]
+        assert user == f"nxcloud-{name}"
+        assert user in users
+        assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": user,
+            "key": "password",
+        }
+        ca_file = Path(env["KAFKA_SSL_CA_FILE"]["value"])
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["kafka-ca"]["mountPath"] == str(ca_file.parent)
+        assert mounts["kafka-ca"]["readOnly"] is True
+        volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+        assert volumes["kafka-ca"]["secret"]["secretName"] == "my-cluster-cluster-ca-cert"
+        assert volumes["kafka-ca"]["secret"]["items"] == [{"key": "ca.crt", "path": ca_file.name}]

@@ -117,7 +117,7 @@ def edge_settings(settings: Settings, tmp_path: Path) -> Settings:
 
 
 async def start(settings: Settings, names: TopicNames) -> AsyncIterator[Server]:
-    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
+    async with admin.admin_client(settings) as client:
         await admin.ensure(client, declare(settings, names))
     async with serving(create_app(settings, names), edge(settings), keep_alive=1) as url:
         host, port = url.removeprefix("http://").split(":")

@@ -35,7 +35,7 @@ class Rig:
 async def rig(settings: Settings, topic_names: TopicNames) -> AsyncIterator[Rig]:
     world = sandbox.World(seed=7, origin=utcnow() - timedelta(seconds=40), rate=1.0, max_seconds=2)
     stand_in = sandbox.Sandbox(world, cdr_delay=timedelta(seconds=1))
-    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
+    async with admin.admin_client(settings) as client:
         await admin.ensure(client, declare(settings, topic_names))
     async with serving(sandbox.create_app(stand_in)) as url:
         poller_settings = dataclasses.replace(

@@ -40,7 +40,7 @@ async def test_a_poller_killed_repeatedly_loses_no_row(
     stand_in = sandbox.Sandbox(world, cdr_delay=timedelta(seconds=1))
     names = TopicNames()
     suffix = topic_names.dr_raw.rsplit(".", 1)[-1]
-    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
+    async with admin.admin_client(settings) as client:
         await admin.ensure(client, declare(settings, names.with_suffix(suffix)))
     wanted = {
         call.cdr_id

@@ -58,7 +58,7 @@ async def topics(receiver_settings: Settings, topic_names: TopicNames) -> TopicN
     from connector import admin
     from connector.topics import declare
 
-    async with admin.admin_client(receiver_settings.kafka_bootstrap_servers) as client:
+    async with admin.admin_client(receiver_settings) as client:
         await admin.ensure(client, declare(receiver_settings, topic_names))
     return topic_names
 

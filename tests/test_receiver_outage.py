@@ -68,7 +68,7 @@ async def test_pushes_during_a_broker_outage_are_spooled_and_drained(
         receiver_kafka_timeout_ms=500,
     )
     names = TopicNames()
-    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
+    async with admin.admin_client(settings) as client:
         await admin.ensure(client, declare(settings, names))
 
     async with (

@@ -65,7 +65,7 @@ async def pipeline(
 ) -> AsyncIterator[Pipeline]:
     suffix = topic_names.dr_raw.rsplit(".", 1)[-1]
     ours = replace(settings, topic_suffix=suffix)
-    await admin.converge(ours.kafka_bootstrap_servers, declare(ours))
+    await admin.converge(ours, declare(ours))
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": ours.kafka_bootstrap_servers,

@@ -88,7 +88,7 @@ async def test_each_call_is_pushed_once_to_the_receiver_as_form_data(
     settings: Settings, topic_names: TopicNames, tmp_path: Path
 ) -> None:
     receiver_settings = dataclasses.replace(settings, spool_dir=tmp_path / "spool")
-    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
+    async with admin.admin_client(settings) as client:
         await admin.ensure(client, declare(settings, topic_names))
     world = sandbox.World(seed=3, origin=utcnow() - timedelta(seconds=2), rate=4.0, max_seconds=1)
     async with serving(

@@ -1,3 +1,4 @@
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -113,3 +114,77 @@ def test_the_limits_themselves_are_accepted() -> None:
     assert settings.poller_window_seconds == 86400
     assert settings.poller_first_lookback_seconds == 604800
     assert settings.receiver_port == 65535
+
+
+def test_kafka_security_defaults_to_plaintext_without_credentials() -> None:
+    settings = Settings.from_env({})
+    assert settings.kafka_security_protocol == "PLAINTEXT"
+    assert settings.kafka_sasl_mechanism is None
+    assert settings.kafka_ssl_check_hostname is True
+    assert not settings.kafka_uses_sasl
+    assert not settings.kafka_uses_tls
+
+
+def test_sasl_ssl_settings_are_typed(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = Settings.from_env(
+        {
+            "KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+            "KAFKA_SASL_MECHANISM": "scram-sha-512",
+            "KAFKA_SASL_USERNAME": "receiver",
+            "KAFKA_SASL_PASSWORD": "pw-123",
+            "KAFKA_SSL_CA_FILE": str(ca),
+            "KAFKA_SSL_CHECK_HOSTNAME": "false",
+        }
+    )
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
+    assert settings.kafka_sasl_password == Secret("pw-123")
+    assert settings.kafka_ssl_ca_file == ca
+    assert settings.kafka_ssl_check_hostname is False
+    assert "pw-123" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME"),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "PLAIN",
+             "KAFKA_SASL_USERNAME": "u"},
+            "KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT needs KAFKA_SASL_PASSWORD",
+        ),
+        ({"KAFKA_SASL_MECHANISM": "PLAIN"}, "KAFKA_SASL_MECHANISM given, but"),
+        ({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SASL_USERNAME": "u"}, "uses no SASL"),
+        ({"KAFKA_SSL_CA_FILE": "/etc/hosts"}, "KAFKA_SSL_CA_FILE given, but"),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CERT_FILE": "/etc/hosts"},
+            "KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE go together",
+        ),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_KEY_PASSWORD": "kp"},
+            "KAFKA_SSL_KEY_PASSWORD given without KAFKA_SSL_KEY_FILE",
+        ),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_FILE": "/nonexistent/ca.crt"},
+            "KAFKA_SSL_CA_FILE: cannot read /nonexistent/ca.crt",
+        ),
+        ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL: must be one of"),
+        ({"KAFKA_SSL_CHECK_HOSTNAME": "maybe"}, "KAFKA_SSL_CHECK_HOSTNAME: must be true or false"),
+    ],
+)  # fmt: skip
+def test_contradicting_kafka_security_fails_naming_the_variables(
+    env: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert named in str(caught.value)
+
+
+def test_a_kafka_password_never_shows_in_a_configuration_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"KAFKA_SASL_PASSWORD": "pw-hunter2", "KAFKA_SSL_KEY_PASSWORD": "kp-9"})
+    assert "KAFKA_SASL_PASSWORD" in str(caught.value)
+    assert "pw-hunter2" not in str(caught.value)
+    assert "kp-9" not in str(caught.value)

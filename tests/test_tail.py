@@ -31,7 +31,7 @@ def test_render_is_one_line_unless_pretty() -> None:
 async def test_tail_prints_the_events_of_one_message_from_the_beginning(
     settings: Settings, topic_names: TopicNames
 ) -> None:
-    await admin.converge(settings.kafka_bootstrap_servers, declare(settings, topic_names))
+    await admin.converge(settings, declare(settings, topic_names))
     async with AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers) as producer:
         for number in range(5):
             event = {"call_id": f"c{number}", "message_id": f"m{number % 2}", "revision": 1}
@@ -39,7 +39,7 @@ async def test_tail_prints_the_events_of_one_message_from_the_beginning(
             await producer.send_and_wait(topic_names.call_events, orjson.dumps(event), key=key)
     out = io.StringIO()
     printed = await tail(
-        settings.kafka_bootstrap_servers, topic_names.call_events, from_beginning=True,
+        settings, topic_names.call_events, from_beginning=True,
         wanted=matcher(None, "m1"), out=out, limit=2,
     )  # fmt: skip
     assert printed == 2

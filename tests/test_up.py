@@ -15,6 +15,7 @@ import httpx
 
 from connector import admin
 from connector.broker import free_port
+from connector.settings import Settings
 from tests.kafka_helpers import read_topic
 from tests.test_cli import read_until
 from tests.test_receiver import EXAMPLE_FIELDS, PROVIDER_EXAMPLE
@@ -105,7 +106,7 @@ async def test_up_interrupted_and_started_again_loses_no_pushed_dr(tmp_path: Pat
         process.send_signal(signal.SIGINT)  # mid-stream: the sandbox keeps pushing until then
         assert process.wait(timeout=120) == 0
         process = start_up(env)
-        stored = (await admin.record_counts("127.0.0.1:9092", ["nxcloud.voice.dr.raw"]))[
+        stored = (await admin.record_counts(Settings(), ["nxcloud.voice.dr.raw"]))[
             "nxcloud.voice.dr.raw"
         ]
         pushed = received(

@@ -121,7 +121,7 @@ async def topics_and_env(
 ) -> AsyncIterator[tuple[TopicNames, dict[str, str], AIOKafkaProducer]]:
     suffix = topic_names.dr_raw.rsplit(".", 1)[-1]
     names = TopicNames().with_suffix(suffix)
-    async with admin.admin_client(settings.kafka_bootstrap_servers) as client:
+    async with admin.admin_client(settings) as client:
         await admin.ensure(client, declare(settings, names))
     env = {
         **os.environ,

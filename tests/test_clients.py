@@ -1,0 +1,136 @@
+"""The one Kafka client configuration, and the one-line explanations of refusals."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+)
+from faust.auth import SASLCredentials, SSLCredentials
+
+from connector import clients
+from connector.certs import Authority
+from connector.errors import KafkaAccessError
+from connector.settings import Secret, Settings
+
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    return Authority(tmp_path_factory.mktemp("ca"))
+
+
+def sasl_ssl(authority: Authority, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "kafka_security_protocol": "SASL_SSL",
+        "kafka_sasl_mechanism": "SCRAM-SHA-512",
+        "kafka_sasl_username": "worker",
+        "kafka_sasl_password": Secret("pw-s3cret"),
+        "kafka_ssl_ca_file": authority.cert_file,
+    }
+    return Settings(**(values | overrides))  # type: ignore[arg-type]
+
+
+def test_plaintext_adds_nothing_but_the_protocol() -> None:
+    assert clients.options(Settings(), acks="all") == {
+        "bootstrap_servers": "127.0.0.1:9092",
+        "security_protocol": "PLAINTEXT",
+        "acks": "all",
+    }
+    assert clients.broker_credentials(Settings()) is None
+
+
+def test_sasl_ssl_gives_aiokafka_and_faust_the_same_login(authority: Authority) -> None:
+    settings = sasl_ssl(authority)
+    options = clients.options(settings)
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert options["sasl_plain_username"] == "worker"
+    assert options["sasl_plain_password"] == "pw-s3cret"
+    context = options["ssl_context"]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.check_hostname
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    credentials = clients.broker_credentials(settings)
+    assert isinstance(credentials, SASLCredentials)
+    assert credentials.protocol.value == "SASL_SSL"
+    assert credentials.mechanism.value == "SCRAM-SHA-512"
+    assert (credentials.username, credentials.password) == ("worker", "pw-s3cret")
+    assert "pw-s3cret" not in repr(credentials)
+
+
+def test_host_name_verification_is_turned_off_only_when_asked(authority: Authority) -> None:
+    context = clients.ssl_context(sasl_ssl(authority, kafka_ssl_check_hostname=False))
+    assert context is not None
+    assert not context.check_hostname
+
+
+def test_mutual_tls_loads_the_client_certificate(authority: Authority, tmp_path: Path) -> None:
+    issued = authority.issue("client", "operator", password="key-pw")
+    settings = Settings(
+        kafka_security_protocol="SSL", kafka_ssl_ca_file=authority.cert_file,
+        kafka_ssl_cert_file=issued.cert, kafka_ssl_key_file=issued.key,
+        kafka_ssl_key_password=Secret("key-pw"),
+    )  # fmt: skip
+    assert clients.security(settings)["security_protocol"] == "SSL"
+    assert isinstance(clients.broker_credentials(settings), SSLCredentials)
+    wrong = Settings(
+        kafka_security_protocol="SSL", kafka_ssl_cert_file=issued.cert,
+        kafka_ssl_key_file=issued.key, kafka_ssl_key_password=Secret("not-key-pw"),
+    )  # fmt: skip
+    with pytest.raises(KafkaAccessError) as caught:
+        clients.ssl_context(wrong)
+    assert "KAFKA_SSL_KEY_PASSWORD" in str(caught.value)
+    assert "not-key-pw" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            SaslAuthenticationFailed("Authentication failed during authentication"),
+            "Kafka refused the SCRAM-SHA-512 login of user 'worker': check "
+            "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD",
+        ),
+        (
+            TopicAuthorizationFailedError("nxcloud.voice.call-events"),
+            "Kafka ACLs deny user 'worker' access to a topic (nxcloud.voice.call-events): "
+            "grant it (connector/acls.py, deploy/)",
+        ),
+        (
+            GroupAuthorizationFailedError("nxcloud-worker"),
+            "Kafka ACLs deny user 'worker' access to a consumer group (nxcloud-worker): "
+            "grant it (connector/acls.py, deploy/)",
+        ),
+    ],
+)
+def test_a_refusal_is_one_line_naming_what_to_check(
+    authority: Authority, error: Exception, expected: str
+) -> None:
+    wrapped = KafkaConnectionError("Unable to bootstrap")
+    wrapped.__cause__ = error
+    assert clients.explain(error, sasl_ssl(authority)) == expected
+    assert clients.explain(wrapped, sasl_ssl(authority)) == expected
+
+
+def test_an_untrusted_or_misnamed_certificate_names_the_variable(authority: Authority) -> None:
+    untrusted = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    untrusted.verify_code, untrusted.verify_message = 19, "self-signed certificate in chain"
+    misnamed = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    misnamed.verify_code, misnamed.verify_message = 62, "Hostname mismatch"
+    settings = sasl_ssl(authority)
+    assert clients.explain(untrusted, settings) == (
+        "TLS: the broker's certificate is not trusted (self-signed certificate in chain): "
+        "check KAFKA_SSL_CA_FILE"
+    )
+    assert "KAFKA_SSL_CHECK_HOSTNAME" in (clients.explain(misnamed, settings) or "")
+
+
+def test_an_outage_is_no_refusal(authority: Authority) -> None:
+    assert clients.explain(KafkaConnectionError("refused"), sasl_ssl(authority)) is None
+    assert clients.explain(ConnectionRefusedError(111, "refused"), Settings()) is None
