@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 # kustomize renders deploy/ in the tests; built from its Go module, pinned here only.
 KUSTOMIZE_VERSION := v5.7.1
 KUSTOMIZE := .tools/kustomize-$(KUSTOMIZE_VERSION)/kustomize
+# promtool checks and unit-tests deploy/monitoring's rules in the tests; built from its Go module, pinned here only.
+PROMTOOL_VERSION := v0.316.0
+PROMTOOL := .tools/promtool-$(PROMTOOL_VERSION)/promtool
 # The Strimzi cluster and the namespace its Topic Operator watches, for the KafkaTopics.
 KAFKA_CLUSTER ?= my-cluster
 KAFKA_NAMESPACE ?= kafka
@@ -22,13 +25,16 @@ install: $(BIN)/nxcloud-connector
 $(KUSTOMIZE):
 	GOBIN=$(CURDIR)/$(dir $(KUSTOMIZE)) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
-tools: $(KUSTOMIZE)
+$(PROMTOOL):
+	GOBIN=$(CURDIR)/$(dir $(PROMTOOL)) go install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
+
+tools: $(KUSTOMIZE) $(PROMTOOL)
 
 up: install
 	$(BIN)/nxcloud-connector up
 
 test: install tools
-	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) $(BIN)/pytest
+	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) PROMTOOL=$(CURDIR)/$(PROMTOOL) $(BIN)/pytest
 
 # The KafkaTopics under deploy/, from connector/topics.py and each overlay's settings.
 manifests: install

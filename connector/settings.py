@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from connector.errors import ConfigError
 
 DEFAULT_CDR_URL: Final = "http://api2.nxcloud.com/api/voiceSms/getVoiceCdr"
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class Secret:
@@ -56,6 +57,13 @@ def _store(raw: str) -> str:
     if raw.strip() not in {"memory://", "rocksdb://"}:
         raise ValueError("must be memory:// or rocksdb:// (RocksDB through rocksdict)")
     return raw.strip()
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return level
 
 
 def _secret(raw: str) -> Secret:
@@ -196,6 +204,11 @@ class Settings:
         "NXCLOUD_WORKER_DATA_DIR", Path, factory=lambda: default_state_dir() / "worker"
     )
     poller_metrics_port: int = _env("NXCLOUD_POLLER_METRICS_PORT", _int_at_least(0), 9102)
+    worker_metrics_port: int = _env("NXCLOUD_WORKER_METRICS_PORT", _int_at_least(0), 9103)
+    worker_dr_grace_seconds: int = _env(
+        "NXCLOUD_WORKER_DR_GRACE_SECONDS", _int_at_least(1), 4 * 3600
+    )
+    log_level: str = _env("NXCLOUD_LOG_LEVEL", _log_level, "INFO")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
