@@ -220,6 +220,7 @@ class Process:
 
 
 def worker(stage: Stage, scratch: Path, name: str, **env: str) -> Process:
+    env.setdefault("NXCLOUD_WORKER_METRICS_PORT", str(free_port()))
     environment = stage.env(NXCLOUD_WORKER_DATA_DIR=str(scratch / name), **env)
     process = Process(["worker"], environment, scratch / f"{name}.log")
     process.await_line("[^Worker]: Ready")
@@ -238,21 +239,35 @@ async def await_drained(stage: Stage, process: Process, deadline: float) -> None
     raise RuntimeError("the worker did not catch up in time")
 
 
+async def worker_rate(stage: Stage, scratch: Path, name: str, **env: str) -> tuple[float, int]:
+    """Records per second of one worker over what is on `stage`'s raw topics, and events."""
+    process = worker(stage, scratch, name, **env)
+    try:
+        await await_drained(stage, process, time.monotonic() + 600)
+    finally:
+        process.stop()
+    events, seconds = await event_span(stage)
+    return seconds, events
+
+
 async def throughput(bootstrap: str, scratch: Path, calls: int) -> None:
-    ceiling_stage, worker_stage = Stage(bootstrap, "ceiling"), Stage(bootstrap, "throughput")
-    for stage in (ceiling_stage, worker_stage):
+    ceiling_stage = Stage(bootstrap, "ceiling")
+    bare_stage, metered_stage = Stage(bootstrap, "throughput"), Stage(bootstrap, "metered")
+    for stage in (ceiling_stage, bare_stage, metered_stage):
         await stage.create()
         records = await produce(stage, mixed_records(calls))
     rate_ceiling = await passthrough(ceiling_stage, records)
-    process = worker(worker_stage, scratch, "throughput")
-    try:
-        await await_drained(worker_stage, process, time.monotonic() + 600)
-    finally:
-        process.stop()
-    events, seconds = await event_span(worker_stage)
-    rate = records / seconds
+    seconds, events = await worker_rate(
+        bare_stage, scratch, "throughput", NXCLOUD_WORKER_METRICS_PORT="0"
+    )
+    metered_seconds, _ = await worker_rate(
+        metered_stage, scratch, "metered", NXCLOUD_WORKER_METRICS_PORT=str(free_port())
+    )
+    rate, metered = records / seconds, records / metered_seconds
     print(f"throughput: {records:,} raw records ({calls:,} calls: CDR, settled CDR, DR, DR again)")
     print(f"  worker, normalize + merge + dedupe: {rate:,.0f} records/s ({events:,} events)")
+    print(f"  the same with its metrics served:   {metered:,.0f} records/s "
+          f"({1 - metered / rate:+.1%} cost)")  # fmt: skip
     print(f"  aiokafka passthrough (ceiling):     {rate_ceiling:,.0f} records/s")
     print(f"  worker / passthrough:               {rate / rate_ceiling:.0%}")
 
