@@ -364,7 +364,18 @@ def test_production_traffic_is_denied_unless_allowed() -> None:
         for s in of_kind(objects, "Service")
         if selects(monitors[0]["spec"]["selector"], s["metadata"]["labels"])
     ]
-    assert sorted(scraped) == ["poller-metrics", "receiver"]
+    assert sorted(scraped) == ["poller-metrics", "receiver", "worker-metrics"]
+    _, settings = settings_of(objects)
+    (worker_in,) = policies["worker"]["ingress"]
+    assert worker_in["ports"] == [{"protocol": "TCP", "port": settings.worker_metrics_port}]
+
+
+def test_the_monitoring_kustomization_renders_the_rules_and_the_dashboard() -> None:
+    objects = render("monitoring")
+    assert one(objects, "PrometheusRule", "nxcloud-connector")["spec"]["groups"]
+    dashboard = one(objects, "ConfigMap", "nxcloud-connector-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["dashboard.json"])["uid"] == "nxcloud-connector"
 
 
 def test_production_ships_no_secret_and_the_example_only_placeholders() -> None:
