@@ -48,10 +48,10 @@ manifests: install
 deploy/requirements.txt: pyproject.toml
 	rm -rf .tools/lock-venv
 	$(PYTHON) -m venv .tools/lock-venv
-	.tools/lock-venv/bin/pip install --quiet .
+	.tools/lock-venv/bin/pip install --quiet '.[rocksdict]'
 	{ echo "# The image's exact dependency versions: \`make deploy/requirements.txt\` (pip freeze of a clean"; \
-	  echo "# install of the project, Python 3.11). deploy/Dockerfile installs these, then the project"; \
-	  echo "# with --no-deps."; \
+	  echo "# install of the project with its rocksdict extra, Python 3.11). deploy/Dockerfile installs"; \
+	  echo "# these, then the project with --no-deps."; \
 	  .tools/lock-venv/bin/pip freeze --exclude nxcloud-connector; } > $@.new
 	mv $@.new $@
 	rm -rf .tools/lock-venv

@@ -430,8 +430,20 @@ def test_the_images_requirements_satisfy_the_projects_dependencies() -> None:
             name, _, version = line.partition("==")
             pinned[canonicalize_name(name)] = version
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    for dependency in project["dependencies"]:
+    # The production overlay's store is rocksdb://: the image holds the rocksdict extra.
+    for dependency in project["dependencies"] + project["optional-dependencies"]["rocksdict"]:
         requirement = Requirement(dependency)
         found = pinned.get(canonicalize_name(requirement.name))
         assert found is not None, f"{requirement.name} is not in deploy/requirements.txt"
         assert requirement.specifier.contains(found), f"{requirement.name}=={found}"
+
+
+def test_production_keeps_the_calls_on_rocksdb_in_a_volume() -> None:
+    objects = render("overlays/production")
+    _, settings = settings_of(objects)
+    assert settings.worker_store == "rocksdb://"
+    worker = pod_spec(one(objects, "Deployment", "worker"))
+    (container,) = worker["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    data = next(v for v in worker["volumes"] if v["name"] == mounts[str(settings.worker_data_dir)])
+    assert data["emptyDir"]["sizeLimit"] == "8Gi"
