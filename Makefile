@@ -12,7 +12,7 @@ PROMTOOL := .tools/promtool-$(PROMTOOL_VERSION)/promtool
 KAFKA_CLUSTER ?= my-cluster
 KAFKA_NAMESPACE ?= kafka
 
-.PHONY: install tools up test check manifests bench-receiver bench-backfill bench-worker clean
+.PHONY: install tools up test check manifests bench-receiver bench-backfill bench-worker bench-recovery clean
 
 $(BIN)/nxcloud-connector: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,9 @@ bench-backfill: install
 
 bench-worker: install
 	$(BIN)/python -m bench.worker
+
+bench-recovery: install
+	$(BIN)/python -m bench.recovery
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .pytest_cache .ruff_cache

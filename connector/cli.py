@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.set_defaults(command=run_worker)
 
     up = commands.add_parser("up", help="run the whole pipeline locally, with a local Kafka")
+    up.add_argument(
+        "--verbose", action="store_true", help="show every log line, not only warnings and errors"
+    )
     up.set_defaults(command=run_up)
 
     tail = commands.add_parser("tail", help="print call events as JSON lines")
@@ -285,8 +288,8 @@ def run_worker(_args: argparse.Namespace) -> int:
     worker.execute_from_commandline()
 
 
-def run_up(_args: argparse.Namespace) -> int:
-    return stack.up(Settings.from_env())
+def run_up(args: argparse.Namespace) -> int:
+    return stack.up(Settings.from_env(), verbose=args.verbose)
 
 
 def run_topics(args: argparse.Namespace) -> int:
