@@ -10,6 +10,7 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from connector import admin, sandbox
@@ -143,6 +144,9 @@ async def test_the_worker_metrics_follow_what_it_was_fed(
     assert metrics[("nxcloud_worker_rebalances_total", ())] >= 1
     assert metrics[("nxcloud_worker_rebalance_seconds_count", ())] >= 1
     assert max(lags) > 0, lags
+    lines = (tmp_path / "a.log").read_text().splitlines()
+    assert "\x1b" not in "".join(lines)  # no colours, and no banner: every line is JSON
+    assert all({"time", "level", "logger", "message"} <= set(orjson.loads(line)) for line in lines)
     print(f"lag samples: first {lags[:5]}, max {max(lags)}, {len(lags)} scrapes")
 
 
