@@ -53,8 +53,10 @@ class Console:
         self.last: Sequence[str] = ()
 
     def say(self, text: str) -> None:
+        """A message of `up`'s own; the status is not drawn again until the next one."""
         with self.lock:
             self._clear()
+            self.last = ()
             print(text, file=self.out, flush=True)
 
     def status(self, lines: Sequence[str]) -> None:
