@@ -205,6 +205,11 @@ class Process:
         if self.popen.poll() is not None:
             raise RuntimeError(f"{self.log}: exited:\n{self.log.read_text()[-3000:]}")
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the process has used (every thread)."""
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self) -> float:
         status = Path(f"/proc/{self.popen.pid}/status").read_text()
         line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
@@ -239,15 +244,20 @@ async def await_drained(stage: Stage, process: Process, deadline: float) -> None
     raise RuntimeError("the worker did not catch up in time")
 
 
-async def worker_rate(stage: Stage, scratch: Path, name: str, **env: str) -> tuple[float, int]:
-    """Records per second of one worker over what is on `stage`'s raw topics, and events."""
+async def worker_rate(
+    stage: Stage, scratch: Path, name: str, **env: str
+) -> tuple[float, float, int]:
+    """Seconds from the first event to the last of one worker over what is on `stage`'s raw
+    topics, the CPU seconds it used meanwhile (from ready to caught up), and the events."""
     process = worker(stage, scratch, name, **env)
     try:
+        cpu = process.cpu_seconds()
         await await_drained(stage, process, time.monotonic() + 600)
+        cpu = process.cpu_seconds() - cpu
     finally:
         process.stop()
     events, seconds = await event_span(stage)
-    return seconds, events
+    return seconds, cpu, events
 
 
 async def throughput(bootstrap: str, scratch: Path, calls: int, rounds: int) -> None:
@@ -258,6 +268,7 @@ async def throughput(bootstrap: str, scratch: Path, calls: int, rounds: int) -> 
     records = await produce(ceiling_stage, mixed_records(calls))
     rate_ceiling = await passthrough(ceiling_stage, records)
     rates: dict[bool, list[float]] = {False: [], True: []}
+    per_cpu: dict[bool, list[float]] = {False: [], True: []}
     events = 0
     for turn in range(rounds * 2):
         metered = turn % 4 in (1, 2)
@@ -265,18 +276,26 @@ async def throughput(bootstrap: str, scratch: Path, calls: int, rounds: int) -> 
         await stage.create()
         await produce(stage, mixed_records(calls))
         port = str(free_port()) if metered else "0"
-        seconds, events = await worker_rate(
+        seconds, cpu, events = await worker_rate(
             stage, scratch, f"throughput{turn}", NXCLOUD_WORKER_METRICS_PORT=port
         )
         rates[metered].append(records / seconds)
+        per_cpu[metered].append(records / cpu)
     bare, metered_rate = statistics.median(rates[False]), statistics.median(rates[True])
-    runs = {key: " / ".join(f"{rate:,.0f}" for rate in values) for key, values in rates.items()}
+    bare_cpu, metered_cpu = statistics.median(per_cpu[False]), statistics.median(per_cpu[True])
+
+    def runs(values: list[float]) -> str:
+        return " / ".join(f"{value:,.0f}" for value in values)
+
     print(f"throughput: {records:,} raw records ({calls:,} calls: CDR, settled CDR, DR, DR again)")
-    print(f"  worker, normalize + merge + dedupe: {bare:,.0f} records/s, median of {runs[False]}"
-          f" ({events:,} events)")  # fmt: skip
+    print(f"  worker, normalize + merge + dedupe: {bare:,.0f} records/s, median of "
+          f"{runs(rates[False])} ({events:,} events)")  # fmt: skip
     print(f"  the same with its metrics served:   {metered_rate:,.0f} records/s, median of "
-          f"{runs[True]}")  # fmt: skip
-    print(f"  metrics cost:                       {1 - metered_rate / bare:.1%} of the throughput")
+          f"{runs(rates[True])}")  # fmt: skip
+    print(f"  records per CPU second, without:    {bare_cpu:,.0f} ({runs(per_cpu[False])})")
+    print(f"  records per CPU second, with:       {metered_cpu:,.0f} ({runs(per_cpu[True])})")
+    print(f"  metrics cost:                       {1 - metered_cpu / bare_cpu:.1%} of the CPU "
+          f"throughput ({1 - metered_rate / bare:.1%} of the wall-clock one)")  # fmt: skip
     print(f"  aiokafka passthrough (ceiling):     {rate_ceiling:,.0f} records/s")
     print(f"  worker / passthrough:               {bare / rate_ceiling:.0%}")
 
