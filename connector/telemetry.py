@@ -22,7 +22,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     start_http_server,
-)  # fmt: skip
+)
 
 from connector.errors import ConfigError
 from connector.metrics import LATENCY_BUCKETS
