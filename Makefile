@@ -5,11 +5,14 @@ BIN := $(VENV)/bin
 # kustomize renders deploy/ in the tests; built from its Go module, pinned here only.
 KUSTOMIZE_VERSION := v5.7.1
 KUSTOMIZE := .tools/kustomize-$(KUSTOMIZE_VERSION)/kustomize
+# promtool checks and unit-tests deploy/monitoring's rules in the tests; built from its Go module, pinned here only.
+PROMTOOL_VERSION := v0.316.0
+PROMTOOL := .tools/promtool-$(PROMTOOL_VERSION)/promtool
 # The Strimzi cluster and the namespace its Topic Operator watches, for the KafkaTopics.
 KAFKA_CLUSTER ?= my-cluster
 KAFKA_NAMESPACE ?= kafka
 
-.PHONY: install tools up test check manifests bench-receiver bench-backfill bench-worker bench-topic-size clean
+.PHONY: install tools up test check manifests bench-receiver bench-backfill bench-worker bench-topic-size bench-recovery clean
 
 $(BIN)/nxcloud-connector: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +25,16 @@ install: $(BIN)/nxcloud-connector
 $(KUSTOMIZE):
 	GOBIN=$(CURDIR)/$(dir $(KUSTOMIZE)) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
-tools: $(KUSTOMIZE)
+$(PROMTOOL):
+	GOBIN=$(CURDIR)/$(dir $(PROMTOOL)) go install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
+
+tools: $(KUSTOMIZE) $(PROMTOOL)
 
 up: install
 	$(BIN)/nxcloud-connector up
 
 test: install tools
-	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) $(BIN)/pytest
+	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) PROMTOOL=$(CURDIR)/$(PROMTOOL) $(BIN)/pytest
 
 # The KafkaTopics under deploy/, from connector/topics.py and each overlay's settings;
 # the KafkaUsers, from connector/acls.py.
@@ -45,10 +51,10 @@ manifests: install
 deploy/requirements.txt: pyproject.toml
 	rm -rf .tools/lock-venv
 	$(PYTHON) -m venv .tools/lock-venv
-	.tools/lock-venv/bin/pip install --quiet .
+	.tools/lock-venv/bin/pip install --quiet '.[rocksdict]'
 	{ echo "# The image's exact dependency versions: \`make deploy/requirements.txt\` (pip freeze of a clean"; \
-	  echo "# install of the project, Python 3.11). deploy/Dockerfile installs these, then the project"; \
-	  echo "# with --no-deps."; \
+	  echo "# install of the project with its rocksdict extra, Python 3.11). deploy/Dockerfile installs"; \
+	  echo "# these, then the project with --no-deps."; \
 	  .tools/lock-venv/bin/pip freeze --exclude nxcloud-connector; } > $@.new
 	mv $@.new $@
 	rm -rf .tools/lock-venv
@@ -69,6 +75,9 @@ bench-worker: install
 
 bench-topic-size: install
 	$(BIN)/python -m bench.topic_size
+
+bench-recovery: install
+	$(BIN)/python -m bench.recovery
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .pytest_cache .ruff_cache

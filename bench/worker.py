@@ -22,18 +22,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from faust.types import TP, EventT
 
 from connector import admin, cdr, clients, dr, sandbox
 from connector.broker import BrokerConfig, LocalKafka, free_port
 from connector.settings import Settings
+from connector.telemetry import RebalanceSensor, WorkerMetrics
 from connector.topics import TopicNames, declare
+from connector.worker import BATCH
 
 ZONE = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -210,6 +214,11 @@ class Process:
         if self.popen.poll() is not None:
             raise RuntimeError(f"{self.log}: exited:\n{self.log.read_text()[-3000:]}")
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the process has used (every thread)."""
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self) -> float:
         status = Path(f"/proc/{self.popen.pid}/status").read_text()
         line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
@@ -225,6 +234,7 @@ class Process:
 
 
 def worker(stage: Stage, scratch: Path, name: str, **env: str) -> Process:
+    env.setdefault("NXCLOUD_WORKER_METRICS_PORT", str(free_port()))
     environment = stage.env(NXCLOUD_WORKER_DATA_DIR=str(scratch / name), **env)
     process = Process(["worker"], environment, scratch / f"{name}.log")
     process.await_line("[^Worker]: Ready")
@@ -243,23 +253,90 @@ async def await_drained(stage: Stage, process: Process, deadline: float) -> None
     raise RuntimeError("the worker did not catch up in time")
 
 
-async def throughput(bootstrap: str, scratch: Path, calls: int) -> None:
-    ceiling_stage, worker_stage = Stage(bootstrap, "ceiling"), Stage(bootstrap, "throughput")
-    for stage in (ceiling_stage, worker_stage):
-        await stage.create()
-        records = await produce(stage, mixed_records(calls))
-    rate_ceiling = await passthrough(ceiling_stage, records)
-    process = worker(worker_stage, scratch, "throughput")
+async def worker_rate(
+    stage: Stage, scratch: Path, name: str, **env: str
+) -> tuple[float, float, int]:
+    """Seconds from the first event to the last of one worker over what is on `stage`'s raw
+    topics, the CPU seconds it used meanwhile (from ready to caught up), and the events."""
+    process = worker(stage, scratch, name, **env)
     try:
-        await await_drained(worker_stage, process, time.monotonic() + 600)
+        cpu = process.cpu_seconds()
+        await await_drained(stage, process, time.monotonic() + 600)
+        cpu = process.cpu_seconds() - cpu
     finally:
         process.stop()
-    events, seconds = await event_span(worker_stage)
-    rate = records / seconds
+    events, seconds = await event_span(stage)
+    return seconds, cpu, events
+
+
+def metrics_code_us() -> float:
+    """CPU microseconds per record of what the metrics add to the worker's path: the counting
+    after each batch, and the no-op hooks Faust calls on one more sensor for each record."""
+    metrics = WorkerMetrics()
+    sensor = RebalanceSensor(metrics)
+    tp = TP("nxcloud.voice.dr.raw", 0)
+    records = cast(
+        list[EventT[bytes]],
+        [SimpleNamespace(message=SimpleNamespace(topic=tp.topic, tp=tp, offset=n, timestamp=1.0))
+         for n in range(BATCH)],
+    )  # fmt: skip
+    rounds, none = 200, cast(Any, None)
+    started = time.process_time()
+    for _ in range(rounds):
+        metrics.batch(records, BATCH // 2, BATCH, time.perf_counter())
+        for n, record in enumerate(records):
+            sensor.on_message_in(tp, n, record.message)
+            state = sensor.on_stream_event_in(tp, n, none, record)
+            sensor.on_stream_event_out(tp, n, none, record, state)
+            sensor.on_message_out(tp, n, record.message)
+            sensor.on_table_get(none, None)
+            sensor.on_table_set(none, None, None)
+            sensor.on_send_initiated(none, "", none, 0, 0)
+            sensor.on_send_completed(none, none, none)
+    return (time.process_time() - started) / (rounds * BATCH) * 1e6
+
+
+async def throughput(bootstrap: str, scratch: Path, calls: int, rounds: int) -> None:
+    """The worker without and with its metrics, in turns (ABBA: the machine's load drifts),
+    over the same records on stages of their own."""
+    ceiling_stage = Stage(bootstrap, "ceiling")
+    await ceiling_stage.create()
+    records = await produce(ceiling_stage, mixed_records(calls))
+    rate_ceiling = await passthrough(ceiling_stage, records)
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    per_cpu: dict[bool, list[float]] = {False: [], True: []}
+    events = 0
+    for turn in range(rounds * 2):
+        metered = turn % 4 in (1, 2)
+        stage = Stage(bootstrap, f"throughput{turn}")
+        await stage.create()
+        await produce(stage, mixed_records(calls))
+        port = str(free_port()) if metered else "0"
+        seconds, cpu, events = await worker_rate(
+            stage, scratch, f"throughput{turn}", NXCLOUD_WORKER_METRICS_PORT=port
+        )
+        rates[metered].append(records / seconds)
+        per_cpu[metered].append(records / cpu)
+    bare, metered_rate = statistics.median(rates[False]), statistics.median(rates[True])
+    bare_cpu, metered_cpu = statistics.median(per_cpu[False]), statistics.median(per_cpu[True])
+
+    def runs(values: list[float]) -> str:
+        return " / ".join(f"{value:,.0f}" for value in values)
+
     print(f"throughput: {records:,} raw records ({calls:,} calls: CDR, settled CDR, DR, DR again)")
-    print(f"  worker, normalize + merge + dedupe: {rate:,.0f} records/s ({events:,} events)")
+    print(f"  worker, normalize + merge + dedupe: {bare:,.0f} records/s, median of "
+          f"{runs(rates[False])} ({events:,} events)")  # fmt: skip
+    print(f"  the same with its metrics served:   {metered_rate:,.0f} records/s, median of "
+          f"{runs(rates[True])}")  # fmt: skip
+    print(f"  records per CPU second, without:    {bare_cpu:,.0f} ({runs(per_cpu[False])})")
+    print(f"  records per CPU second, with:       {metered_cpu:,.0f} ({runs(per_cpu[True])})")
+    print(f"  metrics cost:                       {1 - metered_cpu / bare_cpu:.1%} of the CPU "
+          f"throughput ({1 - metered_rate / bare:.1%} of the wall-clock one)")  # fmt: skip
+    code = metrics_code_us()
+    print(f"  the metrics' own code:              {code:.1f} us a record, "
+          f"{code * bare_cpu / 1e6:.1%} of the worker's CPU a record")  # fmt: skip
     print(f"  aiokafka passthrough (ceiling):     {rate_ceiling:,.0f} records/s")
-    print(f"  worker / passthrough:               {rate / rate_ceiling:.0%}")
+    print(f"  worker / passthrough:               {bare / rate_ceiling:.0%}")
 
 
 def http_request(path: str, body: bytes) -> bytes:
@@ -370,6 +447,7 @@ async def memory(bootstrap: str, scratch: Path, calls: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=25_000, help="calls in the throughput run")
+    parser.add_argument("--rounds", type=int, default=2, help="throughput runs of each kind")
     parser.add_argument("--rate", type=int, default=1000, help="DR pushes/s in the latency run")
     parser.add_argument("--seconds", type=int, default=30, help="length of the latency run")
     parser.add_argument("--state", type=int, default=1_000_000, help="calls in the memory run")
@@ -380,7 +458,9 @@ def main() -> int:
         config = BrokerConfig(scratch / "kafka", free_port(), free_port(), heap="1g")
         with LocalKafka(config) as kafka:
             runs: dict[str, Any] = {
-                "throughput": lambda: throughput(kafka.bootstrap_servers, scratch, args.calls),
+                "throughput": lambda: throughput(
+                    kafka.bootstrap_servers, scratch, args.calls, args.rounds
+                ),
                 "latency": lambda: latency(
                     kafka.bootstrap_servers, scratch, args.rate, args.seconds
                 ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from connector import clients
 from connector.errors import KafkaAccessError, TopicError
 from connector.settings import Settings
 from connector.topics import ExistingTopic, Plan, TopicSpec, plan
+
+log = logging.getLogger(__name__)
 
 UNKNOWN_TOPIC = 3
 TOPIC_ALREADY_EXISTS = 36
@@ -182,3 +185,22 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPar
     """The topic's partitions from fresh metadata (an unsubscribed consumer has none)."""
     await consumer._client.force_metadata_update()
     return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+
+
+async def await_topics(settings: Settings, names: Sequence[str], poll_seconds: float = 5.0) -> None:
+    """Return once every topic of `names` exists; until then warn, naming the missing ones.
+    (Faust never subscribes again to a source topic missing when it started.)"""
+    while True:
+        try:
+            async with admin_client(settings) as client:
+                topics = await client.describe_topics(list(names))
+            absent = sorted(t["topic"] for t in topics if t["error_code"] == UNKNOWN_TOPIC)
+            if not absent:
+                return
+            log.warning(
+                "waiting for topics to be created (not ready until then)",
+                extra={"missing_topics": absent},
+            )
+        except TopicError as exc:
+            log.warning("waiting for Kafka", extra={"error": str(exc)})
+        await asyncio.sleep(poll_seconds)

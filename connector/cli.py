@@ -122,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.set_defaults(command=run_worker)
 
     up = commands.add_parser("up", help="run the whole pipeline locally, with a local Kafka")
+    up.add_argument(
+        "--verbose", action="store_true", help="show every log line, not only warnings and errors"
+    )
     up.set_defaults(command=run_up)
 
     tail = commands.add_parser("tail", help="print call events as JSON lines")
@@ -329,7 +332,7 @@ def run_receiver(_args: argparse.Namespace) -> int:
     from connector.receiver import create_app, edge
 
     settings = Settings.from_env()
-    logs.configure()
+    logs.configure(settings.log_level)
     uvicorn.run(
         create_app(settings),
         host=settings.receiver_host,
@@ -351,7 +354,7 @@ def run_poller(_args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     settings.credentials()
-    logs.configure()
+    logs.configure(settings.log_level)
     return asyncio.run(poll(settings))
 
 
@@ -375,7 +378,7 @@ def run_sandbox(args: argparse.Namespace) -> int:
     from connector import logs, sandbox
     from connector.clock import utcnow
 
-    logs.configure()
+    logs.configure(Settings.from_env().log_level)
     world = sandbox.World(args.seed, utcnow() - timedelta(hours=args.history_hours), args.rate)
     stand_in = sandbox.Sandbox(
         world, appkey=args.appkey, secretkey=args.secretkey, push_to=args.push_to
@@ -388,20 +391,34 @@ def run_sandbox(args: argparse.Namespace) -> int:
 
 
 def run_worker(_args: argparse.Namespace) -> int:
+    import faust
     import uvloop
 
+    from connector import logs, telemetry
     from connector.worker import create_app
 
     settings = Settings.from_env()
+    logs.configure(settings.log_level)
     asyncio.run(clients.check(settings))  # a refused login is one line, not a retry loop
+    metrics = telemetry.WorkerMetrics() if settings.worker_metrics_port else None
+    if metrics is not None:
+        metrics.serve(settings.worker_metrics_port)
+    names = TopicNames.of(settings)
+    sources = [names.dr_raw, names.cdr_raw, names.observations]
+    asyncio.run(admin.await_topics(settings, sources))
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    app = create_app(settings)
-    sys.argv = ["nxcloud-connector", "worker", "--loglevel=info", "--without-web"]
-    app.main()
+    app = create_app(settings, names, metrics)
+    # Our JSON logging, no banner, no spinner (then Faust logs "Ready").
+    worker = faust.Worker(
+        app, loglevel=settings.log_level, quiet=True, override_logging=False,
+        redirect_stdouts=False,
+    )  # fmt: skip
+    worker.spinner = None
+    worker.execute_from_commandline()
 
 
-def run_up(_args: argparse.Namespace) -> int:
-    return stack.up(Settings.from_env())
+def run_up(args: argparse.Namespace) -> int:
+    return stack.up(Settings.from_env(), verbose=args.verbose)
 
 
 def run_topics(args: argparse.Namespace) -> int:

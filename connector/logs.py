@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Final
@@ -11,7 +12,11 @@ import orjson
 
 from connector.clock import rfc3339
 
-STANDARD: Final = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+# uvicorn's color_message repeats the message with ANSI colour codes.
+STANDARD: Final = frozenset(vars(logging.makeLogRecord({})).keys()) | {
+    "message", "asctime", "color_message",
+}  # fmt: skip
+ANSI: Final = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class JsonFormatter(logging.Formatter):
@@ -20,7 +25,7 @@ class JsonFormatter(logging.Formatter):
             "time": rfc3339(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": ANSI.sub("", record.getMessage()),
         }
         for name, value in vars(record).items():
             if name not in STANDARD:
@@ -31,9 +36,14 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO") -> None:
+    """JSON lines on stderr at `level` (NXCLOUD_LOG_LEVEL) for every logger; httpx's line
+    per request only at DEBUG."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(quiet)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Literal, TypeVar
 
 import orjson
 
@@ -15,6 +15,8 @@ from connector.clock import rfc3339
 from connector.normalize import EITHER, Observation
 
 SCHEMA_VERSION: Final = 1
+# A DR with no CDR row after this long: the poller missed the row.
+CDR_GRACE: Final = timedelta(hours=24)
 BILLING: Final = ("cycle_seconds", "cycles", "unit_price", "basic_price")
 CDR_ONLY: Final = ("connected_at", "display_number", "cdr_id")
 FACTS: Final = (
@@ -187,6 +189,20 @@ def event(state: CallState, content: dict[str, Any] | None = None) -> dict[str, 
 
 def expired(state: CallState, now: datetime, horizon: timedelta) -> bool:
     return state.updated_at is not None and now - state.updated_at > horizon
+
+
+def missing(state: CallState, now: datetime, dr_grace: timedelta) -> Literal["dr", "cdr"] | None:
+    """Which source a call still lacks past its wait: "dr" when it has CDR rows but no DR
+    `dr_grace` after it was first seen (the DR push was lost), "cdr" when it has a DR but no
+    CDR row after a day (the poller missed the row)."""
+    if state.first_seen_at is None:
+        return None
+    waited = now - state.first_seen_at
+    if "dr" not in state.sources and "cdr" in state.sources and waited > dr_grace:
+        return "dr"
+    if "cdr" not in state.sources and "dr" in state.sources and waited > CDR_GRACE:
+        return "cdr"
+    return None
 
 
 def _time(moment: datetime | None) -> str | None:

@@ -39,6 +39,10 @@ class ReceiverMetrics:
         self.spool_bytes = Gauge(
             "nxcloud_receiver_spool_bytes", "Bytes used by the spool", registry=self.registry
         )
+        self.spool_max_bytes = Gauge(
+            "nxcloud_receiver_spool_max_bytes", "NXCLOUD_SPOOL_MAX_BYTES: the spool's capacity",
+            registry=self.registry,
+        )  # fmt: skip
         self.kafka_up = Gauge(
             "nxcloud_receiver_kafka_up",
             "1 while pushes go straight to Kafka, 0 while they go to the spool",

@@ -316,6 +316,7 @@ def create_app(
     store: StoreFactory = kafka_store,
 ) -> Starlette:
     metrics = ReceiverMetrics()
+    metrics.spool_max_bytes.set(settings.spool_max_bytes)
     endpoint = DrEndpoint(settings, names or TopicNames.of(settings), metrics, clock)
 
     @asynccontextmanager

@@ -19,6 +19,7 @@ from connector.errors import ConfigError
 DEFAULT_CDR_URL: Final = "http://api2.nxcloud.com/api/voiceSms/getVoiceCdr"
 WINDOW_SECONDS: Final = int(MAX_WINDOW.total_seconds())
 QUERYABLE_SECONDS: Final = int(LOOKBACK.total_seconds())
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class Secret:
@@ -60,6 +61,13 @@ def _store(raw: str) -> str:
     if raw.strip() not in {"memory://", "rocksdb://"}:
         raise ValueError("must be memory:// or rocksdb:// (RocksDB through rocksdict)")
     return raw.strip()
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return level
 
 
 def _secret(raw: str) -> Secret:
@@ -268,6 +276,11 @@ class Settings:
         "NXCLOUD_WORKER_DATA_DIR", Path, factory=lambda: default_state_dir() / "worker"
     )
     poller_metrics_port: int = _env("NXCLOUD_POLLER_METRICS_PORT", _port(0), 9102)
+    worker_metrics_port: int = _env("NXCLOUD_WORKER_METRICS_PORT", _port(0), 9103)
+    worker_dr_grace_seconds: int = _env(
+        "NXCLOUD_WORKER_DR_GRACE_SECONDS", _int_at_least(1), 4 * 3600
+    )
+    log_level: str = _env("NXCLOUD_LOG_LEVEL", _log_level, "INFO")
     # The call-event contract: whose events they are, and how long the topic keeps a call.
     deployment: str = _env("NXCLOUD_DEPLOYMENT", _uri_segment, "default")
     call_event_retention_days: int = _env("NXCLOUD_CALL_EVENT_RETENTION_DAYS", _int_at_least(1), 90)

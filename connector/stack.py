@@ -10,20 +10,27 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
+from pathlib import Path
 
 from connector import admin, broker
+from connector.console import Console
 from connector.errors import ConnectorError
-from connector.settings import Settings
+from connector.settings import Settings, default_state_dir
 from connector.topics import TopicNames, declare
 
 READY_WITHIN = 60.0
 SANDBOX_PORT = 8090
 
 
-def up(settings: Settings) -> int:
+def up(settings: Settings, *, verbose: bool = False) -> int:
     """Start a local Kafka unless KAFKA_BOOTSTRAP_SERVERS names one, create topics, run all."""
+    console = Console(sys.stdout, live=sys.stdout.isatty(), verbose=verbose)
+    logs = default_state_dir() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    running: dict[str, subprocess.Popen[bytes]] = {}
     with ExitStack() as stack:
+        local = None
         if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
             local = broker.LocalKafka(broker.BrokerConfig(broker.default_data_dir()))
             print(f"Starting Apache Kafka {broker.KAFKA_VERSION} ...", flush=True)
@@ -45,14 +52,16 @@ def up(settings: Settings) -> int:
         # Entered in this order, stopped in the reverse: the sandbox stops pushing first,
         # the receiver then drains what it holds, the poller and the worker commit, and
         # Kafka stops last.
-        stack.enter_context(_running(["worker"], env))
-        stack.enter_context(_running(["poller"], env))
-        receiver = stack.enter_context(_running(["receiver"], env))
-        _await_ready(receiver, receiver_url + "/readyz")
+        commands = {"worker": ["worker"], "poller": ["poller"], "receiver": ["receiver"]}
         if sandboxed:
-            sandbox = ["sandbox", f"--port={SANDBOX_PORT}",
-                       f"--push-to={receiver_url}/nxcloud/voice/dr"]  # fmt: skip
-            stack.enter_context(_running(sandbox, env))
+            commands["sandbox"] = ["sandbox", f"--port={SANDBOX_PORT}",
+                                   f"--push-to={receiver_url}/nxcloud/voice/dr"]  # fmt: skip
+        for name, command in commands.items():
+            running[name] = stack.enter_context(
+                _running(command, env, console, name, logs / f"{name}.log")
+            )
+            if name == "receiver":
+                _await_ready(running[name], receiver_url + "/readyz")
         names = TopicNames.of(settings)
         print(f"Kafka:     {settings.kafka_bootstrap_servers}", flush=True)
         print(f"Topics:    {', '.join(spec.name for spec in declare(settings))}", flush=True)
@@ -63,18 +72,27 @@ def up(settings: Settings) -> int:
                 f"Sandbox:   http://127.0.0.1:{SANDBOX_PORT} (no NXCLOUD_APPKEY: it plays NXCloud)"
             )
         print("Watch:     nxcloud-connector tail", flush=True)
+        print(f"Logs:      {logs}/{{{','.join(commands)}}}.log (full; here: warnings and errors"
+              f"{', everything' if verbose else ''})", flush=True)  # fmt: skip
+        if local is not None:
+            print(f"Kafka log: {local.log_file}", flush=True)
         print("Running. Stop with Ctrl-C.", flush=True)
-        _report_until_stopped(settings, names)
-        print("Stopping ...", flush=True)
+        _report_until_stopped(settings, names, running, console)
+        console.say("Stopping ...")
     return 0
 
 
 @contextmanager
-def _running(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+def _running(
+    command: list[str], env: dict[str, str], console: Console, name: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
         [sys.executable, "-m", "connector", *command], env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         preexec_fn=broker.die_with_parent,  # noqa: PLW1509 - no part outlives `up`
     )  # fmt: skip
+    assert process.stdout is not None
+    console.follow(name, process.stdout, log)
     try:
         yield process
     finally:
@@ -86,22 +104,45 @@ def _running(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Pop
             process.wait()
 
 
-def _report_until_stopped(settings: Settings, names: TopicNames) -> None:
-    """Progress every few seconds (one redrawn line on a terminal) until SIGINT/SIGTERM."""
+def _report_until_stopped(
+    settings: Settings,
+    names: TopicNames,
+    running: dict[str, subprocess.Popen[bytes]],
+    console: Console,
+) -> None:
+    """A status line per component every few seconds (redrawn in place on a terminal)
+    until SIGINT/SIGTERM."""
     stopping = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
-    live = sys.stdout.isatty()
-    topics = {"DRs received": names.dr_raw, "CDR rows polled": names.cdr_raw,
-              "call events": names.call_events, "dead letters": names.dead_letter}  # fmt: skip
-    while signal.sigtimedwait(stopping, 2.0 if live else 30.0) is None:
-        try:
-            counts = asyncio.run(admin.record_counts(settings, list(topics.values())))
-        except ConnectorError:
-            continue
-        line = "  ".join(f"{label}: {counts[topic]:,}" for label, topic in topics.items())
-        print(f"\r{line}" if live else line, end="" if live else "\n", flush=True)
-    if live:
-        print(flush=True)
+    counted = {
+        "receiver": [("DRs received", names.dr_raw)],
+        "poller": [("CDR rows polled", names.cdr_raw)],
+        "worker": [("call events", names.call_events), ("dead letters", names.dead_letter)],
+    }
+    topics = [topic for pairs in counted.values() for _, topic in pairs]
+    counts: dict[str, int] = {}
+    interval = 2.0 if console.live else 30.0
+    while True:
+        with suppress(ConnectorError):
+            counts = asyncio.run(admin.record_counts(settings, topics))
+        console.status(status_lines(running, counted, counts))
+        if signal.sigtimedwait(stopping, interval) is not None:
+            return
+
+
+def status_lines(
+    running: dict[str, subprocess.Popen[bytes]],
+    counted: dict[str, list[tuple[str, str]]],
+    counts: dict[str, int],
+) -> list[str]:
+    lines = []
+    for name, process in running.items():
+        code = process.poll()
+        state = "running" if code is None else f"exited ({code})"
+        figures = "  ".join(f"{label}: {counts[topic]:,}" for label, topic in counted.get(name, [])
+                            if topic in counts)  # fmt: skip
+        lines.append(f"  {name:<9}{state:<12}{figures}".rstrip())
+    return lines
 
 
 def _await_ready(process: subprocess.Popen[bytes], url: str) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Sequence
+import time
+from collections import Counter as Tally
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
@@ -20,12 +22,12 @@ import orjson
 from aiokafka.errors import KafkaError
 from faust.types import EventT, RecordMetadata
 
-from connector import clients, codec, envelope, heartbeat, normalize
+from connector import clients, codec, envelope, heartbeat, normalize, telemetry
 from connector.clock import utcnow
 from connector.consumer import Consumer
 from connector.errors import KafkaAccessError, Unusable
 from connector.keys import call_key, partition_of
-from connector.merge import CallState, expired, merge_batch
+from connector.merge import CallState, expired, merge_batch, missing
 from connector.settings import Settings
 from connector.table import CallTable
 from connector.topics import TopicNames
@@ -99,8 +101,33 @@ def group_id(settings: Settings) -> str:
     return f"nxcloud-worker.{settings.topic_suffix}" if settings.topic_suffix else "nxcloud-worker"
 
 
-def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App:
-    names = names or TopicNames.of(settings)
+async def scan(
+    items: Iterable[tuple[bytes, bytes]],
+    owned: set[int],
+    partitions: int,
+    *,
+    now: datetime,
+    horizon: timedelta,
+    dr_grace: timedelta,
+) -> tuple[list[tuple[bytes, int]], telemetry.Census]:
+    """The calls past the horizon on the partitions owned, and the census of the others."""
+    stale, census = [], Tally[str]()
+    for number, (key, value) in enumerate(items):
+        state = codec.decode_state(value)
+        partition = partition_of(call_key(state.message_id, state.phone_raw), partitions)
+        if partition in owned:
+            if expired(state, now, horizon):
+                stale.append((key, partition))
+            else:
+                census["calls"] += 1
+                census[missing(state, now, dr_grace) or "complete"] += 1
+        if number % 1000 == 0:
+            await asyncio.sleep(0)  # a million calls take seconds: let the agents run
+    return stale, telemetry.Census(census["calls"], census["dr"], census["cdr"])
+
+
+def new_app(settings: Settings) -> faust.App:
+    """The Faust app, configured, with the consumer of connector/consumer.py."""
     app = faust.App(
         group_id(settings),
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
@@ -121,6 +148,16 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
         value_serializer="raw",
     )
     app.transport.Consumer = Consumer  # type: ignore[misc]  # this app's transport only
+    return app
+
+
+def create_app(
+    settings: Settings,
+    names: TopicNames | None = None,
+    metrics: telemetry.WorkerMetrics | None = None,
+) -> faust.App:
+    names = names or TopicNames.of(settings)
+    app = new_app(settings)
     raw = "raw"
     sources = app.topic(
         names.dr_raw, names.cdr_raw, names.observations, key_serializer=raw, value_serializer=raw
@@ -139,6 +176,7 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
     )
     app.tables.add(table)
     horizon, partitions = timedelta(days=settings.worker_state_days), settings.topic_partitions
+    dr_grace = timedelta(seconds=settings.worker_dr_grace_seconds)
     producer = app.producer
     ce_source = envelope.source(settings)
 
@@ -154,12 +192,15 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
         message = record.message
         letter = dead_letter(reason, message.topic, message.partition, message.offset,
                              record.value)  # fmt: skip
+        if metrics is not None:
+            metrics.dead_letter(reason)
         return await producer.send(names.dead_letter, None, letter, None, None, None)
 
     @app.agent(sources)
     async def merge_calls(stream: faust.StreamT[bytes]) -> None:
         try:
             async for records in batches(stream):
+                started = time.perf_counter()
                 observed, deliveries = [], []
                 for record in records:
                     try:
@@ -173,6 +214,8 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
                 await asyncio.gather(*deliveries)
                 for call_id, (record, state) in batch.changed.items():
                     table.put(record, call_id.encode(), codec.encode_state(state))
+                if metrics is not None:
+                    metrics.batch(records, len(batch.events), len(observed), started)
         except KafkaError as exc:
             exit_if_refused(exc, settings)
             raise
@@ -188,20 +231,19 @@ def create_app(settings: Settings, names: TopicNames | None = None) -> faust.App
     async def forget_old_calls() -> None:
         """Forget the calls past the horizon on the partitions this worker owns (a standby
         copy may lag behind its owner's latest change)."""
-        now, stale = utcnow(), []
         owned = {tp.partition for tp in app.assignor.assigned_actives()
                  if tp.topic == table.changelog_topic_name}  # fmt: skip
-        for number, (key, value) in enumerate(table.items()):
-            state = codec.decode_state(value)
-            if expired(state, now, horizon):
-                partition = partition_of(call_key(state.message_id, state.phone_raw), partitions)
-                if partition in owned:
-                    stale.append((key, partition))
-            if number % 1000 == 0:
-                await asyncio.sleep(0)  # a million calls take seconds: let the agents run
+        stale, census = await scan(
+            table.items(), owned, partitions, now=utcnow(), horizon=horizon, dr_grace=dr_grace
+        )
         for key, partition in stale:
             table.forget(key, partition)
         if stale:
             log.info("forgot calls past the state horizon", extra={"calls": len(stale)})
+        if metrics is not None:
+            metrics.census(census)
+
+    if metrics is not None:
+        telemetry.install(app, metrics, (names.dr_raw, names.cdr_raw, names.observations))
 
     return app

@@ -378,7 +378,18 @@ def test_production_traffic_is_denied_unless_allowed() -> None:
         for s in of_kind(objects, "Service")
         if selects(monitors[0]["spec"]["selector"], s["metadata"]["labels"])
     ]
-    assert sorted(scraped) == ["poller-metrics", "receiver"]
+    assert sorted(scraped) == ["poller-metrics", "receiver", "worker-metrics"]
+    _, settings = settings_of(objects)
+    (worker_in,) = policies["worker"]["ingress"]
+    assert worker_in["ports"] == [{"protocol": "TCP", "port": settings.worker_metrics_port}]
+
+
+def test_the_monitoring_kustomization_renders_the_rules_and_the_dashboard() -> None:
+    objects = render("monitoring")
+    assert one(objects, "PrometheusRule", "nxcloud-connector")["spec"]["groups"]
+    dashboard = one(objects, "ConfigMap", "nxcloud-connector-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["dashboard.json"])["uid"] == "nxcloud-connector"
 
 
 def test_production_ships_no_secret_and_the_example_only_placeholders() -> None:
@@ -433,7 +444,8 @@ def test_the_images_requirements_satisfy_the_projects_dependencies() -> None:
             name, _, version = line.partition("==")
             pinned[canonicalize_name(name)] = version
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    for dependency in project["dependencies"]:
+    # The production overlay's store is rocksdb://: the image holds the rocksdict extra.
+    for dependency in project["dependencies"] + project["optional-dependencies"]["rocksdict"]:
         requirement = Requirement(dependency)
         found = pinned.get(canonicalize_name(requirement.name))
         assert found is not None, f"{requirement.name} is not in deploy/requirements.txt"
@@ -501,3 +513,14 @@ def test_each_component_connects_over_tls_as_its_own_kafkauser(overlay: str) -> 
         volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
         assert volumes["kafka-ca"]["secret"]["secretName"] == "my-cluster-cluster-ca-cert"
         assert volumes["kafka-ca"]["secret"]["items"] == [{"key": "ca.crt", "path": ca_file.name}]
+
+
+def test_production_keeps_the_calls_on_rocksdb_in_a_volume() -> None:
+    objects = render("overlays/production")
+    _, settings = settings_of(objects)
+    assert settings.worker_store == "rocksdb://"
+    worker = pod_spec(one(objects, "Deployment", "worker"))
+    (container,) = worker["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    data = next(v for v in worker["volumes"] if v["name"] == mounts[str(settings.worker_data_dir)])
+    assert data["emptyDir"]["sizeLimit"] == "8Gi"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from collections.abc import AsyncIterator
 from ipaddress import ip_network
 from pathlib import Path
@@ -178,6 +179,7 @@ async def test_health_readiness_and_metrics(client: httpx.AsyncClient) -> None:
     assert 'nxcloud_receiver_requests_total{outcome="success"}' in metrics
     assert "nxcloud_receiver_publish_seconds_bucket" in metrics
     assert "nxcloud_receiver_spool_depth 0.0" in metrics
+    assert re.search(r"^nxcloud_receiver_spool_max_bytes [1-9]", metrics, re.MULTILINE)
 
 
 async def test_a_token_in_the_path_or_query_is_required_when_configured(

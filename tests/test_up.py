@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pty
+import re
+import select
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +26,15 @@ from tests.test_receiver import EXAMPLE_FIELDS, PROVIDER_EXAMPLE
 
 
 def start_up(env: dict[str, str]) -> subprocess.Popen[str]:
-    """`up` as a user starts it, once it says it is running."""
+    """`up` as a user starts it, once its status says the receiver is running."""
     process = subprocess.Popen(
         [sys.executable, "-m", "connector", "up"], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        read_until(process, "Running.", time.monotonic() + 120)
+        # Without a terminal, the status (a line per component) follows "Running.".
+        status = read_until(process, "  receiver ", time.monotonic() + 120)
+        assert "running" in status, status
     except BaseException:
         process.kill()
         process.wait()
@@ -136,3 +142,58 @@ async def test_up_interrupted_and_started_again_loses_no_pushed_dr(tmp_path: Pat
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def read_terminal(master: int, until: Callable[[str], bool], deadline: float) -> str:
+    """What a terminal on `master` showed, once `until` holds for it (or the end of it)."""
+    seen = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every process on the terminal has gone
+                chunk = b""
+            if not chunk:
+                return seen.decode(errors="replace")
+            seen += chunk
+            if until(seen.decode(errors="replace")):
+                return seen.decode(errors="replace")
+    raise AssertionError(f"not seen within the deadline: {seen.decode(errors='replace')[-3000:]}")
+
+
+def test_up_on_a_terminal_shows_the_urls_a_live_status_and_only_warnings(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env |= {"XDG_DATA_HOME": str(tmp_path), "NXCLOUD_RECEIVER_PORT": str(port),
+            "NXCLOUD_RECEIVER_HOST": "127.0.0.1", "TERM": "xterm"}  # fmt: skip
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "connector", "up"], env=env,
+        stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+    )  # fmt: skip
+    os.close(slave)
+    try:
+        shown = read_terminal(
+            master, lambda text: re.search(r"call events: [1-9]", text) is not None,
+            time.monotonic() + 240,
+        )  # fmt: skip
+        process.send_signal(signal.SIGINT)
+        shown += read_terminal(master, lambda _: False, time.monotonic() + 120)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+    logs = tmp_path / "nxcloud-connector" / "logs"
+    assert f"DR push:   http://127.0.0.1:{port}/nxcloud/voice/dr" in shown
+    assert f"Logs:      {logs}/" in shown
+    for name in ("worker", "poller", "receiver", "sandbox"):
+        assert re.search(rf"  {name} +running", shown), name
+        log = (logs / f"{name}.log").read_text()
+        assert '"level":"info"' in log, name  # the file has everything
+    assert "[^Worker]: Ready" in (logs / "worker.log").read_text()
+    assert "\x1b[" in shown  # the status is redrawn in place
+    assert '"level":"info"' not in shown  # no info lines shown
+    assert "INFO" not in shown

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from jsonschema import Draft202012Validator
 
 from connector import admin, cdr, dr, normalize, sandbox, schema
+from connector.broker import free_port
 from connector.merge import CallState, merge
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
@@ -40,7 +41,11 @@ def start_worker(env: dict[str, str], data: Path) -> subprocess.Popen[str]:
     with data.with_suffix(".log").open("a") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "connector", "worker"],
-            env={**env, "NXCLOUD_WORKER_DATA_DIR": str(data)},
+            env={
+                "NXCLOUD_WORKER_METRICS_PORT": str(free_port()),
+                **env,
+                "NXCLOUD_WORKER_DATA_DIR": str(data),
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
