@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from starlette.applications import Starlette
 
 from connector.metrics import ReceiverMetrics
-from connector.publisher import Store, StoredIn
+from connector.publisher import Readiness, Store, StoredIn
 from connector.receiver import create_app, kafka_store
 from connector.settings import Settings
 
@@ -18,8 +18,8 @@ class NoopStore:
     async def publish(self, topic: str, key: bytes | None, value: bytes) -> StoredIn:
         return StoredIn.KAFKA
 
-    async def ready(self) -> bool:
-        return True
+    async def readiness(self) -> Readiness:
+        return Readiness(True, "ready")
 
 
 def noop_store(

@@ -27,7 +27,7 @@ from connector.clock import utcnow
 from connector.errors import SpoolError
 from connector.guard import client_address, network_ok, token_ok
 from connector.metrics import ReceiverMetrics
-from connector.publisher import Publisher, Store
+from connector.publisher import Publisher, Readiness, Store
 from connector.settings import Settings
 from connector.spool import Spool
 from connector.topics import TopicNames
@@ -183,7 +183,14 @@ class DrEndpoint:
 def kafka_store(settings: Settings, metrics: ReceiverMetrics) -> AbstractAsyncContextManager[Store]:
     spool = Spool(settings.spool_dir, settings.spool_max_bytes)
     timeout = settings.receiver_kafka_timeout_ms / 1000
-    return Publisher(settings.kafka_bootstrap_servers, spool, timeout, metrics)
+    return Publisher(
+        settings.kafka_bootstrap_servers,
+        spool,
+        timeout,
+        metrics,
+        dead_letter_topic=TopicNames.of(settings).dead_letter,
+        receiver_id=settings.receiver_id,
+    )
 
 
 def create_app(
@@ -207,9 +214,10 @@ def create_app(
 
     async def readyz(_request: Request) -> Response:
         publisher = endpoint.publisher
-        if publisher is not None and await publisher.ready():
+        state = await publisher.readiness() if publisher else Readiness(False, "starting")
+        if state.ok:
             return PlainTextResponse("ready")
-        return PlainTextResponse("not ready", status_code=503)
+        return PlainTextResponse(f"not ready: {state.reason}", status_code=503)
 
     async def metrics_page(_request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
