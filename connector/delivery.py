@@ -26,6 +26,12 @@ REFUSED_ERRORS: Final[tuple[type[BaseException], ...]] = (
     errors.PolicyViolationError,
     errors.UnsupportedForMessageFormatError,
 )
+BREAK_PRODUCER: Final[tuple[type[BaseException], ...]] = (
+    errors.OutOfOrderSequenceNumber,
+    errors.ProducerFenced,
+    errors.InvalidProducerEpoch,
+    errors.UnknownProducerId,
+)
 HEAD_CHARS: Final = 4096
 
 
@@ -41,6 +47,13 @@ def classify(exc: BaseException) -> Outcome:
     if isinstance(exc, (TypeError, ValueError)) and not isinstance(exc, errors.KafkaError):
         return Outcome.REFUSED
     return Outcome.UNAVAILABLE
+
+
+def breaks_producer(exc: BaseException) -> bool:
+    """After this, the idempotent producer's sequence is broken: use a new producer.
+
+    A refused batch leaves a gap in its partition's sequence numbers, so it counts too."""
+    return isinstance(exc, BREAK_PRODUCER) or classify(exc) is Outcome.REFUSED
 
 
 def reason(exc: BaseException) -> str:

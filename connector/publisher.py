@@ -93,6 +93,7 @@ class Publisher:
         self._drainer: asyncio.Task[None] | None = None
         self._outage = Outage(log)
         self._wedged: str | None = None
+        self._renew_producer = False
 
     @property
     def kafka_up(self) -> bool:
@@ -129,6 +130,7 @@ class Publisher:
                 await self._send(producer, topic, key, value)
                 stored = StoredIn.KAFKA
             except Exception as exc:
+                self._renew_producer |= delivery.breaks_producer(exc)
                 if classify(exc) is Outcome.UNAVAILABLE:
                     self._fall_back(exc)
                 else:
@@ -188,6 +190,8 @@ class Publisher:
         backoff = 0.1
         while True:
             try:
+                if self._renew_producer:
+                    await self._renew()
                 if self._producer is None:
                     await self._connect()
                     if self._producer is None:
@@ -197,7 +201,7 @@ class Publisher:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                await self._drain_once(self._producer)
+                await self._drain_once()
                 self._wedged = None
                 backoff = 0.1
             except asyncio.CancelledError:
@@ -227,7 +231,21 @@ class Publisher:
             self._metrics.kafka_up.set(1)
             self._outage.ended(self._spool.depth)
 
-    async def _drain_once(self, producer: AIOKafkaProducer) -> None:
+    async def _renew(self) -> None:
+        """Replace the producer (a new producer id, fresh sequence numbers)."""
+        old, self._producer = self._producer, None
+        self._renew_producer = False
+        if old is not None:
+            try:
+                async with asyncio.timeout(self._timeout * 5):
+                    await old.stop()
+            except Exception:
+                log.debug("ignored error while stopping a broken producer", exc_info=True)
+        await self._connect()
+        if self._producer is None:
+            raise TimeoutError("kafka not reachable")
+
+    async def _drain_once(self) -> None:
         batch = await self._spool.read(DRAIN_BATCH, DRAIN_BYTES)
         if not batch.entries and not batch.damage:
             raise SpoolError("spool reports records but none could be read")
@@ -242,19 +260,25 @@ class Publisher:
             await self._spool.append(
                 self._dead_letter, None, delivery.damage_record(damage, self._receiver)
             )
-        await self._deliver(producer, batch)
+        await self._deliver(batch)
         await self._spool.acknowledge(batch)
         self._metrics.drained.inc(len(batch.entries))
         self._update_gauges()
         self._outage.ended(self._spool.depth)
 
-    async def _deliver(self, producer: AIOKafkaProducer, batch: Batch) -> None:
+    async def _deliver(self, batch: Batch) -> None:
         """Every entry of `batch` in Kafka or set aside; only failed sends are sent again."""
         remaining = batch.entries
         backoff = 0.1
         while remaining:
+            if self._renew_producer or self._producer is None:
+                await self._renew()
+            assert self._producer is not None
             alone = len(remaining) == 1
-            failures = await self._send_all(producer, remaining)
+            failures = await self._send_all(self._producer, remaining)
+            self._renew_producer = any(
+                e is not None and delivery.breaks_producer(e) for e in failures
+            )
             retry: list[Entry] = []
             unavailable: BaseException | None = None
             for entry, exc in zip(remaining, failures, strict=True):
@@ -267,7 +291,7 @@ class Publisher:
                     await self._set_aside(entry, exc)
                 else:
                     # Refused in a batch: its batch-mates may be fine, so each goes alone.
-                    await self._deliver(producer, Batch([entry]))
+                    await self._deliver(Batch([entry]))
             remaining = retry
             if unavailable is not None:
                 self._outage.failed(unavailable, self._spool.depth)
@@ -292,6 +316,11 @@ class Publisher:
             except Exception as exc:
                 deliveries.append(exc)
         sent = [d for d in deliveries if not isinstance(d, BaseException)]
+        waiting = set(sent)
+        while waiting:
+            _, waiting = await asyncio.wait(waiting, timeout=1.0)
+            if waiting and _sender_stopped(producer):
+                raise KafkaError("the producer's sender stopped")
         outcomes = iter(await asyncio.gather(*sent, return_exceptions=True))
         return [d if isinstance(d, BaseException) else _failure(next(outcomes)) for d in deliveries]
 
@@ -314,6 +343,11 @@ class Publisher:
                 False, f"the spool is full: {spool.bytes_used} of {spool.max_bytes} bytes used"
             )
         return Readiness(True, "ready")
+
+
+def _sender_stopped(producer: AIOKafkaProducer) -> bool:
+    task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    return isinstance(task, asyncio.Task) and task.done()
 
 
 def _failure(outcome: object) -> BaseException | None:
