@@ -293,6 +293,15 @@ class LocalKafka:
             process.kill()
             process.wait()
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open, nothing answers."""
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGCONT)
+
     def wait(self) -> int:
         if self._process is None:
             return 0
