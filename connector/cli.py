@@ -53,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
         help="where the broker keeps its data across restarts (default %(default)s)",
     )
     kafka.add_argument("--heap", default="512m", help="JVM heap (default %(default)s)")
+    kafka.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        help="nodes (default 1); with more, ports are PORT, PORT+1, ... and controller "
+        "ports follow them; replication and min.insync.replicas as in production",
+    )
     kafka.set_defaults(command=run_kafka)
 
     topics = commands.add_parser(
@@ -169,17 +176,20 @@ def run_redrive(args: argparse.Namespace) -> int:
 
 
 def run_kafka(args: argparse.Namespace) -> int:
-    config = broker.BrokerConfig(
-        data_dir=args.data_dir.expanduser().resolve(),
-        port=args.port,
-        controller_port=args.controller_port,
-        heap=args.heap,
-    )
+    data_dir = args.data_dir.expanduser().resolve()
+    local: broker.LocalKafka | broker.LocalCluster
+    if args.brokers > 1:
+        ports = [args.port + i for i in range(args.brokers)]
+        first = args.controller_port or args.port + args.brokers
+        controllers = [first + i for i in range(args.brokers)]
+        local = broker.LocalCluster(broker.cluster_configs(data_dir, ports, controllers, args.heap))
+    else:
+        config = broker.BrokerConfig(
+            data_dir=data_dir, port=args.port, controller_port=args.controller_port, heap=args.heap
+        )
+        local = broker.LocalKafka(config)
     signal.signal(signal.SIGTERM, _interrupt)
-    local = broker.LocalKafka(config)
-    print(
-        f"Starting Apache Kafka {broker.KAFKA_VERSION} (data in {config.data_dir}) ...", flush=True
-    )
+    print(f"Starting Apache Kafka {broker.KAFKA_VERSION} (data in {data_dir}) ...", flush=True)
     with local:
         print(f"KAFKA_BOOTSTRAP_SERVERS={local.bootstrap_servers}", flush=True)
         print(f"Log: {local.log_file}. Stop with Ctrl-C.", flush=True)
