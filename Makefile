@@ -9,7 +9,7 @@ KUSTOMIZE := .tools/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 KAFKA_CLUSTER ?= my-cluster
 KAFKA_NAMESPACE ?= kafka
 
-.PHONY: install tools up test check manifests bench-receiver bench-backfill bench-worker clean
+.PHONY: install tools up test check manifests bench-receiver bench-spool bench-backfill bench-worker clean
 
 $(BIN)/nxcloud-connector: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,9 @@ check: install
 
 bench-receiver: install
 	$(BIN)/python -m bench.receiver --seconds 30
+
+bench-spool: install
+	$(BIN)/python -m bench.spool
 
 bench-backfill: install
 	$(BIN)/python -m bench.backfill
