@@ -26,6 +26,7 @@ from connector.errors import SpoolError
 
 MAGIC: Final = b"NXS\x01"
 HEADER: Final = struct.Struct(">4sIII")
+LEGACY: Final = struct.Struct(">II")  # `length | crc32` frames of the single-file spool
 SHORT: Final = struct.Struct(">H")
 LONG: Final = struct.Struct(">I")
 NO_KEY: Final = 0xFFFFFFFF
@@ -68,7 +69,10 @@ def encode(topic: str, key: bytes | None, value: bytes) -> bytes:
     name = topic.encode()
     key_bytes = b"" if key is None else key
     key_length = NO_KEY if key is None else len(key_bytes)
-    body = SHORT.pack(len(name)) + name + LONG.pack(key_length) + key_bytes + value
+    return _frame(SHORT.pack(len(name)) + name + LONG.pack(key_length) + key_bytes + value)
+
+
+def _frame(body: bytes) -> bytes:
     head = MAGIC + LONG.pack(len(body)) + LONG.pack(zlib.crc32(body))
     return head + LONG.pack(zlib.crc32(head)) + body
 
@@ -184,6 +188,7 @@ class Spool:
         """Recover the state on disk: quarantine a torn tail and count what waits."""
         for folder in (self._segments_dir, self._quarantine, self._rejected):
             folder.mkdir(parents=True, exist_ok=True)
+        self._import_legacy()
         found = sorted(int(p.stem) for p in self._segments_dir.glob("*.seg") if p.stem.isdigit())
         self._sizes = {seq: self._path(seq).stat().st_size for seq in found}
         if not self._sizes:
@@ -203,6 +208,33 @@ class Spool:
             for item in scan(self._path(s), s, self._drained[1] if s == seq else 0)
         )
         self._reader = None
+
+    def _import_legacy(self) -> None:
+        """Move what an older receiver left undrained in `spool.log` into a segment."""
+        legacy, position = self.directory / "spool.log", self.directory / "spool.drained"
+        if not legacy.exists():
+            return
+        try:
+            start = int(position.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            start = 0
+        found = [int(p.stem) for p in self._segments_dir.glob("*.seg") if p.stem.isdigit()]
+        target = self._path(max(found, default=0) + 1)
+        with legacy.open("rb") as source, target.open("ab") as output:
+            source.seek(start)
+            while head := source.read(LEGACY.size):
+                if len(head) < LEGACY.size:
+                    break
+                length, checksum = LEGACY.unpack(head)
+                body = source.read(length)
+                if len(body) < length or zlib.crc32(body) != checksum:
+                    break
+                output.write(_frame(body))
+            output.flush()
+            os.fsync(output.fileno())
+        _fsync_dir(self._segments_dir)
+        legacy.unlink()
+        position.unlink(missing_ok=True)
 
     def _cut_torn_tail(self) -> None:
         last = max(self._sizes)

@@ -1,5 +1,7 @@
 import asyncio
 import resource
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,19 @@ async def test_a_failing_disk_refuses(tmp_path: Path) -> None:
     segment.mkdir()
     with pytest.raises(SpoolError, match="spool write failed"):
         await spool.append("t", None, b"x")
+
+
+async def test_what_the_single_file_spool_left_undrained_is_taken_over(tmp_path: Path) -> None:
+    def legacy(value: bytes) -> bytes:
+        body = encode("t", None, value)[HEADER.size :]
+        return struct.pack(">II", len(body), zlib.crc32(body)) + body
+
+    drained = legacy(b"old-0")
+    (tmp_path / "spool.log").write_bytes(drained + legacy(b"old-1") + legacy(b"old-2"))
+    (tmp_path / "spool.drained").write_text(str(len(drained)))
+    spool = Spool(tmp_path, 1 << 20)
+    spool.open()
+    await spool.append("t", None, b"new")
+    assert spool.depth == 3
+    assert [e.value for e in await spool.oldest(10)] == [b"old-1", b"old-2", b"new"]
+    assert not (tmp_path / "spool.log").exists()
