@@ -320,6 +320,7 @@ class Publisher:
         while waiting:
             _, waiting = await asyncio.wait(waiting, timeout=1.0)
             if waiting and _sender_stopped(producer):
+                self._renew_producer = True
                 raise KafkaError("the producer's sender stopped")
         outcomes = iter(await asyncio.gather(*sent, return_exceptions=True))
         return [d if isinstance(d, BaseException) else _failure(next(outcomes)) for d in deliveries]

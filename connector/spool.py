@@ -13,6 +13,7 @@ is drained, and a fully drained spool starts a fresh segment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import struct
 import zlib
@@ -314,10 +315,20 @@ class Spool:
     def _write(self, seq: int, data: bytes) -> None:
         if not self._path(seq).exists():
             self._create_file(seq)
-        with self._path(seq).open("ab") as log:
-            log.write(data)
-            log.flush()
-            os.fsync(log.fileno())
+        descriptor = os.open(self._path(seq), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            before = os.lseek(descriptor, 0, os.SEEK_END)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(descriptor, view) :]
+                os.fsync(descriptor)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(descriptor, before)  # no part of a failed write stays
+                raise
+        finally:
+            os.close(descriptor)
 
     async def read(self, limit: int, max_bytes: int = 8 << 20) -> Batch:
         """The next undrained records after those already read, and any damage among them."""
