@@ -69,20 +69,26 @@ class Outage:
 
 class Throttle(logging.Filter):
     """At most one record per logger and message template every `every` seconds for the
-    loggers under `prefix` (aiokafka logs each failed connection attempt)."""
+    loggers under `prefix` at `level` or above (aiokafka logs each failed connection
+    attempt; the receiver one line per push it cannot store while the spool is full)."""
 
     def __init__(
-        self, prefix: str, every: float = 60.0, clock: Callable[[], float] = time.monotonic
+        self,
+        prefix: str,
+        every: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        level: int = logging.NOTSET,
     ) -> None:
         super().__init__()
         self._prefix = prefix
+        self._level = level
         self._every = every
         self._clock = clock
         self._last: dict[tuple[str, str], float] = {}
         self._suppressed: Counter[tuple[str, str]] = Counter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith(self._prefix):
+        if record.levelno < self._level or not record.name.startswith(self._prefix):
             return True
         key = (record.name, str(record.msg))
         now = self._clock()

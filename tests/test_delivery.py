@@ -110,3 +110,17 @@ def test_aiokafka_lines_are_throttled_per_message() -> None:
     assert allowed == 2
     assert passes("aiokafka.producer", "other message")
     assert passes("connector.publisher", "Unable connect to %s")
+
+
+def test_the_receiver_errors_are_throttled_but_not_its_info_lines() -> None:
+    clock = Clock()
+    throttle = Throttle("connector.receiver", every=10, clock=clock, level=logging.ERROR)
+
+    def passes(level: int) -> bool:
+        record = logging.makeLogRecord(
+            {"name": "connector.receiver", "msg": "record not stored", "levelno": level}
+        )
+        return throttle.filter(record)
+
+    assert [passes(logging.ERROR) for _ in range(100)].count(True) == 1
+    assert all(passes(logging.INFO) for _ in range(100))
