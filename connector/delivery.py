@@ -13,7 +13,7 @@ from typing import Final
 import orjson
 from aiokafka import errors
 
-from connector.spool import Damage, Entry
+from connector.frames import Damage, Entry
 
 REFUSED_ERRORS: Final[tuple[type[BaseException], ...]] = (
     errors.MessageSizeTooLargeError,

@@ -7,8 +7,8 @@ from aiokafka import errors
 
 from connector import dr
 from connector.delivery import Outcome, classify, damage_record, reason, refused_record
+from connector.frames import Damage, Entry
 from connector.outage import Outage, Throttle
-from connector.spool import Damage, Entry
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from connector.errors import SpoolError
-from connector.spool import HEADER, Damage, Entry, Frames, Spool, encode
+from connector.frames import HEADER, Damage, Entry, Frames, encode
+from connector.spool import Spool
 
 
 def decoded(data: bytes, chunk: int = 7) -> list[Entry | Damage]:

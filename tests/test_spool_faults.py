@@ -13,9 +13,10 @@ import httpx
 
 from connector import admin, dr
 from connector.broker import free_port
+from connector.frames import HEADER, encode
 from connector.receiver import create_app
 from connector.settings import Settings
-from connector.spool import HEADER, Spool, encode
+from connector.spool import Spool
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic, serving
 from tests.test_receiver import EXAMPLE_FIELDS
