@@ -14,9 +14,11 @@ import httpx
 from connector import admin, dr
 from connector.broker import free_port
 from connector.frames import HEADER, encode
+from connector.metrics import ReceiverMetrics
+from connector.publisher import Publisher
 from connector.receiver import create_app
 from connector.settings import Settings
-from connector.spool import Spool
+from connector.spool import Batch, Spool
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic, serving
 from tests.test_receiver import EXAMPLE_FIELDS
@@ -145,3 +147,31 @@ async def test_a_full_spool_makes_readyz_fail_and_says_why(tmp_path: Path) -> No
     assert answers[-1].status_code == 503
     assert after.status_code == 503
     assert after.text.startswith("not ready: the spool is full: ")
+
+
+class UnreadableSpool(Spool):
+    """A spool whose disk fails on reading (appends still work)."""
+
+    async def read(self, limit: int, max_bytes: int = 8 << 20) -> Batch:
+        raise OSError(5, "Input/output error")
+
+
+async def test_a_spool_that_cannot_drain_makes_readyz_fail_and_says_why(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    settings, names = await prepared(kafka_bootstrap, tmp_path)
+    left = Spool(settings.spool_dir, settings.spool_max_bytes)
+    left.open()
+    await left.append(names.dr_raw, *record("w1"))
+    spool = UnreadableSpool(settings.spool_dir, settings.spool_max_bytes)
+    publisher = Publisher(
+        kafka_bootstrap, spool, 1.0, ReceiverMetrics(), dead_letter_topic=names.dead_letter
+    )
+    async with publisher:
+        async with asyncio.timeout(30):
+            while True:
+                state = await publisher.readiness()
+                if not state.ok:
+                    break
+                await asyncio.sleep(0.05)
+    assert state.reason == "the spool cannot drain: OSError: [Errno 5] Input/output error"
