@@ -25,9 +25,10 @@ from aiokafka.errors import KafkaError
 from connector import delivery
 from connector.delivery import Outcome, classify
 from connector.errors import SpoolError
+from connector.frames import Damage, Entry
 from connector.metrics import ReceiverMetrics
 from connector.outage import Outage
-from connector.spool import Batch, Entry, Spool
+from connector.spool import Batch, Spool
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,9 @@ class Publisher:
         self._outage = Outage(log)
         self._wedged: str | None = None
         self._renew_producer = False
+        self._batch: Batch | None = None
+        self._undelivered: list[Entry] = []
+        self._one_by_one = False
 
     @property
     def kafka_up(self) -> bool:
@@ -219,6 +223,7 @@ class Publisher:
         if self._wedged is None:
             log.error("spool cannot drain", exc_info=exc)
         self._wedged = delivery.reason(exc)
+        self._batch, self._undelivered, self._one_by_one = None, [], False
         self._spool.rewind()
 
     async def _pause(self, backoff: float) -> None:
@@ -246,57 +251,62 @@ class Publisher:
             raise TimeoutError("kafka not reachable")
 
     async def _drain_once(self) -> None:
-        batch = await self._spool.read(DRAIN_BATCH, DRAIN_BYTES)
-        if not batch.entries and not batch.damage:
-            raise SpoolError("spool reports records but none could be read")
-        for damage in batch.damage:
-            self._metrics.corrupt_frames.inc()
-            self._metrics.corrupt_bytes.inc(damage.size)
-            log.error(
-                "corrupt spool frame quarantined",
-                extra={"segment": damage.segment, "offset": damage.start, "bytes": damage.size,
-                       "kept": str(damage.kept)},
-            )  # fmt: skip
-            await self._spool.append(
-                self._dead_letter, None, delivery.damage_record(damage, self._receiver)
-            )
-        await self._deliver(batch)
+        """Read a batch (unless one is still on its way), deliver it, acknowledge it.
+
+        A batch stays in hand until acknowledged, with what is left to deliver, so a
+        failure part way never skips records and never sends again what went through."""
+        if self._batch is None:
+            batch = await self._spool.read(DRAIN_BATCH, DRAIN_BYTES)
+            if not batch.entries and not batch.damage:
+                raise SpoolError("spool reports records but none could be read")
+            for damage in batch.damage:
+                await self._report(damage)
+            self._batch, self._undelivered = batch, list(batch.entries)
+        await self._deliver()
+        batch, self._batch = self._batch, None
         await self._spool.acknowledge(batch)
         self._metrics.drained.inc(len(batch.entries))
         self._update_gauges()
         self._outage.ended(self._spool.depth)
 
-    async def _deliver(self, batch: Batch) -> None:
-        """Every entry of `batch` in Kafka or set aside; only failed sends are sent again."""
-        remaining = batch.entries
+    async def _report(self, damage: Damage) -> None:
+        self._metrics.corrupt_frames.inc()
+        self._metrics.corrupt_bytes.inc(damage.size)
+        log.error(
+            "corrupt spool frame quarantined",
+            extra={"segment": damage.segment, "offset": damage.start, "bytes": damage.size,
+                   "kept": str(damage.kept)},
+        )  # fmt: skip
+        await self._spool.append(
+            self._dead_letter, None, delivery.damage_record(damage, self._receiver)
+        )
+
+    async def _deliver(self) -> None:
+        """Every undelivered entry in Kafka or set aside; only failed sends are sent again."""
         backoff = 0.1
-        while remaining:
+        while self._undelivered:
             if self._renew_producer or self._producer is None:
                 await self._renew()
             assert self._producer is not None
-            alone = len(remaining) == 1
-            failures = await self._send_all(self._producer, remaining)
+            sending = self._undelivered[:1] if self._one_by_one else self._undelivered
+            failures = await self._send_all(self._producer, sending)
             self._renew_producer = any(
                 e is not None and delivery.breaks_producer(e) for e in failures
             )
-            retry: list[Entry] = []
-            unavailable: BaseException | None = None
-            for entry, exc in zip(remaining, failures, strict=True):
-                if exc is None:
-                    continue
-                if classify(exc) is Outcome.UNAVAILABLE:
-                    retry.append(entry)
-                    unavailable = exc
-                elif alone:
-                    await self._set_aside(entry, exc)
-                else:
-                    # Refused in a batch: its batch-mates may be fine, so each goes alone.
-                    await self._deliver(Batch([entry]))
-            remaining = retry
-            if unavailable is not None:
-                self._outage.failed(unavailable, self._spool.depth)
+            failed = [(e, x) for e, x in zip(sending, failures, strict=True) if x is not None]
+            refused = [(e, x) for e, x in failed if classify(x) is Outcome.REFUSED]
+            if refused and len(sending) == 1:
+                await self._set_aside(*refused[0])
+                failed = []
+            elif refused:
+                self._one_by_one = True  # refused in a batch: a batch-mate may be fine alone
+            self._undelivered = [e for e, _ in failed] + self._undelivered[len(sending) :]
+            unavailable = [x for _, x in failed if classify(x) is Outcome.UNAVAILABLE]
+            if unavailable:
+                self._outage.failed(unavailable[0], self._spool.depth)
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 5.0)
+        self._one_by_one = False
 
     async def _send_all(
         self, producer: AIOKafkaProducer, entries: list[Entry]
