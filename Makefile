@@ -12,7 +12,7 @@ PROMTOOL := .tools/promtool-$(PROMTOOL_VERSION)/promtool
 KAFKA_CLUSTER ?= my-cluster
 KAFKA_NAMESPACE ?= kafka
 
-.PHONY: install tools up test check manifests bench-receiver bench-backfill bench-worker bench-topic-size bench-recovery clean
+.PHONY: install tools up test check manifests bench-receiver bench-spool bench-backfill bench-worker bench-topic-size bench-recovery clean
 
 $(BIN)/nxcloud-connector: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,9 @@ check: install
 
 bench-receiver: install
 	$(BIN)/python -m bench.receiver --seconds 30
+
+bench-spool: install
+	$(BIN)/python -m bench.spool
 
 bench-backfill: install
 	$(BIN)/python -m bench.backfill

@@ -1,4 +1,5 @@
--- One DR push per request, each with its own messageid. Optional pacing: wrk ... -- DELAY_MS
+-- One DR push per request, each with its own messageid.
+-- Optional pacing and padding: wrk ... -- DELAY_MS [PAD_BYTES] (an extra field of PAD_BYTES)
 local threads = 0
 function setup(thread)
   thread:set("thread_id", threads)
@@ -9,6 +10,8 @@ function init(args)
   counter = 0
   prefix = "bench-" .. thread_id .. "-" .. os.time() .. "-"
   pause = tonumber(args[1] or "0")
+  local size = tonumber(args[2] or "0")
+  padding = size > 0 and ("&note=" .. string.rep("x", size)) or ""
   headers = { ["Content-Type"] = "application/x-www-form-urlencoded" }
 end
 
@@ -19,7 +22,7 @@ function request()
     .. "&basic_price=0.005&second=10&cycle=60&size=1&customer_price=0.036"
     .. "&start_time=2020-12-01+00%3A00%3A00&end_time=2020-12-01+00%3A00%3A10"
     .. "&result=Successful+connection&hangup_cause=NORMAL_CLEARING"
-    .. "&hangup_disposition=send_bye&ivr_result="
+    .. "&hangup_disposition=send_bye&ivr_result=" .. padding
   return wrk.format("POST", "/nxcloud/voice/dr", headers, body)
 end
 

@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 
 from connector.metrics import ReceiverMetrics
 from connector.protocol import EdgeProtocol
-from connector.publisher import Store, StoredIn
+from connector.publisher import Readiness, Store, StoredIn
 from connector.receiver import create_app, edge, kafka_store
 from connector.settings import Settings
 
@@ -19,12 +19,8 @@ class NoopStore:
     async def publish(self, topic: str, key: bytes | None, value: bytes) -> StoredIn:
         return StoredIn.KAFKA
 
-    async def ready(self) -> bool:
-        return True
-
-    @property
-    def refusal(self) -> str | None:
-        return None
+    async def readiness(self) -> Readiness:
+        return Readiness(True, "ready")
 
 
 def noop_store(

@@ -8,6 +8,7 @@ version and resolved once; the classpath is cached so later starts take seconds.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import os
 import re
@@ -168,11 +169,18 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class BrokerConfig:
+    """One combined broker and controller; `voters` and `replication` make it one node of
+    a cluster (see `cluster_configs`)."""
+
     data_dir: Path
     port: int = 9092
     controller_port: int = 0
     heap: str = "512m"
     security: Security | None = None
+    node_id: int = 1
+    voters: str = ""
+    replication: int = 1
+    cluster_id: str = ""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -185,10 +193,12 @@ class BrokerConfig:
         return self.controller_port or self.port + 1
 
     def server_properties(self) -> str:
+        replicas = str(self.replication)
+        min_isr = str(max(1, self.replication - 1))
         settings = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.voters or f"1@127.0.0.1:{self.controller}",
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -197,19 +207,45 @@ class BrokerConfig:
             "log.dirs": str(self.data_dir / "data"),
             "auto.create.topics.enable": "false",
             "num.partitions": "1",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "6",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": "6",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
             "group.initial.rebalance.delay.ms": "0",
             "log.cleaner.backoff.ms": "1000",
         }
         if self.security is not None:
             settings |= self.security.properties(self.controller)
         return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def cluster_configs(
+    data_dir: Path, ports: list[int], controller_ports: list[int], heap: str = "512m"
+) -> list[BrokerConfig]:
+    """A KRaft cluster of len(ports) combined nodes: one controller quorum of all of them,
+    internal topics replicated to all (min.insync.replicas one less)."""
+    voters = ",".join(
+        f"{node}@127.0.0.1:{port}" for node, port in enumerate(controller_ports, start=1)
+    )
+    cluster_id = _cluster_id()
+    return [
+        BrokerConfig(
+            data_dir / f"node-{node}",
+            port,
+            controller,
+            heap,
+            node_id=node,
+            voters=voters,
+            replication=len(ports),
+            cluster_id=cluster_id,
+        )
+        for node, (port, controller) in enumerate(zip(ports, controller_ports, strict=True), 1)
+    ]
 
 
 def _cluster_id() -> str:
@@ -260,7 +296,8 @@ class LocalKafka:
                 "kafka.tools.StorageTool",
                 "format",
                 "--ignore-formatted",
-                f"--cluster-id={_cluster_id()}",  # one "=" form: an id may start with "-"
+                # one "=" form: an id may start with "-"
+                f"--cluster-id={self.config.cluster_id or _cluster_id()}",
                 "-c",
                 str(data / "server.properties"),
                 *([] if security is None else security.format_args()),
@@ -269,6 +306,10 @@ class LocalKafka:
     def start(self, timeout: float = 90.0) -> None:
         if self.running:
             return
+        self._await_started(*self.launch(), timeout)
+
+    def launch(self) -> tuple[Path, int]:
+        """Start the process without waiting; returns its console log and where it begins."""
         self.prepare()
         data = self.config.data_dir
         console = data / "logs" / "console.log"
@@ -282,7 +323,12 @@ class LocalKafka:
                 start_new_session=True,
                 preexec_fn=die_with_parent,  # noqa: PLW1509
             )
-        self._await_started(console, offset, timeout)
+        return console, offset
+
+    def terminate(self) -> None:
+        """Ask the broker to stop (SIGTERM) without waiting; `stop` then waits."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 60.0) -> None:
         process, self._process = self._process, None
@@ -302,6 +348,15 @@ class LocalKafka:
         if process is not None and process.poll() is None:
             process.kill()
             process.wait()
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open, nothing answers."""
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGCONT)
 
     def wait(self) -> int:
         if self._process is None:
@@ -343,6 +398,9 @@ class LocalKafka:
             tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
             raise BrokerError(f"{main} failed: " + " | ".join(tail))
 
+    def await_started(self, console: Path, offset: int, timeout: float = 90.0) -> None:
+        self._await_started(console, offset, timeout)
+
     def _await_started(self, console: Path, offset: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -366,3 +424,57 @@ def _tail(path: Path, offset: int) -> str:
         output.seek(offset)
         lines = output.read().decode(errors="replace").strip().splitlines()
     return " | ".join(lines[-3:]) or "no output"
+
+
+class LocalCluster:
+    """Several LocalKafka nodes started together (a quorum needs a majority to start)."""
+
+    def __init__(self, configs: list[BrokerConfig], cache_dir: Path | None = None) -> None:
+        self.nodes = [LocalKafka(config, cache_dir) for config in configs]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(node.bootstrap_servers for node in self.nodes)
+
+    @property
+    def log_file(self) -> Path:
+        return self.nodes[0].log_file
+
+    def node(self, node_id: int) -> LocalKafka:
+        return next(n for n in self.nodes if n.config.node_id == node_id)
+
+    def start(self, timeout: float = 180.0) -> None:
+        launched = [(node, node.launch()) for node in self.nodes if not node.running]
+        for node, (console, offset) in launched:
+            node.await_started(console, offset, timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """All at once. The last nodes standing have no controller quorum left to grant
+        them a controlled shutdown (Kafka then waits for minutes), so whatever is still
+        running after `timeout` is killed: a dirty shutdown Kafka recovers from on start."""
+        for node in self.nodes:
+            node.terminate()
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            with contextlib.suppress(BrokerError):  # killed: the dirty shutdown above
+                node.stop(max(0.1, deadline - time.monotonic()))
+
+    def wait(self) -> int:
+        return max(node.wait() for node in self.nodes)
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            for node in self.nodes:
+                node.kill()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

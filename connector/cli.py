@@ -155,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_kafka(commands: argparse._SubParsersAction[_Command]) -> None:
     kafka = commands.add_parser(
-        "kafka", help="run a local single-node Apache Kafka in the foreground"
+        "kafka", help="run a local Apache Kafka (one node, or a cluster) in the foreground"
     )
     kafka.add_argument("--port", type=int, default=9092, help="broker port (default 9092)")
     kafka.add_argument(
@@ -169,6 +169,13 @@ def _add_kafka(commands: argparse._SubParsersAction[_Command]) -> None:
         f"(default {broker.default_data_dir()}, with --secure {secure_data_dir()})",
     )
     kafka.add_argument("--heap", default="512m", help="JVM heap (default %(default)s)")
+    kafka.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        help="nodes (default 1); with more, ports are PORT, PORT+1, ... and controller "
+        "ports follow them; replication and min.insync.replicas as in production",
+    )
     kafka.add_argument(
         "--secure",
         action="store_true",
@@ -255,23 +262,32 @@ def secure_data_dir() -> Path:
 
 
 def run_kafka(args: argparse.Namespace) -> int:
+    if args.secure and args.brokers > 1:
+        raise ConfigError("--secure runs one broker: leave out --brokers")
     default = secure_data_dir() if args.secure else broker.default_data_dir()
     data_dir = (args.data_dir or default).expanduser().resolve()
-    controller = args.controller_port or args.port + 1
+    local: broker.LocalKafka | broker.LocalCluster
     security = None
-    if args.secure:
-        from connector import acls  # imports Faust: only when asked for
+    if args.brokers > 1:
+        ports = [args.port + i for i in range(args.brokers)]
+        first = args.controller_port or args.port + args.brokers
+        controllers = [first + i for i in range(args.brokers)]
+        local = broker.LocalCluster(broker.cluster_configs(data_dir, ports, controllers, args.heap))
+    else:
+        controller = args.controller_port or args.port + 1
+        if args.secure:
+            from connector import acls  # imports Faust: only when asked for
 
-        security = Security(data_dir / "tls", args.port, controller + 1, acls.COMPONENTS)
-    config = broker.BrokerConfig(
-        data_dir=data_dir,
-        port=args.port,
-        controller_port=controller,
-        heap=args.heap,
-        security=security,
-    )
+            security = Security(data_dir / "tls", args.port, controller + 1, acls.COMPONENTS)
+        config = broker.BrokerConfig(
+            data_dir=data_dir,
+            port=args.port,
+            controller_port=controller,
+            heap=args.heap,
+            security=security,
+        )
+        local = broker.LocalKafka(config)
     signal.signal(signal.SIGTERM, _interrupt)
-    local = broker.LocalKafka(config)
     print(f"Starting Apache Kafka {broker.KAFKA_VERSION} (data in {data_dir}) ...", flush=True)
     with local:
         if security is None:

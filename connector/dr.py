@@ -46,6 +46,7 @@ TIMES: Final = ("start_time", "end_time")
 PHONE: Final = re.compile(r"\+?[0-9]{4,20}")
 COUNTRY_CODE: Final = re.compile(r"\+?[0-9]{1,4}")
 WHOLE: Final = re.compile(r"[0-9]+")
+HEADER_CHARS: Final = 256
 TOKEN_FIELD: Final = "token"  # noqa: S105 - the name of a field, not a secret
 
 Fields = dict[str, str]
@@ -170,14 +171,22 @@ def key(fields: Mapping[str, str]) -> bytes:
     return call_key(fields["messageid"], fields["phone"])
 
 
+def cut(value: str, limit: int = HEADER_CHARS) -> str:
+    """`value`, or its first `limit` characters and a visible note of how much was cut."""
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}...[cut {len(value) - limit} chars]"
+
+
 def _provenance(arrival: Arrival) -> dict[str, str]:
+    """Where a push came from; header-borne values are cut so a record stays small."""
     return {
         "receipt_id": arrival.receipt_id,
         "received_at": rfc3339(arrival.received_at),
-        "receiver": arrival.receiver,
-        "remote_addr": arrival.remote_addr,
-        "method": arrival.method,
-        "content_type": arrival.content_type,
+        "receiver": cut(arrival.receiver),
+        "remote_addr": cut(arrival.remote_addr),
+        "method": cut(arrival.method),
+        "content_type": cut(arrival.content_type),
     }
 
 

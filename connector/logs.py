@@ -11,6 +11,7 @@ from typing import Final
 import orjson
 
 from connector.clock import rfc3339
+from connector.outage import Throttle
 
 # uvicorn's color_message repeats the message with ANSI colour codes.
 STANDARD: Final = frozenset(vars(logging.makeLogRecord({})).keys()) | {
@@ -40,6 +41,8 @@ def configure(level: str = "INFO") -> None:
     per request only at DEBUG."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(Throttle("aiokafka"))
+    handler.addFilter(Throttle("connector.receiver", every=10.0, level=logging.ERROR))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

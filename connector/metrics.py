@@ -54,5 +54,22 @@ class ReceiverMetrics:
             registry=self.registry,
         )
 
+        self.dead_lettered = Counter(
+            "nxcloud_receiver_dead_lettered",
+            "Records Kafka refused for good, set aside and reported, by error",
+            ["error"],
+            registry=self.registry,
+        )
+        self.corrupt_frames = Counter(
+            "nxcloud_receiver_spool_corrupt_frames",
+            "Damaged spans of the spool quarantined and reported",
+            registry=self.registry,
+        )
+        self.corrupt_bytes = Counter(
+            "nxcloud_receiver_spool_corrupt_bytes",
+            "Bytes of the spool quarantined as damaged",
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

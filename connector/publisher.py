@@ -1,7 +1,11 @@
 """Durable storage of records: Kafka first, the local spool when Kafka cannot take them.
 
 While anything is spooled, new records are spooled too, so the spool drains to Kafka in
-the order records arrived; once it is empty, records go straight to Kafka again.
+the order records arrived; once it is empty, records go straight to Kafka again. A record
+Kafka refuses for good is set aside on disk and reported on the dead-letter topic; the
+drain goes on. A drain never sends again what the producer may still deliver: it waits on
+every send in flight (the idempotent producer retries them itself) and sends again only
+what failed.
 """
 
 from __future__ import annotations
@@ -12,19 +16,26 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from connector import delivery
+from connector.delivery import Outcome, classify
 from connector.errors import SpoolError
+from connector.frames import Damage, Entry
 from connector.metrics import ReceiverMetrics
-from connector.spool import Spool
+from connector.outage import Outage
+from connector.spool import Batch, Spool
 
 log = logging.getLogger(__name__)
 
 DRAIN_BATCH = 500
+DRAIN_BYTES = 4 << 20
 REFUSED_RETRY_SECONDS = 30.0
+ROOM_FOR_A_PUSH = 256 << 10
 
 
 class StoredIn(enum.Enum):
@@ -32,17 +43,18 @@ class StoredIn(enum.Enum):
     SPOOL = "spool"
 
 
+@dataclass(frozen=True)
+class Readiness:
+    ok: bool
+    reason: str
+
+
 class Store(Protocol):
     """Where the receiver puts records; `Publisher` is the real one."""
 
     async def publish(self, topic: str, key: bytes | None, value: bytes) -> StoredIn: ...
 
-    async def ready(self) -> bool: ...
-
-    @property
-    def refusal(self) -> str | None:
-        """Why Kafka refuses this client (login, TLS, ACL), while it does."""
-        ...
+    async def readiness(self) -> Readiness: ...
 
 
 Explain = Callable[[BaseException], Awaitable[str | None]]
@@ -75,6 +87,8 @@ class Publisher:
         metrics: ReceiverMetrics,
         producer_factory: Callable[[str], AIOKafkaProducer] = new_producer,
         *,
+        dead_letter_topic: str = "nxcloud.voice.dead-letter",
+        receiver_id: str = "",
         explain: Explain = _no_explanation,
     ) -> None:
         self._bootstrap = bootstrap_servers
@@ -82,12 +96,20 @@ class Publisher:
         self._timeout = kafka_timeout
         self._metrics = metrics
         self._factory = producer_factory
+        self._dead_letter = dead_letter_topic
+        self._receiver = receiver_id
         self._explain = explain
         self._refusal: str | None = None
         self._producer: AIOKafkaProducer | None = None
         self._direct = False
         self._wake = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
+        self._outage = Outage(log)
+        self._wedged: str | None = None
+        self._renew_producer = False
+        self._batch: Batch | None = None
+        self._undelivered: list[Entry] = []
+        self._one_by_one = False
 
     @property
     def kafka_up(self) -> bool:
@@ -95,6 +117,7 @@ class Publisher:
 
     @property
     def refusal(self) -> str | None:
+        """Why Kafka refuses this client (login, TLS, ACL), while it does."""
         return self._refusal
 
     async def _note_refusal(self, exc: BaseException) -> None:
@@ -133,8 +156,15 @@ class Publisher:
             try:
                 await self._send(producer, topic, key, value)
                 stored = StoredIn.KAFKA
-            except (KafkaError, TimeoutError) as exc:
-                self._fall_back(exc)  # the drain loop finds out whether Kafka refuses us
+            except Exception as exc:
+                self._renew_producer |= delivery.breaks_producer(exc)
+                if classify(exc) is Outcome.UNAVAILABLE:
+                    self._fall_back(exc)
+                else:
+                    # The producer may have refused a whole batch for one record in it:
+                    # the drain sends again alone what was refused, and sets aside the culprit.
+                    log.info("refused by kafka, spooled", extra={"error": delivery.reason(exc)})
+                    self._direct = False
         if stored is StoredIn.SPOOL:
             await self._spool.append(topic, key, value)
             self._wake.set()
@@ -146,18 +176,29 @@ class Publisher:
         self, producer: AIOKafkaProducer, topic: str, key: bytes | None, value: bytes
     ) -> None:
         async with asyncio.timeout(self._timeout):
-            delivery: asyncio.Future[object] = await producer.send(topic, value, key=key)
-            await asyncio.shield(delivery)
+            delivery_: asyncio.Future[object] = await producer.send(topic, value, key=key)
+            await asyncio.shield(delivery_)
 
     def _fall_back(self, exc: BaseException) -> None:
-        if self._direct:
-            log.warning(
-                "kafka unavailable, spooling",
-                extra={"error": type(exc).__name__},
-            )
+        self._outage.failed(exc, self._spool.depth)
         self._direct = False
         self._metrics.kafka_up.set(0)
         self._wake.set()
+
+    async def _set_aside(self, entry: Entry, exc: BaseException) -> None:
+        """Keep a record Kafka refused on disk and report it on the dead-letter topic."""
+        why = delivery.reason(exc)
+        kept = await self._spool.set_aside(entry)
+        self._metrics.dead_lettered.labels(type(exc).__name__).inc()
+        log.warning(
+            "record refused by kafka, set aside",
+            extra={"reason": why, "topic": entry.topic, "bytes": len(entry.value),
+                   "kept": str(kept)},
+        )  # fmt: skip
+        if entry.topic == self._dead_letter:
+            return
+        report = delivery.refused_record(why, entry, kept=kept, receiver=self._receiver)
+        await self.publish(self._dead_letter, None, report)
 
     async def _connect(self) -> None:
         if self._producer is not None:
@@ -168,7 +209,7 @@ class Publisher:
                 await producer.start()
         except (KafkaError, TimeoutError, OSError) as exc:
             await _quietly(producer.stop())
-            log.warning("kafka not reachable", extra={"error": type(exc).__name__})
+            self._outage.failed(exc, self._spool.depth)
             await self._note_refusal(exc)
             return
         self._producer = producer
@@ -178,6 +219,8 @@ class Publisher:
         backoff = 0.1
         while True:
             try:
+                if self._renew_producer:
+                    await self._renew()
                 if self._producer is None:
                     await self._connect()
                     if self._producer is None:
@@ -187,15 +230,31 @@ class Publisher:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                await self._drain_once(self._producer)
+                await self._drain_once()
+                self._wedged = None
                 backoff = 0.1
-            except (KafkaError, TimeoutError, OSError) as exc:
-                log.debug("drain attempt failed", extra={"error": type(exc).__name__})
+            except asyncio.CancelledError:
+                raise
+            except (KafkaError, TimeoutError) as exc:
+                self._outage.failed(exc, self._spool.depth)
                 await self._note_refusal(exc)
                 # A refusal lasts until someone fixes a setting or an ACL: ask rarely.
-                delay = REFUSED_RETRY_SECONDS if self._refusal else backoff
-                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311
+                await self._pause(REFUSED_RETRY_SECONDS if self._refusal else backoff)
                 backoff = min(backoff * 2, 5.0)
+            except Exception as exc:
+                self._wedge(exc)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _wedge(self, exc: BaseException) -> None:
+        if self._wedged is None:
+            log.error("spool cannot drain", exc_info=exc)
+        self._wedged = delivery.reason(exc)
+        self._batch, self._undelivered, self._one_by_one = None, [], False
+        self._spool.rewind()
+
+    async def _pause(self, backoff: float) -> None:
+        await asyncio.sleep(backoff * (0.5 + random.random()))  # noqa: S311
 
     def _idle(self) -> None:
         """Nothing left to drain: once nothing is on its way to the spool either, go direct."""
@@ -203,29 +262,140 @@ class Publisher:
             self._direct = True
             self._refusal = None
             self._metrics.kafka_up.set(1)
-            log.info("kafka available, storing directly")
+            self._outage.ended(self._spool.depth)
 
-    async def _drain_once(self, producer: AIOKafkaProducer) -> None:
-        entries = await self._spool.oldest(DRAIN_BATCH)
-        if not entries:
-            raise OSError("spool reports records but none could be read")
-        async with asyncio.timeout(max(self._timeout * 5, 10)):
-            deliveries = [
-                await producer.send(entry.topic, entry.value, key=entry.key) for entry in entries
-            ]
-            await asyncio.gather(*(asyncio.shield(d) for d in deliveries))
-        await self._spool.mark_drained(entries[-1], len(entries))
-        self._metrics.drained.inc(len(entries))
+    async def _renew(self) -> None:
+        """Replace the producer (a new producer id, fresh sequence numbers)."""
+        old, self._producer = self._producer, None
+        self._renew_producer = False
+        if old is not None:
+            try:
+                async with asyncio.timeout(self._timeout * 5):
+                    await old.stop()
+            except Exception:
+                log.debug("ignored error while stopping a broken producer", exc_info=True)
+        await self._connect()
+        if self._producer is None:
+            raise TimeoutError("kafka not reachable")
+
+    async def _drain_once(self) -> None:
+        """Read a batch (unless one is still on its way), deliver it, acknowledge it.
+
+        A batch stays in hand until acknowledged, with what is left to deliver, so a
+        failure part way never skips records and never sends again what went through."""
+        if self._batch is None:
+            batch = await self._spool.read(DRAIN_BATCH, DRAIN_BYTES)
+            if not batch.entries and not batch.damage:
+                raise SpoolError("spool reports records but none could be read")
+            for damage in batch.damage:
+                await self._report(damage)
+            self._batch, self._undelivered = batch, list(batch.entries)
+        await self._deliver()
+        batch, self._batch = self._batch, None
+        await self._spool.acknowledge(batch)
+        self._metrics.drained.inc(len(batch.entries))
         self._update_gauges()
+        self._outage.ended(self._spool.depth)
+
+    async def _report(self, damage: Damage) -> None:
+        self._metrics.corrupt_frames.inc()
+        self._metrics.corrupt_bytes.inc(damage.size)
+        log.error(
+            "corrupt spool frame quarantined",
+            extra={"segment": damage.segment, "offset": damage.start, "bytes": damage.size,
+                   "kept": str(damage.kept)},
+        )  # fmt: skip
+        await self._spool.append(
+            self._dead_letter, None, delivery.damage_record(damage, self._receiver)
+        )
+
+    async def _deliver(self) -> None:
+        """Every undelivered entry in Kafka or set aside; only failed sends are sent again."""
+        backoff = 0.1
+        while self._undelivered:
+            if self._renew_producer or self._producer is None:
+                await self._renew()
+            assert self._producer is not None
+            sending = self._undelivered[:1] if self._one_by_one else self._undelivered
+            failures = await self._send_all(self._producer, sending)
+            self._renew_producer = any(
+                e is not None and delivery.breaks_producer(e) for e in failures
+            )
+            failed = [(e, x) for e, x in zip(sending, failures, strict=True) if x is not None]
+            refused = [(e, x) for e, x in failed if classify(x) is Outcome.REFUSED]
+            if refused and len(sending) == 1:
+                await self._set_aside(*refused[0])
+                failed = []
+            elif refused:
+                self._one_by_one = True  # refused in a batch: a batch-mate may be fine alone
+            self._undelivered = [e for e, _ in failed] + self._undelivered[len(sending) :]
+            unavailable = [x for _, x in failed if classify(x) is Outcome.UNAVAILABLE]
+            if unavailable:
+                self._outage.failed(unavailable[0], self._spool.depth)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 5.0)
+        self._one_by_one = False
+
+    async def _send_all(
+        self, producer: AIOKafkaProducer, entries: list[Entry]
+    ) -> list[BaseException | None]:
+        """Send each entry and wait on every delivery, however long the producer retries.
+
+        An entry whose send() failed was never handed to the producer. Once one fails as
+        unavailable, the rest are not tried (each would wait for metadata in turn)."""
+        deliveries: list[asyncio.Future[object] | BaseException] = []
+        for entry in entries:
+            last = deliveries[-1] if deliveries else None
+            if isinstance(last, BaseException) and classify(last) is Outcome.UNAVAILABLE:
+                deliveries.append(last)
+                continue
+            try:
+                deliveries.append(await producer.send(entry.topic, entry.value, key=entry.key))
+            except Exception as exc:
+                deliveries.append(exc)
+        sent = [d for d in deliveries if not isinstance(d, BaseException)]
+        waiting = set(sent)
+        while waiting:
+            _, waiting = await asyncio.wait(waiting, timeout=1.0)
+            if waiting and _sender_stopped(producer):
+                self._renew_producer = True
+                raise KafkaError("the producer's sender stopped")
+        outcomes = iter(await asyncio.gather(*sent, return_exceptions=True))
+        return [d if isinstance(d, BaseException) else _failure(next(outcomes)) for d in deliveries]
 
     def _update_gauges(self) -> None:
         self._metrics.spool_depth.set(self._spool.depth)
         self._metrics.spool_bytes.set(self._spool.bytes_used)
 
     async def ready(self) -> bool:
+        return (await self.readiness()).ok
+
+    async def readiness(self) -> Readiness:
+        spool = self._spool
+        if self._drainer is None or self._drainer.done():
+            return Readiness(False, "the spool drain is not running")
         if self._refusal is not None:
-            return False
-        return self._direct or self._spool.usable()
+            return Readiness(False, self._refusal)
+        if self._wedged is not None:
+            return Readiness(False, f"the spool cannot drain: {self._wedged}")
+        if self._direct:
+            return Readiness(True, "ready")
+        if not spool.writable():
+            return Readiness(False, "the spool directory is not writable")
+        if spool.room() < min(ROOM_FOR_A_PUSH, spool.max_bytes // 4):
+            return Readiness(
+                False, f"the spool is full: {spool.bytes_used} of {spool.max_bytes} bytes used"
+            )
+        return Readiness(True, "ready")
+
+
+def _sender_stopped(producer: AIOKafkaProducer) -> bool:
+    task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    return isinstance(task, asyncio.Task) and task.done()
+
+
+def _failure(outcome: object) -> BaseException | None:
+    return outcome if isinstance(outcome, BaseException) else None
 
 
 async def _quietly(awaitable: Awaitable[object]) -> None:
@@ -235,4 +405,4 @@ async def _quietly(awaitable: Awaitable[object]) -> None:
         log.debug("ignored error while closing", exc_info=True)
 
 
-__all__ = ["Publisher", "SpoolError", "Store", "StoredIn", "new_producer"]
+__all__ = ["Publisher", "Readiness", "SpoolError", "Store", "StoredIn", "new_producer"]

@@ -31,7 +31,7 @@ from connector.errors import Invalid, Refused, SpoolError
 from connector.guard import client_address, network_ok, scrub, token_ok
 from connector.metrics import ReceiverMetrics
 from connector.protocol import BODY_ERROR, REFUSED, TARGET, EdgeProtocol, Limits
-from connector.publisher import Publisher, Store, new_producer
+from connector.publisher import Publisher, Readiness, Store, new_producer
 from connector.settings import Settings
 from connector.spool import Spool
 from connector.topics import TopicNames
@@ -305,7 +305,14 @@ def kafka_store(settings: Settings, metrics: ReceiverMetrics) -> AbstractAsyncCo
         return await clients.refusal(exc, settings)
 
     return Publisher(
-        settings.kafka_bootstrap_servers, spool, timeout, metrics, producer, explain=explain
+        settings.kafka_bootstrap_servers,
+        spool,
+        timeout,
+        metrics,
+        producer,
+        dead_letter_topic=TopicNames.of(settings).dead_letter,
+        receiver_id=settings.receiver_id,
+        explain=explain,
     )
 
 
@@ -331,11 +338,10 @@ def create_app(
 
     async def readyz(_request: Request) -> Response:
         publisher = endpoint.publisher
-        if publisher is not None and await publisher.ready():
+        state = await publisher.readiness() if publisher else Readiness(False, "starting")
+        if state.ok:
             return PlainTextResponse("ready")
-        refusal = None if publisher is None else publisher.refusal
-        text = "not ready" if refusal is None else f"not ready: {refusal}"
-        return PlainTextResponse(text, status_code=503)
+        return PlainTextResponse(f"not ready: {state.reason}", status_code=503)
 
     async def metrics_page(_request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -50,3 +50,15 @@ def test_a_cluster_id_that_starts_with_a_dash_is_formatted(
     monkeypatch.setattr(broker, "_cluster_id", lambda: dashed)
     broker.LocalKafka(broker.BrokerConfig(tmp_path, port=broker.free_port())).prepare()
     assert f"cluster.id={dashed}\n" in (tmp_path / "data" / "meta.properties").read_text()
+
+
+def test_a_cluster_is_one_quorum_of_all_nodes_with_production_replication(tmp_path: Path) -> None:
+    configs = broker.cluster_configs(tmp_path, [9600, 9601, 9602], [9700, 9701, 9702])
+    properties = [config.server_properties() for config in configs]
+    voters = "controller.quorum.voters=1@127.0.0.1:9700,2@127.0.0.1:9701,3@127.0.0.1:9702\n"
+    assert all(voters in text for text in properties)
+    assert [f"node.id={n}\n" in text for n, text in enumerate(properties, 1)] == [True] * 3
+    assert all("default.replication.factor=3\n" in text for text in properties)
+    assert all("min.insync.replicas=2\n" in text for text in properties)
+    assert len({config.cluster_id for config in configs}) == 1
+    assert len({config.data_dir for config in configs}) == 3

@@ -15,8 +15,9 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from connector import cdr, dr, envelope, schema
+from connector import cdr, delivery, dr, envelope, schema
 from connector.errors import SchemaError
+from connector.frames import Damage, Entry
 from connector.merge import merge
 from connector.normalize import from_cdr, from_dr
 from connector.settings import Settings
@@ -139,3 +140,12 @@ def test_the_wheel_ships_the_schemas_and_reads_them_from_itself(tmp_path: Path) 
     where, names = done.stdout.splitlines()
     assert where.startswith(str(wheel))
     assert names == str(schema.names())
+
+
+def test_the_spools_dead_letters_match(tmp_path: Path) -> None:
+    entry = Entry("nxcloud.voice.dr.raw", b"m|8888", b"x" * 5000)
+    refused = delivery.refused_record("MessageSizeTooLargeError", entry, kept=tmp_path / "r",
+                                      receiver="receiver-1")  # fmt: skip
+    valid("dead-letter.v1.json", orjson.loads(refused))
+    damaged = delivery.damage_record(Damage(3, 100, 164, tmp_path / "q"), "receiver-1")
+    valid("dead-letter.v1.json", orjson.loads(damaged))
