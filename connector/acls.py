@@ -17,9 +17,9 @@ from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Int8, Int16, Int32, Schema, String
 
 from connector.errors import KafkaAccessError
+from connector.records import group_id
 from connector.settings import Settings
 from connector.topics import TopicNames
-from connector.worker import group_id
 
 Resource = Literal["topic", "group", "cluster"]
 Pattern = Literal["literal", "prefix"]

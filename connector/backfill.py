@@ -11,7 +11,6 @@ from typing import TextIO
 import httpx
 
 from connector import cdr, clients
-from connector.clock import utcnow
 from connector.errors import ConfigError, ConnectorError
 from connector.poller import Leadership, Poller
 from connector.schedule import LOOKBACK_MARGIN
@@ -75,9 +74,11 @@ async def backfill(
     until: datetime,
     names: TopicNames | None = None,
     out: TextIO = sys.stderr,
+    *,
+    now: datetime,
 ) -> tuple[int, int]:
-    """Poll [since, until) for both services; return (pages, rows)."""
-    now = utcnow()
+    """Poll [since, until) for both services; return (pages, rows). `until` must not be
+    after `now`, nor `since` past the provider's 7 days before it."""
     if since < now - cdr.LOOKBACK + LOOKBACK_MARGIN:
         raise ConfigError("--since: the provider serves only the last 7 days (minus 10 minutes)")
     if not since < until <= now:

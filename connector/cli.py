@@ -15,7 +15,8 @@ from typing import Any, Final
 
 from aiokafka.errors import KafkaError
 
-from connector import __version__, admin, broker, clients, stack
+from connector import __version__, acls, admin, broker, clients, stack
+from connector.clock import utcnow
 from connector.errors import ConfigError, ConnectorError, KafkaUnreachable
 from connector.security import ADMIN, Security
 from connector.settings import Settings
@@ -236,7 +237,7 @@ def run_replay(args: argparse.Namespace) -> int:
         replay.print_summary(summary, extra=[f"written to:     {args.into}"])
     else:
         summary = asyncio.run(
-            replay.replay(settings, source=args.source, since=since, until=until,
+            replay.replay(settings, source=args.source, since=since, until=until, now=utcnow(),
                           progress=progress)
         )  # fmt: skip
         replay.print_summary(summary)
@@ -276,8 +277,6 @@ def run_kafka(args: argparse.Namespace) -> int:
     else:
         controller = args.controller_port or args.port + 1
         if args.secure:
-            from connector import acls  # imports Faust: only when asked for
-
             security = Security(data_dir / "tls", args.port, controller + 1, acls.COMPONENTS)
         config = broker.BrokerConfig(
             data_dir=data_dir,
@@ -306,8 +305,6 @@ def run_kafka(args: argparse.Namespace) -> int:
 
 def _secure(security: Security) -> None:
     """Grant each component's user its ACLs; print where each one's settings are."""
-    from connector import acls
-
     admin_settings = Settings.from_env({**os.environ, **security.sasl_env(ADMIN)})
 
     async def grant() -> None:
@@ -381,7 +378,7 @@ def run_backfill(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     since = parse_moment(args.since, settings, "--since")
     until = parse_moment(args.until, settings, "--until")
-    pages, rows = asyncio.run(backfill(settings, since, until))
+    pages, rows = asyncio.run(backfill(settings, since, until, now=utcnow()))
     print(f"backfilled {rows} rows in {pages} pages")
     return 0
 
@@ -392,7 +389,6 @@ def run_sandbox(args: argparse.Namespace) -> int:
     import uvicorn
 
     from connector import logs, sandbox
-    from connector.clock import utcnow
 
     logs.configure(Settings.from_env().log_level)
     world = sandbox.World(args.seed, utcnow() - timedelta(hours=args.history_hours), args.rate)

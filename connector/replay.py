@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TextIO
 
 import orjson
@@ -26,9 +26,9 @@ from connector import admin, clients, codec, dr, envelope, normalize
 from connector.errors import ConnectorError, Invalid, Unusable
 from connector.keys import call_key
 from connector.merge import CallState, merge
+from connector.records import dead_letter, group_id, observe
 from connector.settings import Settings
 from connector.topics import TopicNames, TopicSpec, declare
-from connector.worker import dead_letter, group_id, observe
 
 SETTLE_WITHIN = 600.0
 
@@ -143,12 +143,14 @@ async def replay(
     since: datetime,
     until: datetime | None,
     progress: Progress,
+    now: datetime,
     names: TopicNames | None = None,
 ) -> Summary:
-    """Hand a range's observations to the running worker; wait until it has merged them."""
+    """Hand a range's observations to the running worker; wait until it has merged them.
+    `now`, when the replay starts, tells the call events it changed from earlier ones."""
     names = names or TopicNames.of(settings)
     summary = Summary()
-    started = datetime.now(UTC)
+    started = now
     async with _producer(settings) as producer:
         for topic in sources(names, source):
             async for record in scan(settings, topic, since, until, progress):

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from connector.cdr import LOOKBACK, MAX_WINDOW
-from connector.clock import parse_provider_time, provider_time
+from connector.clock import parse_provider_time, provider_time, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class Sandbox:
     cdr_delay: timedelta = timedelta(seconds=2)
     settle_delay: timedelta = timedelta(seconds=10)
     push_to: str | None = None
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    clock: Callable[[], datetime] = utcnow
     faults: list[str] = field(default_factory=list)
     requests: list[float] = field(default_factory=list)
     pushed: int = 0

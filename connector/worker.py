@@ -22,12 +22,13 @@ import orjson
 from aiokafka.errors import KafkaError
 from faust.types import EventT, RecordMetadata
 
-from connector import clients, codec, envelope, heartbeat, normalize, telemetry
+from connector import clients, codec, envelope, heartbeat, telemetry
 from connector.clock import utcnow
 from connector.consumer import Consumer
 from connector.errors import KafkaAccessError, Unusable
 from connector.keys import call_key, partition_of
 from connector.merge import CallState, expired, merge_batch, missing
+from connector.records import dead_letter, group_id, observe
 from connector.settings import Settings
 from connector.table import CallTable
 from connector.topics import TopicNames
@@ -49,39 +50,6 @@ ROCKSDB_OPTIONS: Final = {
 }
 
 
-def observe(
-    topic: str, value: bytes, names: TopicNames, settings: Settings
-) -> tuple[normalize.Observation, datetime]:
-    """A record as an observation and the time it was observed; raises Unusable."""
-    try:
-        if topic == names.observations:
-            return codec.decode_observation(value)
-        record = orjson.loads(value)
-        if topic == names.dr_raw:
-            seen_at = datetime.fromisoformat(record["received_at"])
-            return normalize.from_dr(record["fields"], settings.nxcloud_timezone), seen_at
-        seen_at = datetime.fromisoformat(record["fetched_at"])
-        row, service = record["row"], int(record["query"]["service"])
-        return normalize.from_cdr(row, service, settings.nxcloud_timezone), seen_at
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, Unusable):
-            raise
-        raise Unusable(f"not a raw record: {type(exc).__name__}: {exc}") from None
-
-
-def dead_letter(reason: str, topic: str, partition: int, offset: int, value: bytes) -> bytes:
-    return orjson.dumps(
-        {
-            "source": "worker",
-            "reason": reason,
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "value": value.decode("utf-8", errors="replace"),
-        }
-    )
-
-
 def batches(stream: faust.StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:
     return cast(faust.Stream[bytes], stream).take_events(BATCH, within=BATCH_WITHIN_SECONDS)
 
@@ -94,11 +62,6 @@ def exit_if_refused(exc: BaseException, settings: Settings) -> None:
         log.critical("kafka refuses the worker, exiting: %s", refusal)
         logging.shutdown()
         os._exit(EXIT_REFUSED)
-
-
-def group_id(settings: Settings) -> str:
-    """The Faust app id: also the consumer group whose commits say what was merged."""
-    return f"nxcloud-worker.{settings.topic_suffix}" if settings.topic_suffix else "nxcloud-worker"
 
 
 async def scan(

@@ -209,7 +209,7 @@ async def test_backfill_stores_a_past_range_with_progress_and_exits(rig: Rig) ->
     since = world.origin.replace(microsecond=0)
     until = since + timedelta(seconds=20)
     out = io.StringIO()
-    pages, rows = await backfill(rig.settings, since, until, rig.names, out)
+    pages, rows = await backfill(rig.settings, since, until, rig.names, out, now=utcnow())
 
     values = await read_topic(
         rig.settings.kafka_bootstrap_servers, rig.names.cdr_raw, lambda v: len(v) >= rows

@@ -18,6 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from connector import admin, dr, envelope, replay, sandbox
+from connector.clock import utcnow
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic
@@ -113,7 +114,8 @@ async def test_replay_with_a_corrected_zone_revises_exactly_the_affected_calls(
     tokyo = replace(pipeline.settings, nxcloud_timezone=TOKYO)
     since = now - timedelta(hours=1)
     summary = await replay.replay(tokyo, source="dr", since=since, until=None,
-                                  progress=replay.Progress(io.StringIO()))  # fmt: skip
+                                  progress=replay.Progress(io.StringIO()),
+                                  now=utcnow())  # fmt: skip
     affected = {by_message[str(c.messageid)]["call_id"] for c in calls[10:20]}
     assert summary.read == 20
     assert summary.changed == affected
@@ -130,7 +132,7 @@ async def test_replay_with_a_corrected_zone_revises_exactly_the_affected_calls(
         assert shift == timedelta(hours=1)
 
     again = await replay.replay(tokyo, source="dr", since=since, until=None,
-                                progress=replay.Progress(io.StringIO()))  # fmt: skip
+                                progress=replay.Progress(io.StringIO()), now=utcnow())  # fmt: skip
     assert again.read == 20
     assert again.changed == set()
     final = await pipeline.events(lambda events: len(events) >= len(after), deadline=10)

@@ -25,9 +25,9 @@ from jsonschema import Draft202012Validator
 from connector import admin, cdr, dr, normalize, sandbox, schema
 from connector.broker import free_port
 from connector.merge import CallState, merge
+from connector.records import group_id
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
-from connector.worker import group_id
 from tests.kafka_helpers import read_topic, tombstone_key
 from tests.test_schemas import valid
 
