@@ -38,14 +38,17 @@ import asyncio
 import logging
 import types
 from collections.abc import AsyncIterator, Coroutine, Generator, Mapping
-from typing import Any, cast
+from typing import Any, ClassVar, Final, cast
 
 from faust.transport.drivers import aiokafka
 from faust.types import TP, Message
+from faust.types.transports import ConsumerT
 from mode.services import WaitArgT, WaitResults
 from mode.utils.times import Seconds
 
 log = logging.getLogger(__name__)
+
+SCHEME: Final = "nxcloud-kafka"  # the broker URL scheme of `Transport`
 
 
 class Consumer(aiokafka.Consumer):
@@ -171,3 +174,11 @@ def _resumed(coro: Coroutine[Any, Any, Any], step: Any) -> Generator[Any, Any, A
                 step = coro.send(sent)
             except StopIteration as finished:
                 return finished.value
+
+
+class Transport(aiokafka.Transport):
+    """Faust's aiokafka transport with the consumer above. Faust picks a transport by the
+    broker URL's scheme; pyproject.toml registers this one as `nxcloud-kafka` in Faust's
+    `faust.transports` entry points, so no app is patched."""
+
+    Consumer: ClassVar[type[ConsumerT]] = Consumer

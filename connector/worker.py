@@ -24,7 +24,7 @@ from faust.types import EventT, RecordMetadata
 
 from connector import clients, codec, envelope, heartbeat, telemetry
 from connector.clock import utcnow
-from connector.consumer import Consumer
+from connector.consumer import SCHEME
 from connector.errors import KafkaAccessError, Unusable
 from connector.keys import call_key, partition_of
 from connector.merge import CallState, expired, merge_batch, missing
@@ -90,10 +90,10 @@ async def scan(
 
 
 def new_app(settings: Settings) -> faust.App:
-    """The Faust app, configured, with the consumer of connector/consumer.py."""
-    app = faust.App(
+    """The Faust app, configured; its transport (by the URL scheme) has our consumer."""
+    return faust.App(
         group_id(settings),
-        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+        broker=[f"{SCHEME}://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         broker_credentials=clients.broker_credentials(settings),
         store=settings.worker_store,
         datadir=str(settings.worker_data_dir),
@@ -110,8 +110,6 @@ def new_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
-    app.transport.Consumer = Consumer  # type: ignore[misc]  # this app's transport only
-    return app
 
 
 def create_app(
