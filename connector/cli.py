@@ -33,7 +33,7 @@ EXIT_FAILED: Final = ConnectorError.exit_code
 EXIT_INTERRUPTED: Final = 130
 ENVIRONMENT: Final = (
     "Configuration comes from environment variables (KAFKA_*, NXCLOUD_*), read once at "
-    "start; the README's Configuration table lists every one. Exit codes: 0 done, "
+    "start; docs/configuration.md lists every one. Exit codes: 0 done, "
     f"{EXIT_DRIFT} topics not as declared, {EXIT_USAGE} usage, {EXIT_CONFIG} configuration, "
     f"{EXIT_KAFKA} Kafka unreachable or refused, {EXIT_FAILED} other failure, "
     f"{EXIT_INTERRUPTED} interrupted."

@@ -191,7 +191,7 @@ def _env(
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    """Every setting, typed; see the README's configuration table."""
+    """Every setting, typed; docs/configuration.md lists them (tests/test_docs.py)."""
 
     kafka_bootstrap_servers: str = _env(
         "KAFKA_BOOTSTRAP_SERVERS", _bootstrap_servers, "127.0.0.1:9092"

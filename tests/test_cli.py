@@ -182,7 +182,7 @@ def test_every_command_says_where_its_configuration_comes_from(command: str) -> 
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     assert "Configuration comes from environment variables" in text
-    assert "Configuration table" in text
+    assert "docs/configuration.md" in text
 
 
 def env_file_of(line: str) -> Path:

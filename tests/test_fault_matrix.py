@@ -1,5 +1,5 @@
 """Faults under concurrent push load: every push answered `success` is on the raw topic,
-and exact repeats stay within the bound the README states."""
+and exact repeats stay within the bound docs/delivery.md states."""
 
 from __future__ import annotations
 
