@@ -5,41 +5,20 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from connector import admin, envelope, normalize, sandbox
-from connector.merge import CallState, merge
+from connector.merge import merge
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from examples.call_table import WrongSchema, apply, follow, open_table, rows
-
-ZONE = ZoneInfo("Asia/Shanghai")
-T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
-
-
-def lives(call: sandbox.Call) -> list[dict[str, Any]]:
-    """The call's events as the worker emits them: its provisional CDR, settled CDR and DR."""
-    service = 0 if call.service == "group_call" else 1
-    state: CallState | None = None
-    events = []
-    for seen, at in (
-        (normalize.from_cdr(call.cdr_row(ZONE, False), service, ZONE),
-         call.ended_at + timedelta(minutes=5)),
-        (normalize.from_cdr(call.cdr_row(ZONE, True), service, ZONE),
-         call.ended_at + timedelta(minutes=30)),
-        (normalize.from_dr(call.dr_fields(ZONE), ZONE), call.ended_at),
-    ):  # fmt: skip
-        state, event = merge(state, seen, at)
-        if event is not None:
-            events.append(event)
-    return events
+from tests.test_worker import T0, ZONE, call_events
 
 
 def stream() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
@@ -48,7 +27,7 @@ def stream() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     and each call's latest event."""
     world, rng = sandbox.World(seed=7, origin=T0, rate=1.0), random.Random(3)
     calls = [call for message in range(12) for call in world.calls(message)][:30]
-    per_call = [lives(call) for call in calls]
+    per_call = [call_events(call) for call in calls]
     forgotten = calls[0]
     dr = normalize.from_dr(forgotten.dr_fields(ZONE), ZONE)
     restarted = merge(None, dr, forgotten.ended_at + timedelta(days=9))[1]

@@ -90,23 +90,28 @@ def cdr_record(call: sandbox.Call, settled: bool) -> tuple[bytes, bytes]:
     return cdr.key(row), cdr.raw_record(row, window, 1, fetched, "t")
 
 
+def call_events(call: sandbox.Call) -> list[dict[str, Any]]:
+    """The call's events as the worker emits them when its provisional CDR, settled CDR and
+    DR arrive in turn."""
+    service = 0 if call.service == "group_call" else 1
+    state: CallState | None = None
+    events = []
+    for seen, at in (
+        (normalize.from_cdr(call.cdr_row(ZONE, False), service, ZONE),
+         call.ended_at + timedelta(minutes=5)),
+        (normalize.from_cdr(call.cdr_row(ZONE, True), service, ZONE),
+         call.ended_at + timedelta(minutes=30)),
+        (normalize.from_dr(call.dr_fields(ZONE), ZONE), call.ended_at),
+    ):  # fmt: skip
+        state, event = merge(state, seen, at)
+        if event is not None:
+            events.append(event)
+    return events
+
+
 def expected_finals(calls: list[sandbox.Call]) -> dict[str, dict[str, Any]]:
     """Each call's last event when its provisional CDR, settled CDR and DR arrive in turn."""
-    expected: dict[str, dict[str, Any]] = {}
-    for call in calls:
-        service = 0 if call.service == "group_call" else 1
-        state: CallState | None = None
-        for seen, at in (
-            (normalize.from_cdr(call.cdr_row(ZONE, False), service, ZONE),
-             call.ended_at + timedelta(minutes=5)),
-            (normalize.from_cdr(call.cdr_row(ZONE, True), service, ZONE),
-             call.ended_at + timedelta(minutes=30)),
-            (normalize.from_dr(call.dr_fields(ZONE), ZONE), call.ended_at),
-        ):  # fmt: skip
-            state, event = merge(state, seen, at)
-            if event is not None:
-                expected[event["call_id"]] = event
-    return expected
+    return {event["call_id"]: event for call in calls for event in call_events(call)}
 
 
 def stop(process: subprocess.Popen[str], sig: signal.Signals) -> None:
