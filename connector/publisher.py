@@ -367,9 +367,6 @@ class Publisher:
         self._metrics.spool_depth.set(self._spool.depth)
         self._metrics.spool_bytes.set(self._spool.bytes_used)
 
-    async def ready(self) -> bool:
-        return (await self.readiness()).ok
-
     async def readiness(self) -> Readiness:
         spool = self._spool
         if self._drainer is None or self._drainer.done():
