@@ -16,8 +16,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from connector.broker import BrokerConfig, LocalKafka, free_port
 from connector.clock import utcnow
+from connector.local.broker import BrokerConfig, LocalKafka, free_port
 
 
 def main() -> int:

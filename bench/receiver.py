@@ -25,7 +25,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from connector import admin, clients
-from connector.broker import BrokerConfig, LocalKafka, free_port
+from connector.local.broker import BrokerConfig, LocalKafka, free_port
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 

@@ -8,10 +8,10 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from starlette.applications import Starlette
 
-from connector.metrics import ReceiverMetrics
-from connector.protocol import EdgeProtocol
-from connector.publisher import Readiness, Store, StoredIn
-from connector.receiver import create_app, edge, kafka_store
+from connector.receiver.app import create_app, edge, kafka_store
+from connector.receiver.metrics import ReceiverMetrics
+from connector.receiver.protocol import EdgeProtocol
+from connector.receiver.publisher import Readiness, Store, StoredIn
 from connector.settings import Settings
 
 

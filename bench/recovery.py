@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.worker import Process, Stage, await_drained, one_dr_per_call, produce
-from connector.broker import BrokerConfig, LocalKafka, free_port
+from connector.local.broker import BrokerConfig, LocalKafka, free_port
 
 
 def scrape(port: int, name: str) -> float:

@@ -29,7 +29,7 @@ import orjson
 
 from bench.receiver import LUA, topic_size
 from connector import admin
-from connector.broker import BrokerConfig, LocalKafka, free_port
+from connector.local.broker import BrokerConfig, LocalKafka, free_port
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 

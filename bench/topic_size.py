@@ -25,8 +25,9 @@ from zoneinfo import ZoneInfo
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from connector import admin, clients, envelope, normalize, sandbox
-from connector.broker import BrokerConfig, LocalKafka, free_port
+from connector import admin, clients, envelope, normalize
+from connector.local import sandbox
+from connector.local.broker import BrokerConfig, LocalKafka, free_port
 from connector.merge import CallState, merge
 from connector.settings import Settings
 from connector.topics import TopicNames, TopicSpec, declare

@@ -32,12 +32,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faust.types import TP, EventT
 
-from connector import admin, cdr, clients, dr, sandbox
-from connector.broker import BrokerConfig, LocalKafka, free_port
+from connector import admin, cdr, clients, dr
+from connector.local import sandbox
+from connector.local.broker import BrokerConfig, LocalKafka, free_port
 from connector.settings import Settings
-from connector.telemetry import RebalanceSensor, WorkerMetrics
 from connector.topics import TopicNames, declare
-from connector.worker import BATCH
+from connector.worker.app import BATCH
+from connector.worker.telemetry import RebalanceSensor, WorkerMetrics
 
 ZONE = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)

@@ -15,10 +15,11 @@ from typing import Any, Final
 
 from aiokafka.errors import KafkaError
 
-from connector import __version__, acls, admin, broker, clients, stack
+from connector import __version__, acls, admin, clients
 from connector.clock import utcnow
 from connector.errors import ConfigError, ConnectorError, KafkaUnreachable
-from connector.security import ADMIN, Security
+from connector.local import broker, stack
+from connector.local.security import ADMIN, Security
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 
@@ -223,7 +224,7 @@ def run_tail(args: argparse.Namespace) -> int:
 
 def run_replay(args: argparse.Namespace) -> int:
     from connector import replay
-    from connector.backfill import parse_moment
+    from connector.poller.backfill import parse_moment
 
     _quiet_kafka_clients()
     settings = Settings.from_env()
@@ -246,7 +247,7 @@ def run_replay(args: argparse.Namespace) -> int:
 
 def run_redrive(args: argparse.Namespace) -> int:
     from connector import replay
-    from connector.backfill import parse_moment
+    from connector.poller.backfill import parse_moment
 
     _quiet_kafka_clients()
     settings = Settings.from_env()
@@ -342,7 +343,7 @@ def run_receiver(_args: argparse.Namespace) -> int:
     import uvicorn
 
     from connector import logs
-    from connector.receiver import create_app, edge
+    from connector.receiver.app import create_app, edge
 
     settings = Settings.from_env()
     logs.configure(settings.log_level)
@@ -363,7 +364,7 @@ def run_receiver(_args: argparse.Namespace) -> int:
 
 def run_poller(_args: argparse.Namespace) -> int:
     from connector import logs
-    from connector.service import poll
+    from connector.poller.loop import poll
 
     settings = Settings.from_env()
     settings.credentials()
@@ -372,7 +373,7 @@ def run_poller(_args: argparse.Namespace) -> int:
 
 
 def run_backfill(args: argparse.Namespace) -> int:
-    from connector.backfill import backfill, parse_moment
+    from connector.poller.backfill import backfill, parse_moment
 
     _quiet_kafka_clients()
     settings = Settings.from_env()
@@ -388,7 +389,8 @@ def run_sandbox(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from connector import logs, sandbox
+    from connector import logs
+    from connector.local import sandbox
 
     logs.configure(Settings.from_env().log_level)
     world = sandbox.World(args.seed, utcnow() - timedelta(hours=args.history_hours), args.rate)
@@ -406,8 +408,9 @@ def run_worker(_args: argparse.Namespace) -> int:
     import faust
     import uvloop
 
-    from connector import logs, telemetry
-    from connector.worker import create_app
+    from connector import logs
+    from connector.worker import telemetry
+    from connector.worker.app import create_app
 
     settings = Settings.from_env()
     logs.configure(settings.log_level)

@@ -8,6 +8,8 @@ from functools import lru_cache
 from typing import Final
 from zoneinfo import ZoneInfo
 
+# every component's latency histograms, in seconds
+LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 PROVIDER_TIME: Final = "%Y-%m-%d %H:%M:%S"
 # what strptime(PROVIDER_TIME) accepts, matched without its per-call cost
 _PROVIDER_TIME: Final = re.compile(

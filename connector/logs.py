@@ -42,7 +42,7 @@ def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(Throttle("aiokafka"))
-    handler.addFilter(Throttle("connector.receiver", every=10.0, level=logging.ERROR))
+    handler.addFilter(Throttle("connector.receiver.app", every=10.0, level=logging.ERROR))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from connector.broker import BrokerConfig, LocalKafka, free_port
-from connector.security import Security
+from connector.local.broker import BrokerConfig, LocalKafka, free_port
+from connector.local.security import Security
 from connector.settings import Settings
 from connector.topics import TopicNames
 from tests.secure_helpers import SecureKafka, grant_everyone

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from starlette.applications import Starlette
 
 from connector import clients
-from connector.broker import free_port
+from connector.local.broker import free_port
 from connector.settings import Settings
 
 
@@ -69,7 +69,7 @@ async def serving(
     app: Starlette, http: type[asyncio.Protocol] | None = None, keep_alive: int = 5
 ) -> AsyncIterator[str]:
     """Serve `app` over real HTTP on a free loopback port; yields the base URL. A receiver
-    app is served with its protocol (`connector.receiver.edge`), as in production."""
+    app is served with its protocol (`connector.receiver.app.edge`), as in production."""
     port = free_port()
     config = uvicorn.Config(
         app,

@@ -11,8 +11,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from connector import acls, admin, clients
-from connector.broker import LocalKafka
-from connector.security import Security
+from connector.local.broker import LocalKafka
+from connector.local.security import Security
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 

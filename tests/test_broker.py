@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from connector import broker
 from connector.errors import BrokerError
+from connector.local import broker
 
 
 def test_missing_java_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

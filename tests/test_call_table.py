@@ -13,7 +13,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from connector import admin, envelope, normalize, sandbox
+from connector import admin, envelope, normalize
+from connector.local import sandbox
 from connector.merge import merge
 from connector.settings import Settings
 from connector.topics import TopicNames, declare

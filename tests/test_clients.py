@@ -15,8 +15,8 @@ from aiokafka.errors import (
 from faust.auth import SASLCredentials, SSLCredentials
 
 from connector import clients
-from connector.certs import Authority
 from connector.errors import KafkaAccessError
+from connector.local.certs import Authority
 from connector.settings import Secret, Settings
 
 

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaError
 
-from connector import admin, sandbox
-from connector.broker import LocalCluster, cluster_configs, free_port
+from connector import admin
 from connector.clock import utcnow
-from connector.receiver import create_app
+from connector.local import sandbox
+from connector.local.broker import LocalCluster, cluster_configs, free_port
+from connector.receiver.app import create_app
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic, serving

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from connector.console import Console, alarming, shown
+from connector.local.console import Console, alarming, shown
 
 INFO = '{"time":"t","level":"info","logger":"x","message":"polled a page","rows":3}'
 WARNING = (

@@ -8,9 +8,9 @@ import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
-from connector.consumer import Consumer, finish
 from connector.settings import Settings
-from connector.worker import create_app
+from connector.worker.app import create_app
+from connector.worker.consumer import Consumer, finish
 
 
 async def test_a_coroutine_stepped_once_finishes_with_its_value() -> None:
@@ -57,7 +57,7 @@ async def test_an_error_after_the_first_step_reaches_the_waiter() -> None:
         await finish(coro, coro.send(None))
 
 
-# The rebalance fixes of connector/consumer.py, one at a time, on a real consumer of a real
+# The rebalance fixes of connector/worker/consumer.py, one at a time, on a real consumer of a real
 # (unstarted) worker app. Only the consumer thread, the part that talks to Kafka, is a
 # recorder: what the fixes decide is what they ask of that thread. The kill and churn
 # tests in tests/test_worker.py check the same against a broker, end to end.

@@ -109,16 +109,16 @@ def test_aiokafka_lines_are_throttled_per_message() -> None:
         clock.now += 1 / 30
     assert allowed == 2
     assert passes("aiokafka.producer", "other message")
-    assert passes("connector.publisher", "Unable connect to %s")
+    assert passes("connector.receiver.publisher", "Unable connect to %s")
 
 
 def test_the_receiver_errors_are_throttled_but_not_its_info_lines() -> None:
     clock = Clock()
-    throttle = Throttle("connector.receiver", every=10, clock=clock, level=logging.ERROR)
+    throttle = Throttle("connector.receiver.app", every=10, clock=clock, level=logging.ERROR)
 
     def passes(level: int) -> bool:
         record = logging.makeLogRecord(
-            {"name": "connector.receiver", "msg": "record not stored", "levelno": level}
+            {"name": "connector.receiver.app", "msg": "record not stored", "levelno": level}
         )
         return throttle.filter(record)
 

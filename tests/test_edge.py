@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from connector import admin
-from connector.receiver import create_app, edge
+from connector.receiver.app import create_app, edge
 from connector.settings import Secret, Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic, serving

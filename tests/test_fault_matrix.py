@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from connector import admin
-from connector.broker import LocalKafka, free_port
-from connector.receiver import create_app
+from connector.local.broker import LocalKafka, free_port
+from connector.receiver.app import create_app
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.conftest import start_local_kafka

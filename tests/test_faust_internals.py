@@ -1,5 +1,5 @@
-"""The private faust-streaming and mode names that connector/consumer.py and
-connector/table.py build on. faust-streaming and mode-streaming are pinned exactly in
+"""The private faust-streaming and mode names that connector/worker/consumer.py and
+connector/worker/table.py build on. faust-streaming and mode-streaming are pinned exactly in
 pyproject.toml; an upgrade that renames or reshapes one of these fails here, naming it,
 before the kill and churn tests fail in a way that is hard to read."""
 

@@ -1,7 +1,7 @@
 import os
 from pathlib import Path
 
-from connector import heartbeat
+from connector.worker import heartbeat
 
 
 def test_a_missing_heartbeat_is_not_fresh(tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from connector.metrics import ReceiverMetrics
-from connector.poller import PollerMetrics
-from connector.telemetry import WorkerMetrics
+from connector.poller.loop import PollerMetrics
+from connector.receiver.metrics import ReceiverMetrics
+from connector.worker.telemetry import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "deploy" / "monitoring"

@@ -14,10 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from connector import admin, sandbox
-from connector.backfill import backfill, windows
+from connector import admin
 from connector.clock import utcnow
-from connector.poller import Poller
+from connector.local import sandbox
+from connector.poller.backfill import backfill, windows
+from connector.poller.loop import Poller
 from connector.settings import Secret, Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic, serving

@@ -10,9 +10,10 @@ import subprocess
 import sys
 from datetime import timedelta
 
-from connector import admin, sandbox
-from connector.broker import free_port
+from connector import admin
 from connector.clock import utcnow
+from connector.local import sandbox
+from connector.local.broker import free_port
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic, serving

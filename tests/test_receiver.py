@@ -14,10 +14,10 @@ import httpx
 import orjson
 import pytest
 
-from connector.broker import free_port
-from connector.receiver import create_app, edge
+from connector.local.broker import free_port
+from connector.receiver.app import create_app, edge
+from connector.receiver.spool import Spool
 from connector.settings import Secret, Settings
-from connector.spool import Spool
 from connector.topics import TopicNames
 from tests.kafka_helpers import read_topic, serving
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from connector import admin
-from connector.broker import LocalKafka
-from connector.receiver import create_app, edge
+from connector.local.broker import LocalKafka
+from connector.receiver.app import create_app, edge
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.conftest import start_local_kafka

@@ -17,8 +17,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from connector import admin, dr, envelope, replay, sandbox
+from connector import admin, dr, envelope, replay
 from connector.clock import utcnow
+from connector.local import sandbox
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from connector import admin, sandbox
+from connector import admin
 from connector.clock import provider_time, utcnow
 from connector.dr import validate
-from connector.receiver import create_app, edge
+from connector.local import sandbox
+from connector.receiver.app import create_app, edge
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic, serving

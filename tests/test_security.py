@@ -18,16 +18,17 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from connector import admin, clients, replay, sandbox, service
-from connector.certs import Authority
+from connector import admin, clients, replay
 from connector.clock import utcnow
 from connector.errors import KafkaAccessError
-from connector.poller import Poller
-from connector.receiver import create_app
+from connector.local import sandbox
+from connector.local.certs import Authority
+from connector.poller.loop import Poller, poll
+from connector.receiver.app import create_app
 from connector.settings import Secret, Settings
 from connector.tail import matcher, tail
 from connector.topics import declare
-from connector.worker import EXIT_REFUSED
+from connector.worker.app import EXIT_REFUSED
 from tests.kafka_helpers import read_topic, serving
 from tests.secure_helpers import SecureKafka
 from tests.test_worker import ZONE, await_ready, dr_record, start_worker
@@ -258,7 +259,7 @@ async def test_a_poller_without_its_acls_stops_with_one_line(secure_kafka: Secur
         poller_metrics_port=0,
     )  # fmt: skip
     with pytest.raises(KafkaAccessError) as caught:
-        await asyncio.wait_for(service.poll(stranger, secure_kafka.names), 60)
+        await asyncio.wait_for(poll(stranger, secure_kafka.names), 60)
     assert str(caught.value) == (
         "Kafka ACLs deny user 'stranger' a cluster operation (an idempotent producer needs "
         "Write on its topics): grant it (connector/acls.py, deploy/)"

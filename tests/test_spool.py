@@ -8,7 +8,7 @@ import pytest
 
 from connector.errors import SpoolError
 from connector.frames import HEADER, Damage, Entry, Frames, encode
-from connector.spool import Spool
+from connector.receiver.spool import Spool
 
 
 def decoded(data: bytes, chunk: int = 7) -> list[Entry | Damage]:

@@ -12,13 +12,13 @@ from pathlib import Path
 import httpx
 
 from connector import admin, dr
-from connector.broker import free_port
 from connector.frames import HEADER, encode
-from connector.metrics import ReceiverMetrics
-from connector.publisher import Publisher
-from connector.receiver import create_app
+from connector.local.broker import free_port
+from connector.receiver.app import create_app
+from connector.receiver.metrics import ReceiverMetrics
+from connector.receiver.publisher import Publisher
+from connector.receiver.spool import Batch, Spool
 from connector.settings import Settings
-from connector.spool import Batch, Spool
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic, serving
 from tests.test_receiver import EXAMPLE_FIELDS

@@ -13,12 +13,13 @@ from pathlib import Path
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from connector import admin, sandbox
-from connector.broker import free_port
+from connector import admin
+from connector.local import sandbox
+from connector.local.broker import free_port
 from connector.merge import CallState, missing
 from connector.settings import Settings
-from connector.telemetry import Behind, behind, reason_label
 from connector.topics import TopicNames, declare
+from connector.worker.telemetry import Behind, behind, reason_label
 from tests.test_worker import (
     cdr_record,
     dr_record,

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from connector import admin
-from connector.broker import free_port
+from connector.local.broker import free_port
 from connector.settings import Settings
 from tests.kafka_helpers import read_topic
 from tests.test_cli import read_until

@@ -22,8 +22,9 @@ import orjson
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from jsonschema import Draft202012Validator
 
-from connector import admin, cdr, dr, normalize, sandbox, schema
-from connector.broker import free_port
+from connector import admin, cdr, dr, normalize, schema
+from connector.local import sandbox
+from connector.local.broker import free_port
 from connector.merge import CallState, merge
 from connector.records import group_id
 from connector.settings import Settings

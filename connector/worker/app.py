@@ -22,16 +22,17 @@ import orjson
 from aiokafka.errors import KafkaError
 from faust.types import EventT, RecordMetadata
 
-from connector import clients, codec, envelope, heartbeat, telemetry
+from connector import clients, codec, envelope
 from connector.clock import utcnow
-from connector.consumer import SCHEME
 from connector.errors import KafkaAccessError, Unusable
 from connector.keys import call_key, partition_of
 from connector.merge import CallState, expired, merge_batch, missing
 from connector.records import dead_letter, group_id, observe
 from connector.settings import Settings
-from connector.table import CallTable
 from connector.topics import TopicNames
+from connector.worker import heartbeat, telemetry
+from connector.worker.consumer import SCHEME
+from connector.worker.table import CallTable
 
 log = logging.getLogger(__name__)
 EXIT_REFUSED: Final = KafkaAccessError.exit_code

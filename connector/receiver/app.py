@@ -29,11 +29,11 @@ from connector import clients, dr, head
 from connector.clock import utcnow
 from connector.errors import Invalid, Refused, SpoolError
 from connector.guard import client_address, network_ok, scrub, token_ok
-from connector.metrics import ReceiverMetrics
-from connector.protocol import BODY_ERROR, REFUSED, TARGET, EdgeProtocol, Limits
-from connector.publisher import Publisher, Readiness, Store, new_producer
+from connector.receiver.metrics import ReceiverMetrics
+from connector.receiver.protocol import BODY_ERROR, REFUSED, TARGET, EdgeProtocol, Limits
+from connector.receiver.publisher import Publisher, Readiness, Store, new_producer
+from connector.receiver.spool import Spool
 from connector.settings import Settings
-from connector.spool import Spool
 from connector.topics import TopicNames
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from connector.errors import BrokerError
-from connector.security import Security
+from connector.local.security import Security
 from connector.settings import default_state_dir
 
 KAFKA_VERSION: Final = "4.4.0"

@@ -24,8 +24,8 @@ from prometheus_client import (
     start_http_server,
 )
 
+from connector.clock import LATENCY_BUCKETS
 from connector.errors import ConfigError
-from connector.metrics import LATENCY_BUCKETS
 
 SAMPLE_SECONDS: Final = 1.0
 REBALANCE_BUCKETS: Final = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)

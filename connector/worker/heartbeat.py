@@ -1,7 +1,7 @@
 """A file the worker touches on a timer, so a probe can tell its event loop still runs.
 
 The worker serves no HTTP (Faust's web server is off), so its Kubernetes probes run
-`python -m connector.heartbeat PATH MAX_AGE_SECONDS`: exit 0 when PATH was touched within
+`python -m connector.worker.heartbeat PATH MAX_AGE_SECONDS`: exit 0 when PATH was touched within
 MAX_AGE_SECONDS, 1 otherwise (missing, or stale because the loop is stuck).
 """
 
@@ -38,7 +38,7 @@ def fresh(path: Path, max_age: float, now: float) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2:
-        print("usage: python -m connector.heartbeat PATH MAX_AGE_SECONDS", file=sys.stderr)
+        print("usage: python -m connector.worker.heartbeat PATH MAX_AGE_SECONDS", file=sys.stderr)
         return 2
     path, max_age = Path(args[0]), float(args[1])
     seconds = age(path, time.time())

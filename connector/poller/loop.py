@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,11 +19,12 @@ from datetime import datetime, timedelta
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from connector import cdr, clients, schedule
 from connector.clock import utcnow
-from connector.errors import Malformed
+from connector.errors import KafkaAccessError, Malformed
 from connector.ratelimit import TokenBucket
 from connector.settings import Settings
 from connector.topics import TopicNames
@@ -299,3 +301,25 @@ class Poller:
         await asyncio.gather(*deliveries)
         self.metrics.rows.inc(len(deliveries))
         return len(deliveries)
+
+
+async def poll(settings: Settings, names: TopicNames | None = None) -> int:
+    """The poller as a process: until SIGINT or SIGTERM, with its metrics endpoint."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await clients.check(settings)  # a refused login is one line, not a retry loop
+    timeout = httpx.Timeout(settings.poller_http_timeout_seconds)
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        poller = Poller(settings, names or TopicNames.of(settings), http)
+        if settings.poller_metrics_port:
+            start_http_server(settings.poller_metrics_port, registry=poller.metrics.registry)
+        try:
+            await poller.run(stop)
+        except KafkaError as exc:
+            refusal = clients.explain(exc, settings)
+            if refusal is None:
+                raise
+            raise KafkaAccessError(refusal) from None
+    return 0

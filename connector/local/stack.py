@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
-from connector import admin, broker
-from connector.console import Console
+from connector import admin
 from connector.errors import ConnectorError
+from connector.local import broker
+from connector.local.console import Console
 from connector.settings import Settings, default_state_dir
 from connector.topics import TopicNames, declare
 

@@ -26,9 +26,9 @@ from connector import delivery
 from connector.delivery import Outcome, classify
 from connector.errors import SpoolError
 from connector.frames import Damage, Entry
-from connector.metrics import ReceiverMetrics
 from connector.outage import Outage
-from connector.spool import Batch, Spool
+from connector.receiver.metrics import ReceiverMetrics
+from connector.receiver.spool import Batch, Spool
 
 log = logging.getLogger(__name__)
 

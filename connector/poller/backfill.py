@@ -12,7 +12,7 @@ import httpx
 
 from connector import cdr, clients
 from connector.errors import ConfigError, ConnectorError
-from connector.poller import Leadership, Poller
+from connector.poller.loop import Leadership, Poller
 from connector.schedule import LOOKBACK_MARGIN
 from connector.settings import Settings
 from connector.topics import TopicNames

@@ -72,7 +72,7 @@ class Security:
         if self.keystore.exists() and all(self.cert_file(u).exists() for u in self.everyone):
             return
         try:
-            from connector.certs import Authority  # an optional dependency
+            from connector.local.certs import Authority  # an optional dependency
         except ImportError:
             raise BrokerError(
                 "the secured broker makes its certificates with the cryptography package: "

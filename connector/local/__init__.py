@@ -1,0 +1,1 @@
+"""Local stand-ins for what production provides: Apache Kafka, NXCloud, and `up`."""

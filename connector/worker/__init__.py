@@ -1,0 +1,1 @@
+"""The Faust worker: its app and agents, the consumer and table, its probe and metrics."""
