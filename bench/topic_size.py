@@ -17,7 +17,7 @@ import asyncio
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,10 +25,9 @@ from zoneinfo import ZoneInfo
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from connector import admin, clients, envelope, normalize
+from connector import admin, clients, envelope
 from connector.local import sandbox
 from connector.local.broker import BrokerConfig, LocalKafka, free_port
-from connector.merge import CallState, merge
 from connector.settings import Settings
 from connector.topics import TopicNames, TopicSpec, declare
 
@@ -43,20 +42,7 @@ def revisions(calls: int) -> Iterator[list[dict[str, Any]]]:
     world, made, message = sandbox.World(seed=7, origin=T0, rate=50.0), 0, 0
     while True:
         for call in world.calls(message):
-            service = 0 if call.service == "group_call" else 1
-            state: CallState | None = None
-            events = []
-            for seen, at in (
-                (normalize.from_cdr(call.cdr_row(ZONE, False), service, ZONE),
-                 call.ended_at + timedelta(minutes=5)),
-                (normalize.from_cdr(call.cdr_row(ZONE, True), service, ZONE),
-                 call.ended_at + timedelta(minutes=30)),
-                (normalize.from_dr(call.dr_fields(ZONE), ZONE), call.ended_at),
-            ):  # fmt: skip
-                state, event = merge(state, seen, at)
-                if event is not None:
-                    events.append(event)
-            yield events
+            yield call.events(ZONE)
             made += 1
             if made == calls:
                 return

@@ -19,7 +19,7 @@ from connector.merge import merge
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from examples.call_table import WrongSchema, apply, follow, open_table, rows
-from tests.test_worker import T0, ZONE, call_events
+from tests.test_worker import T0, ZONE
 
 
 def stream() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
@@ -28,7 +28,7 @@ def stream() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     and each call's latest event."""
     world, rng = sandbox.World(seed=7, origin=T0, rate=1.0), random.Random(3)
     calls = [call for message in range(12) for call in world.calls(message)][:30]
-    per_call = [call_events(call) for call in calls]
+    per_call = [call.events(ZONE) for call in calls]
     forgotten = calls[0]
     dr = normalize.from_dr(forgotten.dr_fields(ZONE), ZONE)
     restarted = merge(None, dr, forgotten.ended_at + timedelta(days=9))[1]

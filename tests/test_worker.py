@@ -25,7 +25,6 @@ from jsonschema import Draft202012Validator
 from connector import admin, cdr, dr, normalize, schema
 from connector.local import sandbox
 from connector.local.broker import free_port
-from connector.merge import CallState, merge
 from connector.records import group_id
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
@@ -91,28 +90,9 @@ def cdr_record(call: sandbox.Call, settled: bool) -> tuple[bytes, bytes]:
     return cdr.key(row), cdr.raw_record(row, window, 1, fetched, "t")
 
 
-def call_events(call: sandbox.Call) -> list[dict[str, Any]]:
-    """The call's events as the worker emits them when its provisional CDR, settled CDR and
-    DR arrive in turn."""
-    service = 0 if call.service == "group_call" else 1
-    state: CallState | None = None
-    events = []
-    for seen, at in (
-        (normalize.from_cdr(call.cdr_row(ZONE, False), service, ZONE),
-         call.ended_at + timedelta(minutes=5)),
-        (normalize.from_cdr(call.cdr_row(ZONE, True), service, ZONE),
-         call.ended_at + timedelta(minutes=30)),
-        (normalize.from_dr(call.dr_fields(ZONE), ZONE), call.ended_at),
-    ):  # fmt: skip
-        state, event = merge(state, seen, at)
-        if event is not None:
-            events.append(event)
-    return events
-
-
 def expected_finals(calls: list[sandbox.Call]) -> dict[str, dict[str, Any]]:
     """Each call's last event when its provisional CDR, settled CDR and DR arrive in turn."""
-    return {event["call_id"]: event for call in calls for event in call_events(call)}
+    return {event["call_id"]: event for call in calls for event in call.events(ZONE)}
 
 
 def stop(process: subprocess.Popen[str], sig: signal.Signals) -> None:

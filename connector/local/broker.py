@@ -7,6 +7,7 @@ version and resolved once; the classpath is cached so later starts take seconds.
 
 from __future__ import annotations
 
+import abc
 import base64
 import contextlib
 import ctypes
@@ -258,7 +259,36 @@ def die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-class LocalKafka:
+class _Started(abc.ABC):
+    """Started on entering, stopped on leaving, killed if it fails to start."""
+
+    @abc.abstractmethod
+    def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    def kill(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LocalKafka(_Started):
     """Starts and stops one broker; use it as a context manager."""
 
     def __init__(self, config: BrokerConfig, cache_dir: Path | None = None) -> None:
@@ -363,18 +393,6 @@ class LocalKafka:
             return 0
         return self._process.wait()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def _jvm(self) -> list[str]:
         data = self.config.data_dir
         return [
@@ -426,7 +444,7 @@ def _tail(path: Path, offset: int) -> str:
     return " | ".join(lines[-3:]) or "no output"
 
 
-class LocalCluster:
+class LocalCluster(_Started):
     """Several LocalKafka nodes started together (a quorum needs a majority to start)."""
 
     def __init__(self, configs: list[BrokerConfig], cache_dir: Path | None = None) -> None:
@@ -462,19 +480,6 @@ class LocalCluster:
     def wait(self) -> int:
         return max(node.wait() for node in self.nodes)
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            for node in self.nodes:
-                node.kill()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()

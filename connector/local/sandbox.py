@@ -26,8 +26,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from connector import normalize
 from connector.cdr import LOOKBACK, MAX_WINDOW
 from connector.clock import parse_provider_time, provider_time, utcnow
+from connector.merge import CallState, merge
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +136,24 @@ class Call:
         elif self.record_url:
             fields["record_url"] = self.record_url
         return fields
+
+    def events(self, zone: ZoneInfo) -> list[dict[str, Any]]:
+        """The call's events as the merge gives them when its provisional CDR, its settled CDR
+        and its DR arrive in turn: what the worker emits for this call."""
+        service = 0 if self.service == "group_call" else 1
+        state: CallState | None = None
+        events = []
+        for seen, at in (
+            (normalize.from_cdr(self.cdr_row(zone, False), service, zone),
+             self.ended_at + timedelta(minutes=5)),
+            (normalize.from_cdr(self.cdr_row(zone, True), service, zone),
+             self.ended_at + timedelta(minutes=30)),
+            (normalize.from_dr(self.dr_fields(zone), zone), self.ended_at),
+        ):  # fmt: skip
+            state, event = merge(state, seen, at)
+            if event is not None:
+                events.append(event)
+        return events
 
 
 @dataclass(frozen=True)
