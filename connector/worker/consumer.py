@@ -59,6 +59,9 @@ class Consumer(aiokafka.Consumer):
         self.read_again: set[TP] = set()
 
     def ack(self, message: Message) -> bool:
+        """Only a record a stream took in (tracked) counts as processed: Faust acknowledges
+        one skipped while a rebalance holds the flow and commits past it (robinhood/faust#115).
+        A record read twice leaves the unacked set, where Faust keeps it (seen here)."""
         if not message.tracked:
             message.acked = True
             return False
@@ -68,6 +71,8 @@ class Consumer(aiokafka.Consumer):
         return acked
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Also seeks a partition with no committed offset, which aiokafka skips, to its
+        earliest offset, and makes each offset the read position (faust-streaming#216)."""
         committed: dict[TP, int | None] = dict(await super().seek_to_committed())
         unread = [tp for tp, offset in committed.items() if not offset]
         if unread:
@@ -80,6 +85,8 @@ class Consumer(aiokafka.Consumer):
         return cast(Mapping[TP, int], committed)  # Faust's annotation; None is allowed
 
     async def _seek(self, partition: TP, offset: int) -> None:
+        """On the consumer thread, where aiokafka's consumer and its loop live; Faust seeks
+        from the main thread (seen here; no upstream issue)."""
         self.next_offsets[partition] = offset
         thread = self._thread
 
@@ -89,6 +96,11 @@ class Consumer(aiokafka.Consumer):
         await thread.call_thread(seek)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109 (Faust's signature)
+        """Holds back a stream's record that arrives during a rebalance or from an earlier
+        generation and reads its partition again afterwards (faust-streaming#216, #221; the
+        fix upstream, #223, skips such a record for good). Drops a record ahead of the read
+        position and seeks back, unless it comes again at that offset: a real gap
+        (faust-streaming#312, #606)."""
         await self._read_again()
         sought: set[TP] = set()
         async for tp, message in super().getmany(timeout):
@@ -114,6 +126,8 @@ class Consumer(aiokafka.Consumer):
             yield tp, message
 
     async def wait_first(self, *coros: WaitArgT, timeout: Seconds = None) -> WaitResults:  # type: ignore[assignment]  # noqa: ASYNC109 (mode's signature)
+        """Hands a record to its stream at once when that needs no wait; only a hand-off
+        that has to wait races the flow's suspension (speed, not a fix)."""
         first, *others = coros
         if not asyncio.iscoroutine(first) or self._stopped.is_set() or self._crashed.is_set():
             return await super().wait_first(*coros, timeout=timeout)

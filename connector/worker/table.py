@@ -18,7 +18,8 @@ class CallTable(faust.Table):  # type: ignore[type-arg]
 
     def put(self, record: EventT[bytes], key: bytes, value: bytes) -> None:
         """Store `value` as if while processing `record`, a record of this key: Faust
-        files a change (store and changelog) under the partition of the current record."""
+        files a change (store and changelog) under the partition of the current record, and
+        refuses one made outside stream iteration, as for a batch (faust-streaming#300)."""
         token = _current_event.set(weakref.ref(record))
         try:
             self[key] = value
@@ -26,7 +27,8 @@ class CallTable(faust.Table):  # type: ignore[type-arg]
             _current_event.reset(token)
 
     def forget(self, key: bytes, partition: int) -> None:
-        """Delete `key`, which lives on `partition`, outside any record (the expiry timer)."""
+        """Delete `key`, which lives on `partition`, outside any record (the expiry timer;
+        faust-streaming#300)."""
         self.forgetting_in = partition
         try:
             del self[key]
@@ -39,7 +41,8 @@ class CallTable(faust.Table):  # type: ignore[type-arg]
         """A memory store starts every assignment afresh from the whole changelog. Faust
         resumes reading a changelog where it stopped, and its memory store came out of
         repeated rebalances missing keys the changelog holds (calls restarted at
-        revision 1 under repeated worker kills)."""
+        revision 1 under repeated worker kills; the nearest change upstream,
+        faust-streaming#199, clears the keys that changed owner)."""
         if isinstance(self.data, MemoryStore):
             self.data.data.clear()
             self.data._key_partition.clear()
@@ -50,6 +53,7 @@ class CallTable(faust.Table):  # type: ignore[type-arg]
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     def partition_for_key(self, key: Any) -> int | None:
+        """The partition `forget` names, where no record is current to give one."""
         if self.forgetting_in is not None:
             return self.forgetting_in
         partition: int | None = super().partition_for_key(key)
