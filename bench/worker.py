@@ -37,7 +37,7 @@ from connector.local import sandbox
 from connector.local.broker import BrokerConfig, LocalKafka, free_port
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
-from connector.worker.app import BATCH
+from connector.worker.agents import BATCH
 from connector.worker.telemetry import RebalanceSensor, WorkerMetrics
 
 ZONE = ZoneInfo("Asia/Shanghai")

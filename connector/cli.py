@@ -410,7 +410,7 @@ def run_worker(_args: argparse.Namespace) -> int:
 
     from connector import logs
     from connector.worker import telemetry
-    from connector.worker.app import create_app
+    from connector.worker.agents import create_app
 
     settings = Settings.from_env()
     logs.configure(settings.log_level)

@@ -9,7 +9,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
 from connector.settings import Settings
-from connector.worker.app import create_app
+from connector.worker.agents import create_app
 from connector.worker.consumer import Consumer, finish
 
 

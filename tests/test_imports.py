@@ -25,7 +25,7 @@ def test_a_core_module_does_not_import_faust(module: str) -> None:
 
 
 def test_the_probe_sees_faust_where_it_is_imported() -> None:
-    probe = "import sys, connector.worker.app; print('faust' in sys.modules)"
+    probe = "import sys, connector.worker.agents; print('faust' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )

@@ -28,7 +28,7 @@ from connector.receiver.app import create_app
 from connector.settings import Secret, Settings
 from connector.tail import matcher, tail
 from connector.topics import declare
-from connector.worker.app import EXIT_REFUSED
+from connector.worker.agents import EXIT_REFUSED
 from tests.kafka_helpers import read_topic, serving
 from tests.secure_helpers import SecureKafka
 from tests.test_worker import ZONE, await_ready, dr_record, start_worker
