@@ -26,13 +26,6 @@ class Outage:
         self._last_summary = 0.0
         self._errors: Counter[str] = Counter()
 
-    @property
-    def active(self) -> bool:
-        return self._since is not None
-
-    def seconds(self) -> float:
-        return 0.0 if self._since is None else self._clock() - self._since
-
     def failed(self, exc: BaseException, depth: int) -> None:
         now = self._clock()
         self._errors[type(exc).__name__] += 1

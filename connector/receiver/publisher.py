@@ -111,15 +111,6 @@ class Publisher:
         self._undelivered: list[Entry] = []
         self._one_by_one = False
 
-    @property
-    def kafka_up(self) -> bool:
-        return self._direct
-
-    @property
-    def refusal(self) -> str | None:
-        """Why Kafka refuses this client (login, TLS, ACL), while it does."""
-        return self._refusal
-
     async def _note_refusal(self, exc: BaseException) -> None:
         refusal = await self._explain(exc)
         if refusal is not None and refusal != self._refusal:

@@ -139,9 +139,6 @@ class Spool:
     def writable(self) -> bool:
         return os.access(self._segments_dir, os.W_OK)
 
-    def usable(self) -> bool:
-        return self.room() > 0 and self.writable()
-
     async def append(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Return once the record is on disk; raise SpoolError if it cannot be."""
         frame = encode(topic, key, value)
