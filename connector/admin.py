@@ -15,7 +15,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, for_code
 
 from connector import clients
-from connector.errors import KafkaAccessError, TopicError
+from connector.errors import TopicError
 from connector.settings import Settings
 from connector.topics import ExistingTopic, Plan, TopicSpec, plan
 
@@ -149,15 +149,10 @@ async def converge(
 ) -> Applied:
     """Connect, then `ensure` the declared topics, or only report how they differ."""
     async with admin_client(settings) as client:
-        try:
+        with clients.refusals(settings):
             if create:
                 return await ensure(client, declared)
             existing = await describe(client, [spec.name for spec in declared])
-        except KafkaError as exc:
-            explained = clients.explain(exc, settings)
-            if explained is None:
-                raise
-            raise KafkaAccessError(explained) from None
         return Applied(plan(declared, existing), ())
 
 

@@ -7,6 +7,7 @@ ACL), which name the variable or ACL to check and never a secret.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -142,6 +143,18 @@ def explain(exc: BaseException, settings: Settings) -> str | None:
             who = f"user {user!r}" if user else "the user of KAFKA_SSL_CERT_FILE"
             return f"Kafka ACLs deny {who} {denied}: grant it (connector/acls.py, deploy/)"
     return None
+
+
+@contextlib.contextmanager
+def refusals(settings: Settings) -> Iterator[None]:
+    """A KafkaError that is a refusal leaves as a one-line KafkaAccessError; others as they are."""
+    try:
+        yield
+    except KafkaError as exc:
+        refusal = explain(exc, settings)
+        if refusal is None:
+            raise
+        raise KafkaAccessError(refusal) from None
 
 
 def _denied(error: BaseException) -> str | None:

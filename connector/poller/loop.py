@@ -19,12 +19,11 @@ from datetime import datetime, timedelta
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from connector import cdr, clients, schedule
 from connector.clock import utcnow
-from connector.errors import KafkaAccessError, Malformed
+from connector.errors import Malformed
 from connector.ratelimit import TokenBucket
 from connector.settings import Settings
 from connector.topics import TopicNames
@@ -315,11 +314,6 @@ async def poll(settings: Settings, names: TopicNames | None = None) -> int:
         poller = Poller(settings, names or TopicNames.of(settings), http)
         if settings.poller_metrics_port:
             start_http_server(settings.poller_metrics_port, registry=poller.metrics.registry)
-        try:
+        with clients.refusals(settings):
             await poller.run(stop)
-        except KafkaError as exc:
-            refusal = clients.explain(exc, settings)
-            if refusal is None:
-                raise
-            raise KafkaAccessError(refusal) from None
     return 0
