@@ -24,7 +24,7 @@ from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic, serving
 from tests.test_fault_matrix import REPEAT_BOUND, Load, until_drained, verify
-from tests.test_poller_kills import start_poller
+from tests.test_poller_kills import sandbox_poller_env, start_poller
 from tests.test_worker import await_ready, start_worker
 
 
@@ -89,21 +89,7 @@ async def test_leader_sigkill_on_three_brokers_loses_no_push_and_no_call_event(
     }
     worker = start_worker(env, tmp_path / "worker")
     async with serving(sandbox.create_app(stand_in)) as cdr_url:
-        poller = start_poller(
-            {
-                **env,
-                "NXCLOUD_APPKEY": "sandbox",
-                "NXCLOUD_SECRETKEY": "sandbox",
-                "NXCLOUD_CDR_URL": cdr_url + "/api/voiceSms/getVoiceCdr",
-                "NXCLOUD_ACCOUNT": suffix,
-                "NXCLOUD_POLLER_WINDOW_SECONDS": "10",
-                "NXCLOUD_POLLER_SETTLE_SECONDS": "4",
-                "NXCLOUD_POLLER_FIRST_LOOKBACK_SECONDS": "60",
-                "NXCLOUD_POLLER_REPOLL_AFTER_SECONDS": "600",
-                "NXCLOUD_POLLER_PAGE_SIZE": "5",
-                "NXCLOUD_POLLER_METRICS_PORT": str(free_port()),
-            }
-        )
+        poller = start_poller(sandbox_poller_env(env, cdr_url, suffix))
         try:
             await asyncio.to_thread(await_ready, worker)
             async with serving(create_app(settings, names)) as url:

@@ -19,6 +19,23 @@ from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic, serving
 
 
+def sandbox_poller_env(env: dict[str, str], url: str, account: str) -> dict[str, str]:
+    """`env` for a poller of the sandbox at `url`: short windows, small pages."""
+    return {
+        **env,
+        "NXCLOUD_APPKEY": "sandbox",
+        "NXCLOUD_SECRETKEY": "sandbox",
+        "NXCLOUD_CDR_URL": url + "/api/voiceSms/getVoiceCdr",
+        "NXCLOUD_ACCOUNT": account,
+        "NXCLOUD_POLLER_WINDOW_SECONDS": "10",
+        "NXCLOUD_POLLER_SETTLE_SECONDS": "4",
+        "NXCLOUD_POLLER_FIRST_LOOKBACK_SECONDS": "60",
+        "NXCLOUD_POLLER_REPOLL_AFTER_SECONDS": "600",
+        "NXCLOUD_POLLER_PAGE_SIZE": "5",
+        "NXCLOUD_POLLER_METRICS_PORT": str(free_port()),
+    }
+
+
 def start_poller(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "connector", "poller"],
@@ -49,21 +66,15 @@ async def test_a_poller_killed_repeatedly_loses_no_row(
     }
     chaos = random.Random(suffix)
     async with serving(sandbox.create_app(stand_in)) as url:
-        env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "NXCLOUD_TOPIC_SUFFIX": suffix,
-            "NXCLOUD_APPKEY": "sandbox",
-            "NXCLOUD_SECRETKEY": "sandbox",
-            "NXCLOUD_CDR_URL": url + "/api/voiceSms/getVoiceCdr",
-            "NXCLOUD_ACCOUNT": suffix,
-            "NXCLOUD_POLLER_WINDOW_SECONDS": "10",
-            "NXCLOUD_POLLER_SETTLE_SECONDS": "4",
-            "NXCLOUD_POLLER_FIRST_LOOKBACK_SECONDS": "60",
-            "NXCLOUD_POLLER_REPOLL_AFTER_SECONDS": "600",
-            "NXCLOUD_POLLER_PAGE_SIZE": "5",
-            "NXCLOUD_POLLER_METRICS_PORT": str(free_port()),
-        }
+        env = sandbox_poller_env(
+            {
+                **os.environ,
+                "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+                "NXCLOUD_TOPIC_SUFFIX": suffix,
+            },
+            url,
+            suffix,
+        )
         for _ in range(3):
             before = len(stand_in.requests)
             process = start_poller(env)
