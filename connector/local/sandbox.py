@@ -93,9 +93,7 @@ class Call:
             "id": self.cdr_id,
             "result": RESULTS[(self.language, self.connected)],
             "cycle": self.cycle,
-            "time": provider_time(self.started_at + timedelta(seconds=5), zone)
-            if self.connected
-            else "",
+            "time": provider_time(self.connected_at, zone) if self.connected else "",
             "start_time": provider_time(self.started_at, zone),
             "end_time": provider_time(self.ended_at, zone),
             "phone": self.national,
