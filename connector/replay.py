@@ -150,7 +150,6 @@ async def replay(
     `now`, when the replay starts, tells the call events it changed from earlier ones."""
     names = names or TopicNames.of(settings)
     summary = Summary()
-    started = now
     async with _producer(settings) as producer:
         for topic in sources(names, source):
             async for record in scan(settings, topic, since, until, progress):
@@ -160,7 +159,7 @@ async def replay(
         await producer.flush()
         ends = await _ends(settings, names.observations)
     await _await_merged(settings, names, ends)
-    summary.changed = await _changed_since(settings, names.call_events, started, summary.calls)
+    summary.changed = await _changed_since(settings, names.call_events, now, summary.calls)
     return summary
 
 
