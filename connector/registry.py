@@ -8,9 +8,11 @@ topic-name subject `<topic>-value` and sets the subject's compatibility level; t
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 from urllib.parse import quote
@@ -18,11 +20,12 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from connector import schema
+from connector import schema, wire
 from connector.errors import RegistryUnreachable, SchemaRefused
 from connector.settings import Settings
 from connector.topics import TopicNames
 
+log = logging.getLogger(__name__)
 # A new revision must validate every record written under every earlier one: the
 # promise of connector/compat.py (within a major version a schema only grows), which is
 # what lets a reader validate any record with the newest schema.
@@ -169,7 +172,7 @@ async def register_all(settings: Settings, names: TopicNames) -> list[Registered
 
 class Ids:
     """The registry ids of the shipped schemas a writer frames its values with, looked up
-    once each and kept (an id never changes)."""
+    once each and kept (an id never changes, so a registry down later costs nothing)."""
 
     def __init__(self, settings: Settings, names: TopicNames) -> None:
         self._settings, self._names = settings, names
@@ -189,19 +192,49 @@ class Ids:
             found = self._known[topic] = registered.id
         return found
 
+    async def frame(self, topic: str, value: bytes) -> bytes:
+        """`value` framed with the id of `topic`'s schema (a one-shot command's writer)."""
+        return wire.frame(await self.of(topic), value)
+
+
+def ids(settings: Settings, names: TopicNames) -> Ids | None:
+    """The ids to frame with when the wire format is on; None writes plain JSON."""
+    return Ids(settings, names) if settings.registry_wire_format else None
+
 
 async def patiently(
     attempt: Callable[[], Awaitable[int]],
-    on_failure: Callable[[RegistryUnreachable], None],
     sleep: Callable[[float], Awaitable[None]],
+    marker: Path | None = None,
     *,
     every: float = 5.0,
 ) -> int:
-    """`attempt` until it succeeds, telling `on_failure` each time it does not: the worker
-    writes no event without its schema id, and waits as it waits for Kafka."""
+    """`attempt` until it succeeds: the worker writes no event without its schema id and
+    waits for the registry as it waits for Kafka. It logs the outage at its start, every
+    minute and at its end, and while it lasts `marker` holds the reason (the worker's
+    readiness probe reads it)."""
+    failures = 0
     while True:
         try:
-            return await attempt()
+            found = await attempt()
         except RegistryUnreachable as exc:
-            on_failure(exc)
+            if failures % max(1, int(60 / every)) == 0:
+                log.warning("no event is written until the schema registry answers: %s", exc)
+            _mark(marker, str(exc))
+            failures += 1
             await sleep(every)
+            continue
+        if failures:
+            log.warning("the schema registry answers again after %d failed attempts", failures)
+        _mark(marker, None)
+        return found
+
+
+def _mark(marker: Path | None, reason: str | None) -> None:
+    if marker is None:
+        return
+    if reason is None:
+        marker.unlink(missing_ok=True)
+    else:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(reason + "\n")

@@ -89,10 +89,17 @@ def apply(db: sqlite3.Connection, headers: dict[str, bytes], value: bytes) -> bo
     schema = headers.get("ce_dataschema", b"").decode()
     if not schema.startswith(SCHEMA_V1):
         raise WrongSchema(f"ce_dataschema {schema!r} is not call-event v1")
+    value = payload(value)
     event: dict[str, Any] = json.loads(value)
     row = (event["call_id"], sortable(event["updated_at"]), event["revision"],
            event["event_id"], value.decode())  # fmt: skip
     return db.execute(UPSERT, row).rowcount == 1
+
+
+def payload(value: bytes) -> bytes:
+    """The JSON of a value, plain or in the schema registry's wire format (byte 0, the
+    schema id in 4 bytes, then the JSON: NXCLOUD_REGISTRY_WIRE_FORMAT)."""
+    return value[5:] if value[:1] == b"\x00" else value
 
 
 def rows(db: sqlite3.Connection) -> dict[str, tuple[int, str, dict[str, Any]]]:
