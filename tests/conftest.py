@@ -71,3 +71,12 @@ def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with LocalRegistry(tmp_path_factory.mktemp("apicurio")) as local:
         yield local.url
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL server (Debian's binaries); its URL."""
+    from connector.local.postgres import LocalPostgres
+
+    with LocalPostgres() as local:
+        yield local.url
