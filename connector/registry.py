@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 import orjson
@@ -84,7 +84,9 @@ class Registry:
     def __init__(self, settings: Settings) -> None:
         if settings.registry_url is None:
             raise RegistryUnreachable("no schema registry: set NXCLOUD_REGISTRY_URL")
-        self.url = settings.registry_url.rstrip("/")
+        self._base = settings.registry_url.rstrip("/")
+        parts = urlsplit(self._base)  # what errors show: never a password in the URL
+        self.url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         password = settings.registry_password or settings.registry_password_file
         self._auth = (
             httpx.BasicAuth(settings.registry_username, password.reveal())
@@ -100,7 +102,7 @@ class Registry:
 
     async def __aenter__(self) -> Self:
         self._client = httpx.AsyncClient(
-            base_url=self.url + "/", auth=self._auth, verify=self._verify,
+            base_url=self._base + "/", auth=self._auth, verify=self._verify,
             timeout=TIMEOUT_SECONDS, headers={"Content-Type": CONTENT_TYPE},
         )  # fmt: skip
         return self

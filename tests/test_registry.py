@@ -12,7 +12,7 @@ import pytest
 
 from connector import registry, schema, wire
 from connector.errors import ConfigError, RegistryUnreachable, SchemaRefused
-from connector.settings import Settings
+from connector.settings import Secret, Settings
 from connector.topics import TopicNames
 from tests.test_cli import run_cli
 
@@ -56,12 +56,18 @@ def test_registry_settings_that_contradict_each_other_fail_at_start(tmp_path: Pa
     assert "NXCLOUD_REGISTRY_PASSWORD_FILE: is invalid" in str(failed.value)
 
 
-def test_a_registry_that_does_not_answer_is_one_line() -> None:
+def test_a_registry_that_does_not_answer_is_one_line_without_a_secret() -> None:
     from connector.local.broker import free_port
 
-    settings = Settings(registry_url=f"http://127.0.0.1:{free_port()}/apis/ccompat/v7")
-    with pytest.raises(RegistryUnreachable, match="see NXCLOUD_REGISTRY_URL"):
+    settings = Settings(
+        registry_url=f"http://me:in-url@127.0.0.1:{free_port()}/apis/ccompat/v7",
+        registry_username="me", registry_password=Secret("hunter2"),
+    )  # fmt: skip
+    with pytest.raises(RegistryUnreachable, match="see NXCLOUD_REGISTRY_URL") as failed:
         asyncio.run(registry.register_all(settings, TopicNames()))
+    assert "in-url" not in str(failed.value)
+    assert "hunter2" not in str(failed.value)
+    assert "hunter2" not in repr(settings)
 
 
 def test_registering_twice_keeps_the_ids(schema_registry: str, topic_names: TopicNames) -> None:

@@ -90,14 +90,18 @@ async def scan(
     return stale, telemetry.Census(census["calls"], census["dr"], census["cdr"])
 
 
-def framer(settings: Settings, names: TopicNames) -> Callable[[str, bytes], Awaitable[bytes]]:
-    """How a value leaves: plain JSON, or (NXCLOUD_REGISTRY_WIRE_FORMAT) framed with its
-    schema's registry id, waiting for the registry while it cannot give the id."""
+def framer(
+    settings: Settings, names: TopicNames
+) -> Callable[[str, bytes], Awaitable[bytes]] | None:
+    """How a value leaves: None for plain JSON (nothing more per record), or a function
+    that frames it with its schema's registry id (NXCLOUD_REGISTRY_WIRE_FORMAT), waiting
+    for the registry while it cannot give the id. A reason left by an earlier run goes."""
     ids, not_ready = registry.ids(settings, names), settings.worker_data_dir / heartbeat.NOT_READY
+    not_ready.unlink(missing_ok=True)
+    if ids is None:
+        return None
 
     async def framed(topic: str, value: bytes) -> bytes:
-        if ids is None:
-            return value
         schema_id = ids.known(topic)
         if schema_id is None:
             schema_id = await registry.patiently(lambda: ids.of(topic), asyncio.sleep, not_ready)
@@ -163,10 +167,11 @@ def create_app(
         return codec.decode_state(value) if value else None
 
     async def publish(event: dict[str, Any]) -> Awaitable[RecordMetadata]:
-        key, headers = event["call_id"].encode(), envelope.headers(event, ce_source)
-        return await producer.send(names.call_events, key,
-                                   await framed(names.call_events, orjson.dumps(event)),
-                                   None, None, headers)  # fmt: skip
+        key, value = event["call_id"].encode(), orjson.dumps(event)
+        # Plain JSON as ever, unless the wire format is on.
+        return await producer.send(names.call_events, key, value if framed is None else
+                                   await framed(names.call_events, value), None, None,
+                                   envelope.headers(event, ce_source))  # fmt: skip
 
     async def reject(record: EventT[bytes], reason: str) -> Awaitable[RecordMetadata]:
         message = record.message
@@ -174,8 +179,9 @@ def create_app(
                              record.value)  # fmt: skip
         if metrics is not None:
             metrics.dead_letter(reason)
-        return await producer.send(names.dead_letter, None, await framed(names.dead_letter, letter),
-                                   None, None, None)  # fmt: skip
+        return await producer.send(names.dead_letter, None, letter if framed is None else
+                                   await framed(names.dead_letter, letter), None, None,
+                                   None)  # fmt: skip
 
     @app.agent(sources)
     async def merge_calls(stream: faust.StreamT[bytes]) -> None:
