@@ -70,6 +70,8 @@ def test_a_registry_that_does_not_answer_is_one_line_without_a_secret() -> None:
     assert "hunter2" not in repr(settings)
 
 
+# The first test to use the registry fetches it (once per machine) and starts it.
+@pytest.mark.timeout(600)
 def test_registering_twice_keeps_the_ids(schema_registry: str, topic_names: TopicNames) -> None:
     suffix = topic_names.call_events.rsplit(".", 1)[1]
     env = {"NXCLOUD_REGISTRY_URL": schema_registry, "NXCLOUD_TOPIC_SUFFIX": suffix}

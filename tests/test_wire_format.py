@@ -57,6 +57,8 @@ def await_file(path: Path, deadline: float = 60.0) -> str:
     raise AssertionError(f"{path} did not appear within {deadline} s")
 
 
+# The first test to use the registry fetches it (once per machine) and starts it.
+@pytest.mark.timeout(600)
 async def test_the_worker_writes_the_wire_format_and_every_reader_reads_it(
     settings: Settings, topic_names: TopicNames, schema_registry: str, tmp_path: Path
 ) -> None:

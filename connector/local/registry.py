@@ -21,7 +21,13 @@ from typing import Final
 import httpx
 
 from connector.errors import BrokerError
-from connector.local.broker import _Started, default_cache_dir, die_with_parent, free_port
+from connector.local.broker import (
+    DEPENDENCY_PLUGIN,
+    _Started,
+    default_cache_dir,
+    die_with_parent,
+    free_port,
+)
 
 APICURIO_VERSION: Final = "3.3.3"
 ARTIFACT: Final = f"io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:tar.gz:all"
@@ -61,7 +67,8 @@ def distribution(cache_dir: Path | None = None) -> Path:
         if not mvn:
             raise BrokerError("Maven is required to fetch Apicurio Registry")
         fetched = subprocess.run(
-            [mvn, "-B", "-q", "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy",
+            [mvn, "-B", "-q",
+             f"org.apache.maven.plugins:maven-dependency-plugin:{DEPENDENCY_PLUGIN}:copy",
              f"-Dartifact={ARTIFACT}", f"-DoutputDirectory={cache}"],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
@@ -73,6 +80,7 @@ def distribution(cache_dir: Path | None = None) -> Path:
     with tarfile.open(archive) as packed:
         packed.extractall(partial, filter="data")
     partial.replace(app)
+    archive.unlink()  # Maven's local repository keeps a copy
     return app
 
 
