@@ -110,3 +110,21 @@ def test_an_incompatible_schema_is_refused_in_one_line(
     (line,) = refused.stderr.strip().splitlines()
     assert line.startswith(f"nxcloud-connector: the schema registry refuses {name}: ")
     assert "ncompatible" in line
+
+
+def test_a_writer_waits_for_its_schema_id_and_its_readiness_says_why(tmp_path: Path) -> None:
+    marker, seen = tmp_path / "worker" / "not-ready", []
+    answers: list[int | None] = [None, None, 42]
+
+    async def attempt() -> int:
+        answer = answers.pop(0)
+        if answer is None:
+            raise RegistryUnreachable("schema registry http://r: ConnectError")
+        return answer
+
+    async def sleep(_seconds: float) -> None:
+        seen.append(marker.read_text())
+
+    assert asyncio.run(registry.patiently(attempt, sleep, marker)) == 42
+    assert seen == ["schema registry http://r: ConnectError\n"] * 2
+    assert not marker.exists()
