@@ -122,7 +122,7 @@ def sortable(moment: str) -> str:
     return parsed.isoformat(timespec="microseconds")
 
 
-def apply(db: Table, headers: dict[str, bytes], value: bytes) -> bool:
+def apply(db: Table | sqlite3.Connection, headers: dict[str, bytes], value: bytes) -> bool:
     """Store the event if it is newer than the call's row; True when the row changed."""
     schema = headers.get("ce_dataschema", b"").decode()
     if not schema.startswith(SCHEMA_V1):
@@ -131,7 +131,8 @@ def apply(db: Table, headers: dict[str, bytes], value: bytes) -> bool:
     event: dict[str, Any] = json.loads(value)
     row = (event["call_id"], sortable(event["updated_at"]), event["revision"],
            event["event_id"], value.decode())  # fmt: skip
-    return bool(db.execute(call_views.UPSERT if db.postgres else UPSERT, row).rowcount == 1)
+    table = db if isinstance(db, Table) else Table(db)
+    return bool(table.execute(call_views.UPSERT if table.postgres else UPSERT, row).rowcount == 1)
 
 
 def payload(value: bytes) -> bytes:

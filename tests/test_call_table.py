@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -100,4 +101,4 @@ def test_an_event_of_another_schema_stops_the_consumer(tmp_path: Path) -> None:
     headers = {**dict(envelope.headers(event, "/test")),
                "ce_dataschema": b"urn:nxcloud-connector:schema:call-event:v2.0"}  # fmt: skip
     with pytest.raises(WrongSchema):
-        apply(open_table(tmp_path / "x.sqlite"), headers, orjson.dumps(event))
+        apply(sqlite3.connect(tmp_path / "x.sqlite"), headers, orjson.dumps(event))
