@@ -17,7 +17,13 @@ from aiokafka.errors import KafkaError
 
 from connector import __version__, acls, admin, clients
 from connector.clock import utcnow
-from connector.errors import ConfigError, ConnectorError, KafkaUnreachable
+from connector.errors import (
+    ConfigError,
+    ConnectorError,
+    KafkaUnreachable,
+    RegistryUnreachable,
+    SchemaRefused,
+)
 from connector.local import broker, stack
 from connector.local.security import ADMIN, Security
 from connector.settings import Settings
@@ -31,12 +37,16 @@ EXIT_USAGE: Final = 2  # argparse's own
 EXIT_CONFIG: Final = ConfigError.exit_code
 EXIT_KAFKA: Final = KafkaUnreachable.exit_code
 EXIT_FAILED: Final = ConnectorError.exit_code
+EXIT_REFUSED_SCHEMA: Final = SchemaRefused.exit_code
+EXIT_REGISTRY: Final = RegistryUnreachable.exit_code
 EXIT_INTERRUPTED: Final = 130
 ENVIRONMENT: Final = (
     "Configuration comes from environment variables (KAFKA_*, NXCLOUD_*), read once at "
     "start; docs/configuration.md lists every one. Exit codes: 0 done, "
     f"{EXIT_DRIFT} topics not as declared, {EXIT_USAGE} usage, {EXIT_CONFIG} configuration, "
     f"{EXIT_KAFKA} Kafka unreachable or refused, {EXIT_FAILED} other failure, "
+    f"{EXIT_REFUSED_SCHEMA} schema refused by the registry, {EXIT_REGISTRY} registry "
+    "unreachable, "
     f"{EXIT_INTERRUPTED} interrupted."
 )
 
@@ -152,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     redrive.add_argument("--since", default=None, help="ISO 8601 (default: all dead letters)")
     redrive.set_defaults(command=run_redrive)
     _add_schema(commands)
+    _add_registry(commands)
     return parser
 
 
@@ -193,6 +204,28 @@ def _add_schema(commands: argparse._SubParsersAction[_Command]) -> None:
     )
     schema.add_argument("name", nargs="?", default=None, help="e.g. call-event or call-event.v1")
     schema.set_defaults(command=run_schema)
+
+
+def _add_registry(commands: argparse._SubParsersAction[_Command]) -> None:
+    registry = commands.add_parser(
+        "registry",
+        help="register every public topic's value schema in the schema registry "
+        "(NXCLOUD_REGISTRY_URL, its Confluent-compatible API) and set its compatibility",
+    )
+    registry.set_defaults(command=run_registry)
+
+
+def run_registry(_args: argparse.Namespace) -> int:
+    from connector import registry
+
+    settings = Settings.from_env()
+    if settings.registry_url is None:
+        raise ConfigError("missing configuration: NXCLOUD_REGISTRY_URL must be set")
+    done = asyncio.run(registry.register_all(settings, TopicNames.of(settings)))
+    for each in done:
+        print(f"registered {each.subject:<40} id {each.id:<6} version {each.version}"
+              f"  {registry.COMPATIBILITY}")  # fmt: skip
+    return 0
 
 
 def run_schema(args: argparse.Namespace) -> int:

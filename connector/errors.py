@@ -8,6 +8,8 @@ ConnectorError                what the connector raises on purpose     (CLI exit
 ├── BrokerError               the local broker cannot run
 ├── SpoolError                the spool cannot take a record
 ├── SchemaError               a schema is unknown, or a change would break its readers
+│   └── SchemaRefused         the schema registry refuses a schema     (CLI exit 6)
+├── RegistryUnreachable       the schema registry cannot be reached    (CLI exit 7)
 └── InputError                what NXCloud sent cannot be used (also a ValueError)
     ├── Invalid               a push that is not a documented DR
     ├── Refused               a push refused at the HTTP edge, with its status
@@ -78,3 +80,15 @@ class SchemaError(ConnectorError):
 
 class KafkaAccessError(KafkaUnreachable):
     """Kafka refused this client: its login, its TLS certificates or its ACLs."""
+
+
+class SchemaRefused(SchemaError):
+    """The schema registry refuses a schema (incompatible, invalid); names the subject."""
+
+    exit_code = 6
+
+
+class RegistryUnreachable(ConnectorError):
+    """The schema registry cannot be reached, or answered with an error of its own."""
+
+    exit_code = 7

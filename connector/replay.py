@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from connector import admin, clients, codec, dr, envelope, normalize
+from connector import admin, clients, codec, dr, envelope, normalize, registry, wire
 from connector.errors import ConnectorError, Invalid, Unusable
 from connector.keys import call_key
 from connector.merge import CallState, merge
@@ -149,12 +149,13 @@ async def replay(
     """Hand a range's observations to the running worker; wait until it has merged them.
     `now`, when the replay starts, tells the call events it changed from earlier ones."""
     names = names or TopicNames.of(settings)
-    summary = Summary()
+    summary, ids = Summary(), registry.ids(settings, names)
     async with _producer(settings) as producer:
         for topic in sources(names, source):
             async for record in scan(settings, topic, since, until, progress):
                 summary.read += 1
-                if observed := await _normalized(record, names, settings, producer, summary):
+                if observed := await _normalized(record, names, settings, producer, summary,
+                                                 ids=ids):  # fmt: skip
                     await _hand_over(*observed, names, producer, summary)
         await producer.flush()
         ends = await _ends(settings, names.observations)
@@ -169,15 +170,19 @@ async def _normalized(
     settings: Settings,
     producer: AIOKafkaProducer,
     summary: Summary,
+    *,
+    ids: registry.Ids | None,
 ) -> tuple[normalize.Observation, datetime] | None:
     """The record's observation, or None once it is on the dead-letter topic, as the worker
-    would put it there."""
+    would put it there (framed when the wire format is on)."""
     value = record.value or b""
     try:
         return observe(record.topic, value, names, settings)
     except Unusable as exc:
         summary.dead_letters += 1
         letter = dead_letter(str(exc), record.topic, record.partition, record.offset, value)
+        if ids is not None:
+            letter = await ids.frame(names.dead_letter, letter)
         await producer.send(names.dead_letter, letter)
         return None
 
@@ -258,13 +263,13 @@ async def rebuild(
         into, events_spec.partitions, events_spec.replication_factor, events_spec.config
     )
     await admin.converge(settings, (target,))
-    summary = Summary()
+    summary, ids = Summary(), registry.ids(settings, names)
     observed: list[tuple[datetime, int, normalize.Observation]] = []
     async with _producer(settings) as producer:
         for topic in sources(names, "all"):
             async for record in scan(settings, topic, since, until, progress):
                 summary.read += 1
-                if found := await _normalized(record, names, settings, producer, summary):
+                if found := await _normalized(record, names, settings, producer, summary, ids=ids):
                     observation, seen_at = found
                     observed.append((seen_at, len(observed), observation))
         states: dict[str, CallState] = {}
@@ -274,8 +279,11 @@ async def rebuild(
             summary.calls.add(observation.call_id)
             if event is not None:
                 summary.changed.add(observation.call_id)
+                value = orjson.dumps(event)
+                if ids is not None:  # the call events' schema, whatever the topic's name
+                    value = await ids.frame(names.call_events, value)
                 await producer.send(
-                    into, orjson.dumps(event), key=event["call_id"].encode(),
+                    into, value, key=event["call_id"].encode(),
                     headers=envelope.headers(event, envelope.source(settings)),
                 )  # fmt: skip
         await producer.flush()
@@ -292,7 +300,7 @@ async def redrive(
     async with _producer(settings) as producer:
         async for record in scan(settings, names.dead_letter, since, None, progress):
             summary.read += 1
-            letter: dict[str, Any] = orjson.loads(record.value or b"{}")
+            letter: dict[str, Any] = orjson.loads(wire.payload(record.value or b"{}"))
             if not await _redriven(letter, names, settings, producer, summary):
                 summary.dead_letters += 1
         await producer.flush()

@@ -76,6 +76,14 @@ def _secret(raw: str) -> Secret:
     return Secret(raw.strip())
 
 
+def _secret_file(raw: str) -> Secret:
+    """A secret read from a file (a mounted Kubernetes Secret), without its line end."""
+    try:
+        return _secret(Path(_text(raw)).read_text(encoding="utf-8"))
+    except (OSError, UnicodeError):
+        raise ValueError("cannot read the file") from None
+
+
 def _int_at_least(minimum: int) -> Callable[[str], int]:
     return _int_between(minimum, None)
 
@@ -284,9 +292,18 @@ class Settings:
     # The call-event contract: whose events they are, and how long the topic keeps a call.
     deployment: str = _env("NXCLOUD_DEPLOYMENT", _uri_segment, "default")
     call_event_retention_days: int = _env("NXCLOUD_CALL_EVENT_RETENTION_DAYS", _int_at_least(1), 90)
+    # The schema registry (its Confluent-compatible API), and the wire format that uses it.
+    registry_url: str | None = _env("NXCLOUD_REGISTRY_URL", _http_url)
+    registry_username: str | None = _env("NXCLOUD_REGISTRY_USERNAME", _text)
+    registry_password: Secret | None = _env("NXCLOUD_REGISTRY_PASSWORD", _secret, secret=True)
+    registry_password_file: Secret | None = _env(
+        "NXCLOUD_REGISTRY_PASSWORD_FILE", _secret_file, secret=True
+    )
+    registry_ca_file: Path | None = _env("NXCLOUD_REGISTRY_CA_FILE", _file)
+    registry_wire_format: bool = _env("NXCLOUD_REGISTRY_WIRE_FORMAT", _flag, False)
 
     def __post_init__(self) -> None:
-        problems = kafka_security_problems(self)
+        problems = kafka_security_problems(self) + registry_problems(self)
         if problems:
             raise ConfigError("invalid Kafka security configuration: " + "; ".join(problems))
 
@@ -382,6 +399,22 @@ def kafka_security_problems(settings: Settings) -> list[str]:
     for name, path in files:
         if path is not None and not _readable(path):
             problems.append(f"{name}: cannot read {path}")
+    return problems
+
+
+def registry_problems(settings: Settings) -> list[str]:
+    """Contradictions among the NXCLOUD_REGISTRY_* settings, each naming its variables."""
+    problems = []
+    if settings.registry_password is not None and settings.registry_password_file is not None:
+        problems.append("NXCLOUD_REGISTRY_PASSWORD and NXCLOUD_REGISTRY_PASSWORD_FILE: set one")
+    given_password = settings.registry_password or settings.registry_password_file
+    if (settings.registry_username is None) != (given_password is None):
+        problems.append("NXCLOUD_REGISTRY_USERNAME and its password go together: set both")
+    if settings.registry_wire_format and settings.registry_url is None:
+        problems.append("NXCLOUD_REGISTRY_WIRE_FORMAT=true needs NXCLOUD_REGISTRY_URL")
+    path = settings.registry_ca_file
+    if path is not None and not _readable(path):
+        problems.append(f"NXCLOUD_REGISTRY_CA_FILE: cannot read {path}")
     return problems
 
 

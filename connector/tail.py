@@ -9,7 +9,7 @@ from typing import Any, TextIO
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from connector import admin, clients
+from connector import admin, clients, wire
 from connector.errors import ConnectorError
 from connector.settings import Settings
 
@@ -55,8 +55,8 @@ async def tail(
             for records in batches.values():
                 for record in records:
                     try:
-                        event = orjson.loads(record.value or b"")
-                    except orjson.JSONDecodeError:
+                        event = orjson.loads(wire.payload(record.value or b""))
+                    except ValueError:  # orjson.JSONDecodeError is one
                         continue
                     if wanted(event):
                         print(render(event, pretty=pretty), file=out, flush=True)

@@ -1,4 +1,6 @@
-"""A downstream consumer: the latest revision of each call, in a SQLite table.
+"""A downstream consumer: the latest revision of each call, in a SQLite table (the
+embedded default) or a PostgreSQL one (`--db postgresql://...`, with a billing team's
+views: examples/call_views.py).
 
 It reads `nxcloud.voice.call-events` (every partition, assigned by hand: one process per
 table) and keeps one row per `call_id`. What it relies on is what the topic guarantees:
@@ -12,9 +14,11 @@ table) and keeps one row per `call_id`. What it relies on is what the topic guar
 
 A row changes only for a newer event: a repeat or an older revision changes nothing, so
 reading the topic twice gives the same table. The rows and the next offsets are written
-in one transaction, so a crash never applies half a batch or skips one.
+in one transaction, so a crash never applies half a batch or skips one: the offsets are
+committed with the rows, never before them.
 
     python -m examples.call_table --bootstrap-servers 127.0.0.1:9092 --db calls.sqlite
+    python -m examples.call_table --db postgresql://user@host/db
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import argparse
 import asyncio
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +36,8 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
+from examples import call_views
 
 TOPIC: Final = "nxcloud.voice.call-events"
 # The schema this consumer was written for: any v1 revision (v1 only grows).
@@ -72,10 +80,40 @@ class Summary:
     changed: int = 0
 
 
-def open_table(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path)
+@dataclass
+class Table:
+    """The calls and positions tables, in SQLite or PostgreSQL (psycopg 3)."""
+
+    db: Any
+    postgres: bool = False
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        if self.postgres:  # psycopg's placeholders are %s
+            return self.db.execute(sql.replace("?", "%s") if params else sql, params or None)
+        return self.db.execute(sql, params)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.db.transaction() if self.postgres else self.db:
+            yield
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_table(target: Path | str) -> Table:
+    """A SQLite file, or a PostgreSQL database named by its URL (postgresql://...)."""
+    if str(target).startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        table = Table(psycopg.connect(str(target), autocommit=True), postgres=True)
+        with table.transaction():
+            for statement in call_views.POSTGRES:
+                table.execute(statement)
+        return table
+    db = sqlite3.connect(target)
     db.executescript(TABLES)
-    return db
+    return Table(db)
 
 
 def sortable(moment: str) -> str:
@@ -84,35 +122,43 @@ def sortable(moment: str) -> str:
     return parsed.isoformat(timespec="microseconds")
 
 
-def apply(db: sqlite3.Connection, headers: dict[str, bytes], value: bytes) -> bool:
+def apply(db: Table | sqlite3.Connection, headers: dict[str, bytes], value: bytes) -> bool:
     """Store the event if it is newer than the call's row; True when the row changed."""
     schema = headers.get("ce_dataschema", b"").decode()
     if not schema.startswith(SCHEMA_V1):
         raise WrongSchema(f"ce_dataschema {schema!r} is not call-event v1")
+    value = payload(value)
     event: dict[str, Any] = json.loads(value)
     row = (event["call_id"], sortable(event["updated_at"]), event["revision"],
            event["event_id"], value.decode())  # fmt: skip
-    return db.execute(UPSERT, row).rowcount == 1
+    table = db if isinstance(db, Table) else Table(db)
+    return bool(table.execute(call_views.UPSERT if table.postgres else UPSERT, row).rowcount == 1)
 
 
-def rows(db: sqlite3.Connection) -> dict[str, tuple[int, str, dict[str, Any]]]:
+def payload(value: bytes) -> bytes:
+    """The JSON of a value, plain or in the schema registry's wire format (byte 0, the
+    schema id in 4 bytes, then the JSON: NXCLOUD_REGISTRY_WIRE_FORMAT)."""
+    return value[5:] if value[:1] == b"\x00" else value
+
+
+def rows(db: Table) -> dict[str, tuple[int, str, dict[str, Any]]]:
     """Every call's revision, event_id and event."""
-    found = db.execute("SELECT call_id, revision, event_id, event FROM calls")
-    return {call: (revision, event_id, json.loads(event))
+    found = db.execute("SELECT call_id, revision, event_id, event FROM calls").fetchall()
+    return {call: (revision, event_id, event if isinstance(event, dict) else json.loads(event))
             for call, revision, event_id, event in found}  # fmt: skip
 
 
-def positions(db: sqlite3.Connection, topic: str) -> dict[int, int]:
+def positions(db: Table, topic: str) -> dict[int, int]:
     found = db.execute("SELECT partition, next FROM positions WHERE topic = ?", (topic,))
     return dict(found.fetchall())
 
 
 def apply_batch(
-    db: sqlite3.Connection, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    db: Table, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 ) -> Summary:
     """One transaction: the batch's rows and the offsets after it."""
     summary = Summary()
-    with db:
+    with db.transaction():
         for tp, records in batches.items():
             for record in records:
                 summary.read += 1
@@ -126,7 +172,7 @@ def apply_batch(
 
 async def follow(
     bootstrap_servers: str,
-    db: sqlite3.Connection,
+    db: Table,
     topic: str = TOPIC,
     *,
     from_beginning: bool = False,
@@ -189,7 +235,9 @@ def main() -> None:
     )
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
     parser.add_argument("--topic", default=TOPIC)
-    parser.add_argument("--db", type=Path, default=Path("calls.sqlite"))
+    parser.add_argument(
+        "--db", default="calls.sqlite", help="a SQLite file, or postgresql://USER@HOST/DB"
+    )
     parser.add_argument("--from-beginning", action="store_true", help="ignore stored offsets")
     parser.add_argument("--stop-at-end", action="store_true", help="stop once caught up")
     args = parser.parse_args()

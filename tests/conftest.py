@@ -62,3 +62,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if os.environ.get("CI") and reporter is not None and reporter.stats.get("skipped"):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A local Apicurio Registry started once; its Confluent-compatible API's URL."""
+    from connector.local.registry import LocalRegistry
+
+    with LocalRegistry(tmp_path_factory.mktemp("apicurio")) as local:
+        yield local.url
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL server (Debian's binaries); its URL."""
+    from connector.local.postgres import LocalPostgres
+
+    with LocalPostgres() as local:
+        yield local.url

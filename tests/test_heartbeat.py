@@ -1,6 +1,8 @@
 import os
 from pathlib import Path
 
+import pytest
+
 from connector.worker import heartbeat
 
 
@@ -32,3 +34,16 @@ def test_the_probe_command_passes_on_a_fresh_beat_and_fails_on_a_stale_one(
 
 def test_the_probe_command_needs_a_path_and_an_age() -> None:
     assert heartbeat.main(["only-a-path"]) == 2
+
+
+def test_readiness_fails_saying_why_while_the_worker_waits_for_the_registry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "worker" / "heartbeat"
+    heartbeat.beat(path)
+    (path.parent / heartbeat.NOT_READY).write_text("schema registry: ConnectError\n")
+    assert heartbeat.main([str(path), "60"]) == 0  # alive all the same
+    assert heartbeat.main([str(path), "60", "--ready"]) == 1
+    assert "not ready: schema registry: ConnectError" in capsys.readouterr().err
+    (path.parent / heartbeat.NOT_READY).unlink()
+    assert heartbeat.main([str(path), "60", "--ready"]) == 0

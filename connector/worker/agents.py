@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections import Counter as Tally
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
@@ -22,7 +22,7 @@ import orjson
 from aiokafka.errors import KafkaError
 from faust.types import EventT, RecordMetadata
 
-from connector import clients, codec, envelope
+from connector import clients, codec, envelope, registry, wire
 from connector.clock import utcnow
 from connector.errors import KafkaAccessError, Unusable
 from connector.keys import call_key, partition_of
@@ -90,6 +90,26 @@ async def scan(
     return stale, telemetry.Census(census["calls"], census["dr"], census["cdr"])
 
 
+def framer(
+    settings: Settings, names: TopicNames
+) -> Callable[[str, bytes], Awaitable[bytes]] | None:
+    """How a value leaves: None for plain JSON (nothing more per record), or a function
+    that frames it with its schema's registry id (NXCLOUD_REGISTRY_WIRE_FORMAT), waiting
+    for the registry while it cannot give the id. A reason left by an earlier run goes."""
+    ids, not_ready = registry.ids(settings, names), settings.worker_data_dir / heartbeat.NOT_READY
+    not_ready.unlink(missing_ok=True)
+    if ids is None:
+        return None
+
+    async def framed(topic: str, value: bytes) -> bytes:
+        schema_id = ids.known(topic)
+        if schema_id is None:
+            schema_id = await registry.patiently(lambda: ids.of(topic), asyncio.sleep, not_ready)
+        return wire.frame(schema_id, value)
+
+    return framed
+
+
 def new_app(settings: Settings) -> faust.App:
     """The Faust app, configured; its transport (by the URL scheme) has our consumer."""
     return faust.App(
@@ -139,7 +159,7 @@ def create_app(
     app.tables.add(table)
     horizon, partitions = timedelta(days=settings.worker_state_days), settings.topic_partitions
     dr_grace = timedelta(seconds=settings.worker_dr_grace_seconds)
-    producer = app.producer
+    producer, framed = app.producer, framer(settings, names)
     ce_source = envelope.source(settings)
 
     def stored(call_id: str) -> CallState | None:
@@ -147,8 +167,11 @@ def create_app(
         return codec.decode_state(value) if value else None
 
     async def publish(event: dict[str, Any]) -> Awaitable[RecordMetadata]:
-        key, headers = event["call_id"].encode(), envelope.headers(event, ce_source)
-        return await producer.send(names.call_events, key, orjson.dumps(event), None, None, headers)
+        key, value = event["call_id"].encode(), orjson.dumps(event)
+        # Plain JSON as ever, unless the wire format is on.
+        return await producer.send(names.call_events, key, value if framed is None else
+                                   await framed(names.call_events, value), None, None,
+                                   envelope.headers(event, ce_source))  # fmt: skip
 
     async def reject(record: EventT[bytes], reason: str) -> Awaitable[RecordMetadata]:
         message = record.message
@@ -156,7 +179,9 @@ def create_app(
                              record.value)  # fmt: skip
         if metrics is not None:
             metrics.dead_letter(reason)
-        return await producer.send(names.dead_letter, None, letter, None, None, None)
+        return await producer.send(names.dead_letter, None, letter if framed is None else
+                                   await framed(names.dead_letter, letter), None, None,
+                                   None)  # fmt: skip
 
     @app.agent(sources)
     async def merge_calls(stream: faust.StreamT[bytes]) -> None:

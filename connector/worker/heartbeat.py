@@ -2,7 +2,9 @@
 
 The worker serves no HTTP (Faust's web server is off), so its Kubernetes probes run
 `python -m connector.worker.heartbeat PATH MAX_AGE_SECONDS`: exit 0 when PATH was touched within
-MAX_AGE_SECONDS, 1 otherwise (missing, or stale because the loop is stuck).
+MAX_AGE_SECONDS, 1 otherwise (missing, or stale because the loop is stuck). With `--ready`
+(the readiness probe) it also fails, saying why, while the file NOT_READY beside PATH
+exists: the worker writes it while it waits for the schema registry.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Final
 
 FILE_NAME: Final = "heartbeat"
 INTERVAL_SECONDS: Final = 10.0
+NOT_READY: Final = "not-ready"
 
 
 def beat(path: Path) -> None:
@@ -37,10 +40,18 @@ def fresh(path: Path, max_age: float, now: float) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2:
-        print("usage: python -m connector.worker.heartbeat PATH MAX_AGE_SECONDS", file=sys.stderr)
+    ready = args[2:] == ["--ready"]
+    if len(args) != 2 and not ready:
+        print(
+            "usage: python -m connector.worker.heartbeat PATH MAX_AGE_SECONDS [--ready]",
+            file=sys.stderr,
+        )
         return 2
     path, max_age = Path(args[0]), float(args[1])
+    if ready and (path.parent / NOT_READY).exists():
+        reason = (path.parent / NOT_READY).read_text(errors="replace").strip()
+        print(f"not ready: {reason}", file=sys.stderr)
+        return 1
     seconds = age(path, time.time())
     if seconds is None:
         print(f"no heartbeat at {path}", file=sys.stderr)
