@@ -12,7 +12,7 @@ PROMTOOL := .tools/promtool-$(PROMTOOL_VERSION)/promtool
 KAFKA_CLUSTER ?= my-cluster
 KAFKA_NAMESPACE ?= kafka
 
-.PHONY: install tools up test check image manifests bench-receiver bench-spool bench-backfill bench-worker bench-topic-size bench-recovery clean
+.PHONY: install tools up test check image sbom manifests bench-receiver bench-spool bench-backfill bench-worker bench-topic-size bench-recovery clean
 
 $(BIN)/nxcloud-connector: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,18 @@ image: install
 	$(BUILDAH) build --isolation chroot --file deploy/Dockerfile $(BUILDAH_FLAGS) \
 		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) --build-arg VERSION=$$version \
 		--tag $(IMAGE):$$version .
+
+# The image's SBOM (CycloneDX JSON) from its exact requirements, with cyclonedx-bom pinned here.
+CYCLONEDX_VERSION := 7.5.0
+deploy/sbom.cdx.json: deploy/requirements.txt pyproject.toml
+	rm -rf .tools/sbom-venv
+	$(PYTHON) -m venv .tools/sbom-venv
+	.tools/sbom-venv/bin/pip install --quiet cyclonedx-bom==$(CYCLONEDX_VERSION)
+	.tools/sbom-venv/bin/cyclonedx-py requirements --output-format JSON --output-reproducible \
+		--pyproject pyproject.toml --output-file $@ deploy/requirements.txt
+	rm -rf .tools/sbom-venv
+
+sbom: deploy/sbom.cdx.json
 
 check: install
 	$(BIN)/ruff check .

@@ -43,6 +43,8 @@ def step(name: str, args: Sequence[str], cwd: Path | None = None, timeout: float
     try:
         done = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True,
                               timeout=timeout, check=False)  # fmt: skip
+    except FileNotFoundError:
+        raise StepFailed(name, f"no {args[0]}: apt-get install buildah debootstrap") from None
     except subprocess.TimeoutExpired as expired:
         raise StepFailed(name, f"no end within {timeout} s: {expired.output!r}") from None
     if done.returncode != 0:

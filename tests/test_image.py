@@ -40,6 +40,9 @@ from tests.image_helpers import (
 from tests.kafka_helpers import read_topic
 from tests.test_receiver import VERIFICATION
 
+# The first test also waits for the build: debootstrap and pip in vfs take minutes.
+pytestmark = pytest.mark.timeout(2400)
+
 IMAGE = "localhost/nxcloud-connector-test"
 DR_PATH = "/nxcloud/voice/dr"
 

@@ -3,6 +3,7 @@ wheel that carries its license without the old license table's deprecation warni
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import sys
@@ -82,3 +83,19 @@ def test_the_wheel_carries_the_license_and_builds_without_a_deprecation(tmp_path
         metadata = archive.read(f"{info}/METADATA").decode()
     assert "License-Expression: Apache-2.0" in metadata.splitlines()
     assert "Apache License" in (ROOT / "LICENSE").read_text()
+
+
+def test_the_sbom_lists_the_images_exact_requirements() -> None:
+    """deploy/sbom.cdx.json (`make sbom`) is current: one component per pinned requirement,
+    at its version, under the project at its version."""
+    pins = set()
+    for line in (ROOT / "deploy" / "requirements.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, pinned = line.partition("==")
+            pins.add((name.lower().replace("_", "-"), pinned))
+    sbom = json.loads((ROOT / "deploy" / "sbom.cdx.json").read_text())
+    assert sbom["bomFormat"] == "CycloneDX"
+    root = sbom["metadata"]["component"]
+    assert (root["name"], root["version"]) == ("nxcloud-connector", connector.__version__)
+    listed = {(c["name"].lower().replace("_", "-"), c["version"]) for c in sbom["components"]}
+    assert listed == pins, "run `make sbom`"
