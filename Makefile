@@ -72,17 +72,16 @@ image: install
 		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) --build-arg VERSION=$$version \
 		--tag $(IMAGE):$$version .
 
-# The image's SBOM (CycloneDX JSON) from its exact requirements, with cyclonedx-bom pinned here.
+# The image's SBOM (CycloneDX JSON) from its exact requirements as they are (it never refreshes
+# them), with cyclonedx-bom pinned here: deploy/sbom.cdx.json.
 CYCLONEDX_VERSION := 7.5.0
-deploy/sbom.cdx.json: deploy/requirements.txt pyproject.toml
+sbom:
 	rm -rf .tools/sbom-venv
 	$(PYTHON) -m venv .tools/sbom-venv
 	.tools/sbom-venv/bin/pip install --quiet cyclonedx-bom==$(CYCLONEDX_VERSION)
 	.tools/sbom-venv/bin/cyclonedx-py requirements --output-format JSON --output-reproducible \
-		--pyproject pyproject.toml --output-file $@ deploy/requirements.txt
+		--pyproject pyproject.toml --output-file deploy/sbom.cdx.json deploy/requirements.txt
 	rm -rf .tools/sbom-venv
-
-sbom: deploy/sbom.cdx.json
 
 check: install
 	$(BIN)/ruff check .
