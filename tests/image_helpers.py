@@ -141,11 +141,17 @@ def stand_in_base(buildah: Buildah, release: str) -> str:
     return image
 
 
-def build(buildah: Buildah, image: str, base: str | None) -> None:
-    """`make image` into buildah's storage, on `base` (None: the Dockerfile's pinned one)."""
-    args = ["make", "image", f"IMAGE={image}", f"BUILDAH={' '.join(buildah.command())}"]
-    if base is not None:
-        args += [f"BASE_IMAGE={base}", "BUILDAH_FLAGS=--pull=never"]
+def build(buildah: Buildah, image: str, base: str) -> None:
+    """`make image` into buildah's storage, on `base`, which is already there."""
+    storage = f"BUILDAH={' '.join(buildah.command())}"
+    args = [
+        "make",
+        "image",
+        f"IMAGE={image}",
+        storage,
+        f"BASE_IMAGE={base}",
+        "BUILDAH_FLAGS=--pull=never",
+    ]
     step("build (make image)", args, cwd=ROOT, timeout=1800)
 
 
