@@ -149,11 +149,17 @@ def wait_for(
         time.sleep(0.5)
 
 
-def answers(url: str) -> bool:
+def text_of(url: str) -> str | None:
+    """The page at `url`, or None when nothing answers it with 200."""
     try:
-        return httpx.get(url, timeout=2).status_code == 200
+        response = httpx.get(url, timeout=2)
     except httpx.HTTPError:
-        return False
+        return None
+    return response.text if response.status_code == 200 else None
+
+
+def answers(url: str) -> bool:
+    return text_of(url) is not None
 
 
 def kafka_env(kafka_bootstrap: str, suffix: str) -> dict[str, str]:
@@ -167,18 +173,24 @@ def test_the_receiver_stores_a_push(
     suffix = uuid.uuid4().hex[:10]
     env = kafka_env(kafka_bootstrap, suffix)
     in_image(image, "topics", "topics", env=env)
-    port = free_port()
+    port, management = free_port(), free_port()
     env |= {"NXCLOUD_RECEIVER_HOST": "127.0.0.1", "NXCLOUD_RECEIVER_PORT": str(port),
+            "NXCLOUD_RECEIVER_MANAGEMENT_HOST": "127.0.0.1",
+            "NXCLOUD_RECEIVER_MANAGEMENT_PORT": str(management),
             "NXCLOUD_RECEIVER_ID": "image-test"}  # fmt: skip
     rootfs, config = image
     command = run_in(rootfs, config, ["receiver"], declared_volumes("receiver", tmp_path), env)
-    base = f"http://127.0.0.1:{port}"
+    push = f"http://127.0.0.1:{port}"
+    # /healthz and /metrics: on the management port where the receiver has one (#22), on
+    # the push port where it does not.
+    served = [f"http://127.0.0.1:{management}", push]
     log = tmp_path / "receiver.log"
     with running(command, log) as process:
-        wait_for("receiver /healthz", process, log, lambda: answers(f"{base}/healthz"), 120)
-        response = httpx.post(f"{base}{DR_PATH}", data=VERIFICATION, timeout=30)
+        healthy = lambda: any(answers(f"{base}/healthz") for base in served)  # noqa: E731
+        wait_for("receiver /healthz", process, log, healthy, 120)
+        response = httpx.post(f"{push}{DR_PATH}", data=VERIFICATION, timeout=30)
         assert (response.status_code, response.text) == (200, "success"), "receiver push"
-        metrics = httpx.get(f"{base}/metrics", timeout=5).text
+        (metrics,) = [page for base in served if (page := text_of(f"{base}/metrics"))]
     dr_raw = TopicNames().with_suffix(suffix).dr_raw
     pushed = VERIFICATION["messageid"]
     landed = read_topic(kafka_bootstrap, dr_raw, lambda got: any(
