@@ -12,7 +12,7 @@ PROMTOOL := .tools/promtool-$(PROMTOOL_VERSION)/promtool
 KAFKA_CLUSTER ?= my-cluster
 KAFKA_NAMESPACE ?= kafka
 
-.PHONY: install tools up test check manifests bench-receiver bench-spool bench-backfill bench-worker bench-topic-size bench-recovery clean
+.PHONY: install tools up test check image sbom manifests bench-receiver bench-spool bench-backfill bench-worker bench-topic-size bench-recovery clean
 
 $(BIN)/nxcloud-connector: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,30 @@ deploy/requirements.txt: pyproject.toml
 	  .tools/lock-venv/bin/pip freeze --exclude nxcloud-connector; } > $@.new
 	mv $@.new $@
 	rm -rf .tools/lock-venv
+
+# The image, built with buildah (Debian's package) from deploy/Dockerfile, tagged and labelled
+# with the package's version. BASE_IMAGE= a stand-in base (default: the Dockerfile's pinned
+# one); BUILDAH= buildah with its storage options (tests/test_image.py passes its own).
+IMAGE ?= nxcloud-connector
+BASE_IMAGE ?=
+BUILDAH ?= buildah --storage-driver vfs
+BUILDAH_FLAGS ?=
+image: install
+	version=$$($(BIN)/nxcloud-connector --version) && \
+	$(BUILDAH) build --isolation chroot --file deploy/Dockerfile $(BUILDAH_FLAGS) \
+		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) --build-arg VERSION=$$version \
+		--tag $(IMAGE):$$version .
+
+# The image's SBOM (CycloneDX JSON) from its exact requirements as they are (it never refreshes
+# them), with cyclonedx-bom pinned here: deploy/sbom.cdx.json.
+CYCLONEDX_VERSION := 7.5.0
+sbom:
+	rm -rf .tools/sbom-venv
+	$(PYTHON) -m venv .tools/sbom-venv
+	.tools/sbom-venv/bin/pip install --quiet cyclonedx-bom==$(CYCLONEDX_VERSION)
+	.tools/sbom-venv/bin/cyclonedx-py requirements --output-format JSON --output-reproducible \
+		--pyproject pyproject.toml --output-file deploy/sbom.cdx.json deploy/requirements.txt
+	rm -rf .tools/sbom-venv
 
 check: install
 	$(BIN)/ruff check .

@@ -1,3 +1,6 @@
 """nxcloud-connector: NXCloud voice call outcomes into Kafka."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+# The one version is pyproject.toml's, as the installed package's metadata carries it.
+__version__ = version("nxcloud-connector")

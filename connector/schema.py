@@ -1,8 +1,9 @@
 """The JSON Schemas the connector ships, by name and by id.
 
-Each topic's records follow one schema, `connector/schemas/NAME.vMAJOR.json`, whose `$id`
-is `urn:nxcloud-connector:schema:NAME:vMAJOR.MINOR`: the major version is the topic's
-contract, the minor version counts the compatible revisions within it (connector.compat).
+Each topic's records follow one schema, `schemas/NAME.vMAJOR.json` (top level of the
+repository; the package ships it as `connector/schemas`, a link to it), whose `$id` is
+`urn:nxcloud-connector:schema:NAME:vMAJOR.MINOR`: the major version is the topic's contract,
+the minor version counts the compatible revisions within it (connector.compat).
 """
 
 from __future__ import annotations

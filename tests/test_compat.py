@@ -15,7 +15,7 @@ from connector import schema
 from connector.compat import breaking_changes
 from connector.schema import SchemaId
 
-RELEASED = Path(__file__).parent / "schemas" / "released"
+RELEASED = Path(__file__).parent.parent / "schemas" / "released"
 
 
 def released() -> dict[SchemaId, dict[str, Any]]:

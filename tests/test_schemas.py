@@ -27,7 +27,7 @@ from tests.test_normalize import CDR_VERIFICATION_ROW
 from tests.test_receiver import EXAMPLE_FIELDS, VERIFICATION
 
 ROOT = Path(__file__).parent.parent
-SHIPPED = ROOT / "connector" / "schemas"
+SHIPPED = ROOT / "schemas"  # in the package as connector/schemas, a link to it
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 
@@ -130,6 +130,8 @@ def test_the_wheel_ships_the_schemas_and_reads_them_from_itself(tmp_path: Path) 
                     "--wheel-dir", str(tmp_path), str(ROOT)], check=True)  # fmt: skip
     (wheel,) = tmp_path.glob("nxcloud_connector-*.whl")
     with zipfile.ZipFile(wheel) as archive:
+        inside = {n for n in archive.namelist() if n.startswith("connector/schemas/")}
+        assert inside == {f"connector/schemas/{path.name}" for path in SHIPPED.glob("*.json")}
         for path in SHIPPED.glob("*.json"):
             assert archive.read(f"connector/schemas/{path.name}") == path.read_bytes()
     # -S: without site's .pth files, so the editable install of this checkout stays out.

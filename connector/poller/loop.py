@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from connector import cdr, clients, schedule
+from connector import cdr, clients, release, schedule
 from connector.clock import utcnow
 from connector.errors import Malformed
 from connector.ratelimit import TokenBucket
@@ -36,6 +36,7 @@ RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 class PollerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.build_info = release.build_info(self.registry)
         self.requests = Counter(
             "nxcloud_poller_requests", "CDR query requests by outcome", ["outcome"],
             registry=self.registry,

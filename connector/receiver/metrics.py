@@ -11,6 +11,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from connector import release
 from connector.clock import LATENCY_BUCKETS
 
 
@@ -18,6 +19,7 @@ class ReceiverMetrics:
     def __init__(self) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
+        self.build_info = release.build_info(self.registry)
         self.requests = Counter(
             "nxcloud_receiver_requests",
             "DR pushes answered, by outcome",

@@ -24,6 +24,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from connector import release
 from connector.clock import LATENCY_BUCKETS
 from connector.errors import ConfigError
 
@@ -86,6 +87,7 @@ class WorkerMetrics:
     def __init__(self) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry = CollectorRegistry()
+        self.build_info = release.build_info(registry)
         self.consumed = Counter(
             "nxcloud_worker_records", "Records consumed, by source topic", ["topic"],
             registry=registry,
