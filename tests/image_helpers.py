@@ -4,7 +4,8 @@ Buildah keeps its storage under `.tools/image/` (vfs driver, chroot isolation: n
 overlay file system, the host's network). The pinned base cannot be pulled on these
 machines, so unless that image is already in this storage, the image is built on a stand-in:
 `debootstrap` of the same Debian release with its Python (`python3`, `python3-venv`, and
-`python` on the PATH), cached as a tarball so a second run skips it. The stand-in trusts
+`python` on the PATH), cached as a tarball beside the Kafka jars (`~/.cache/nxcloud-connector`,
+outside the clone) so a second run, or a second clone, skips it. The stand-in trusts
 the host's certificate authorities (pip reaches PyPI through them here); the image built on
 the pinned base is unchanged by it.
 
@@ -24,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from connector.local.broker import default_cache_dir
 
 ROOT = Path(__file__).parent.parent
 CACHE = ROOT / ".tools" / "image"
@@ -108,10 +111,10 @@ def stand_in_base(buildah: Buildah, release: str) -> str:
     image = f"localhost/nxcloud-connector-stand-in:{release}"
     if buildah.has_image(image):
         return image
-    tarball = buildah.root / f"stand-in-{release}.tar"
+    tarball = default_cache_dir() / "image" / f"stand-in-{release}.tar"
     if not tarball.exists():
-        buildah.root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(dir=buildah.root))
+        tarball.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=tarball.parent))
         try:
             rootfs = work / "rootfs"
             packages = "--include=python3,python3-venv,passwd,ca-certificates"
