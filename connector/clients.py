@@ -138,7 +138,7 @@ def explain(exc: BaseException, settings: Settings) -> str | None:
                 f"TLS handshake with Kafka failed ({error.reason or error.strerror}): check "
                 "KAFKA_SECURITY_PROTOCOL, KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE"
             )
-        denied = _denied(error)
+        denied = _denied(error, settings)
         if denied is not None:
             who = f"user {user!r}" if user else "the user of KAFKA_SSL_CERT_FILE"
             return f"Kafka ACLs deny {who} {denied}: grant it (connector/acls.py, deploy/)"
@@ -157,8 +157,9 @@ def refusals(settings: Settings) -> Iterator[None]:
         raise KafkaAccessError(refusal) from None
 
 
-def _denied(error: BaseException) -> str | None:
+def _denied(error: BaseException, settings: Settings) -> str | None:
     detail = " ".join(str(arg) for arg in error.args if arg) if error.args else ""
+    detail = settings.scrub(detail)  # the broker's words, never the connector's secrets
     on = f" ({detail})" if detail else ""
     if isinstance(error, TopicAuthorizationFailedError):
         return f"access to a topic{on}"

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from connector.cdr import LOOKBACK, MAX_WINDOW
@@ -318,6 +319,15 @@ class Settings:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
         return cls(**values)
 
+    def secrets(self) -> tuple[Secret, ...]:
+        """Every secret these settings hold (tokens, passwords, keys)."""
+        values = (getattr(self, spec.name) for spec in fields(self) if spec.metadata["secret"])
+        return tuple(value for value in values if isinstance(value, Secret))
+
+    def scrub(self, text: str) -> str:
+        """`text` (what a provider or a broker said) with these settings' secrets masked."""
+        return scrub(text, self.secrets())
+
     def credentials(self) -> tuple[Secret, Secret]:
         missing = [
             name
@@ -330,6 +340,16 @@ class Settings:
         if missing or self.nxcloud_appkey is None or self.nxcloud_secretkey is None:
             raise ConfigError(f"missing configuration: {', '.join(missing)} must be set")
         return self.nxcloud_appkey, self.nxcloud_secretkey
+
+
+def scrub(text: str, secrets: Iterable[Secret]) -> str:
+    """Mask each secret in `text`, as it is and as a query string or JSON would quote it."""
+    for secret in secrets:
+        value = secret.reveal()
+        for form in {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]}:
+            if form:
+                text = text.replace(form, "**********")
+    return text
 
 
 def kafka_security_problems(settings: Settings) -> list[str]:

@@ -151,6 +151,8 @@ class Publisher:
                 self._renew_producer |= delivery.breaks_producer(exc)
                 if classify(exc) is Outcome.UNAVAILABLE:
                     self._fall_back(exc)
+                    if delivery.denied(exc):  # not ready from now on, naming the ACL
+                        await self._note_refusal(exc)
                 else:
                     # The producer may have refused a whole batch for one record in it:
                     # the drain sends again alone what was refused, and sets aside the culprit.
@@ -222,7 +224,7 @@ class Publisher:
                     await self._wake.wait()
                     continue
                 await self._drain_once()
-                self._wedged = None
+                self._wedged = self._refusal = None
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
@@ -321,6 +323,9 @@ class Publisher:
                 self._one_by_one = True  # refused in a batch: a batch-mate may be fine alone
             self._undelivered = [e for e, _ in failed] + self._undelivered[len(sending) :]
             unavailable = [x for _, x in failed if classify(x) is Outcome.UNAVAILABLE]
+            denied = [x for x in unavailable if delivery.denied(x)]
+            if denied:  # until an ACL is granted: the drain says why, and asks rarely
+                raise denied[0]
             if unavailable:
                 self._outage.failed(unavailable[0], self._spool.depth)
                 await self._pause(backoff)
