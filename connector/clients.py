@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ssl
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.conn import create_conn
@@ -71,6 +73,25 @@ def security(settings: Settings) -> dict[str, Any]:
         options["sasl_plain_username"] = settings.kafka_sasl_username
         options["sasl_plain_password"] = settings.kafka_sasl_password.reveal()
     return options
+
+
+def fingerprint(settings: Settings) -> str:
+    """What the Kafka clients authenticate with, as a digest: it changes when a mounted
+    secret or certificate file is rotated, so a client is rebuilt with the new one."""
+    digest = hashlib.sha256()
+    for secret in (settings.kafka_sasl_password, settings.kafka_ssl_key_password):
+        digest.update(b"\0" + (b"" if secret is None else secret.reveal().encode()))
+    for path in (settings.kafka_ssl_ca_file, settings.kafka_ssl_cert_file,
+                 settings.kafka_ssl_key_file):  # fmt: skip
+        digest.update(b"\0" + (b"" if path is None else _contents(path)))
+    return digest.hexdigest()
+
+
+def _contents(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
 
 
 def options(settings: Settings, **extra: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -24,14 +25,34 @@ LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class Secret:
-    """A string that never shows itself in repr, str, logs or tracebacks."""
+    """A string that never shows itself in repr, str, logs or tracebacks.
 
-    __slots__ = ("_value",)
+    One read from a file (`…_FILE`) is read again, at most once a second, each time it is
+    revealed: a client that authenticates again takes a rotated Secret mounted as a volume.
+    While the file is missing or empty (a rotation under way), the last value stands."""
 
-    def __init__(self, value: str) -> None:
+    __slots__ = ("_path", "_read_at", "_value")
+
+    def __init__(self, value: str, path: Path | None = None) -> None:
         self._value = value
+        self._path = path
+        self._read_at = time.monotonic()
+
+    @classmethod
+    def from_file(cls, path: Path) -> Secret:
+        value = _read_secret(path)
+        if value is None:
+            raise ValueError(f"cannot read a secret from {path} (missing, unreadable or empty)")
+        return cls(value, path)
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
 
     def reveal(self) -> str:
+        if self._path is not None and time.monotonic() - self._read_at >= REREAD_SECONDS:
+            self._read_at = time.monotonic()
+            self._value = _read_secret(self._path) or self._value
         return self._value
 
     def __repr__(self) -> str:
@@ -40,10 +61,24 @@ class Secret:
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
+        return isinstance(other, Secret) and (other._path, other._value) == (
+            self._path,
+            self._value,
+        )
 
     def __hash__(self) -> int:
-        return hash(self._value)
+        return hash((self._path, self._value))
+
+
+REREAD_SECONDS: Final = 1.0
+
+
+def _read_secret(path: Path) -> str | None:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return value or None
 
 
 def default_state_dir() -> Path:
@@ -308,6 +343,12 @@ class Settings:
         for spec in fields(cls):
             name = spec.metadata["env"]
             raw = env.get(name)
+            if spec.metadata["secret"] and env.get(f"{name}_FILE"):
+                try:
+                    values[spec.name] = secret_from_file(name, raw, env[f"{name}_FILE"])
+                except ValueError as exc:
+                    problems.append(str(exc))
+                continue
             if raw is None or (raw == "" and spec.metadata["secret"]):
                 continue
             try:
@@ -340,6 +381,16 @@ class Settings:
         if missing or self.nxcloud_appkey is None or self.nxcloud_secretkey is None:
             raise ConfigError(f"missing configuration: {', '.join(missing)} must be set")
         return self.nxcloud_appkey, self.nxcloud_secretkey
+
+
+def secret_from_file(name: str, value: str | None, path: str) -> Secret:
+    """`NAME_FILE`: the secret in a file (a mounted Secret), instead of `NAME` itself."""
+    if value:
+        raise ValueError(f"{name} and {name}_FILE: give one, not both")
+    try:
+        return Secret.from_file(Path(path.strip()))
+    except ValueError as exc:
+        raise ValueError(f"{name}_FILE: {exc}") from None
 
 
 def scrub(text: str, secrets: Iterable[Secret]) -> str:

@@ -30,6 +30,9 @@ class Security:
     sasl_port: int
     mtls_port: int
     users: tuple[str, ...] = ()
+    # connections.max.reauth.ms: a client that cannot re-authenticate (aiokafka) is
+    # disconnected after this long and logs in again; None: never (Kafka's default).
+    reauth_ms: int | None = None
 
     @property
     def everyone(self) -> tuple[str, ...]:
@@ -100,7 +103,10 @@ class Security:
             "org.apache.kafka.common.security.scram.ScramLoginModule required "
             f'username="{ADMIN}" password="{admin}";'
         )
-        return {
+        reauth = (
+            {} if self.reauth_ms is None else {"connections.max.reauth.ms": str(self.reauth_ms)}
+        )
+        return reauth | {
             "listeners": f"SASL_SSL://127.0.0.1:{self.sasl_port},"
             f"MTLS://127.0.0.1:{self.mtls_port},CONTROLLER://127.0.0.1:{controller}",
             "advertised.listeners": f"SASL_SSL://127.0.0.1:{self.sasl_port},"

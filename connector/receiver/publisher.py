@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 DRAIN_BATCH = 500
 DRAIN_BYTES = 4 << 20
 REFUSED_RETRY_SECONDS = 30.0
+STALLED_SECONDS = 5
 ROOM_FOR_A_PUSH = 256 << 10
 
 
@@ -90,6 +91,7 @@ class Publisher:
         dead_letter_topic: str = "nxcloud.voice.dead-letter",
         receiver_id: str = "",
         explain: Explain = _no_explanation,
+        credentials: Callable[[], object] = lambda: None,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._spool = spool
@@ -99,6 +101,8 @@ class Publisher:
         self._dead_letter = dead_letter_topic
         self._receiver = receiver_id
         self._explain = explain
+        self._credentials = credentials
+        self._built_with: object = None
         self._refusal: str | None = None
         self._producer: AIOKafkaProducer | None = None
         self._direct = False
@@ -196,6 +200,7 @@ class Publisher:
     async def _connect(self) -> None:
         if self._producer is not None:
             return
+        self._built_with = self._credentials()
         producer = self._factory(self._bootstrap)
         try:
             async with asyncio.timeout(self._timeout * 5):
@@ -231,6 +236,8 @@ class Publisher:
             except (KafkaError, TimeoutError) as exc:
                 self._outage.failed(exc, self._spool.depth)
                 await self._note_refusal(exc)
+                if self._rotated():
+                    continue
                 # A refusal lasts until someone fixes a setting or an ACL: ask rarely.
                 await self._pause(REFUSED_RETRY_SECONDS if self._refusal else backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -238,6 +245,16 @@ class Publisher:
                 self._wedge(exc)
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    def _rotated(self) -> bool:
+        """While Kafka fails this producer: when a mounted credential changed since it was
+        built, a new producer (built with the new one) takes over at the next attempt."""
+        if self._producer is None or self._credentials() == self._built_with:
+            return False
+        if not self._renew_producer:
+            log.info("kafka credentials changed, reconnecting with them")
+        self._renew_producer = True
+        return True
 
     def _wedge(self, exc: BaseException) -> None:
         if self._wedged is None:
@@ -328,6 +345,7 @@ class Publisher:
                 raise denied[0]
             if unavailable:
                 self._outage.failed(unavailable[0], self._spool.depth)
+                self._rotated()
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 5.0)
         self._one_by_one = False
@@ -350,12 +368,16 @@ class Publisher:
             except Exception as exc:
                 deliveries.append(exc)
         sent = [d for d in deliveries if not isinstance(d, BaseException)]
-        waiting = set(sent)
+        waiting, stalled = set(sent), 0
         while waiting:
-            _, waiting = await asyncio.wait(waiting, timeout=1.0)
+            done, waiting = await asyncio.wait(waiting, timeout=1.0)
+            stalled = 0 if done else stalled + 1
             if waiting and _sender_stopped(producer):
                 self._renew_producer = True
                 raise KafkaError("the producer's sender stopped")
+            if waiting and stalled >= STALLED_SECONDS and self._rotated():
+                # It logs in with what was mounted when it was built, and fails: a new one.
+                raise KafkaError("kafka credentials changed while the producer was stalled")
         outcomes = iter(await asyncio.gather(*sent, return_exceptions=True))
         return [d if isinstance(d, BaseException) else _failure(next(outcomes)) for d in deliveries]
 
