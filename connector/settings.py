@@ -147,7 +147,12 @@ def _bootstrap_servers(raw: str) -> str:
 
 
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+OAUTH_NEEDS: Final = (
+    "KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL",
+    "KAFKA_SASL_OAUTHBEARER_CLIENT_ID",
+    "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET",
+)
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
@@ -243,6 +248,14 @@ class Settings:
     kafka_ssl_key_file: Path | None = _env("KAFKA_SSL_KEY_FILE", _file)
     kafka_ssl_key_password: Secret | None = _env("KAFKA_SSL_KEY_PASSWORD", _secret, secret=True)
     kafka_ssl_check_hostname: bool = _env("KAFKA_SSL_CHECK_HOSTNAME", _flag, True)
+    # SASL OAUTHBEARER: OIDC client credentials (connector/oauth.py).
+    kafka_oauth_token_url: str | None = _env("KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", _http_url)
+    kafka_oauth_client_id: str | None = _env("KAFKA_SASL_OAUTHBEARER_CLIENT_ID", _text)
+    kafka_oauth_client_secret: Secret | None = _env(
+        "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET", _secret, secret=True
+    )
+    kafka_oauth_scope: str | None = _env("KAFKA_SASL_OAUTHBEARER_SCOPE", _text)
+    kafka_oauth_audience: str | None = _env("KAFKA_SASL_OAUTHBEARER_AUDIENCE", _text)
     nxcloud_appkey: Secret | None = _env("NXCLOUD_APPKEY", _secret, secret=True)
     nxcloud_secretkey: Secret | None = _env("NXCLOUD_SECRETKEY", _secret, secret=True)
     nxcloud_cdr_url: str = _env("NXCLOUD_CDR_URL", _http_url, DEFAULT_CDR_URL)
@@ -406,7 +419,8 @@ def scrub(text: str, secrets: Iterable[Secret]) -> str:
 def kafka_security_problems(settings: Settings) -> list[str]:
     """Contradictions among the KAFKA_* security settings, each naming its variables."""
     protocol, problems = settings.kafka_security_protocol, []
-    if settings.kafka_uses_sasl:
+    problems += _oauth_problems(settings)
+    if settings.kafka_uses_sasl and settings.kafka_sasl_mechanism != "OAUTHBEARER":
         missing = [
             name
             for name, value in (
@@ -418,7 +432,7 @@ def kafka_security_problems(settings: Settings) -> list[str]:
         ]
         if missing:
             problems.append(f"KAFKA_SECURITY_PROTOCOL={protocol} needs {', '.join(missing)}")
-    else:
+    elif not settings.kafka_uses_sasl:
         given = [
             name
             for name, value in (
@@ -454,6 +468,21 @@ def kafka_security_problems(settings: Settings) -> list[str]:
         if path is not None and not _readable(path):
             problems.append(f"{name}: cannot read {path}")
     return problems
+
+
+def _oauth_problems(settings: Settings) -> list[str]:
+    values = (
+        settings.kafka_oauth_token_url,
+        settings.kafka_oauth_client_id,
+        settings.kafka_oauth_client_secret,
+    )
+    if settings.kafka_sasl_mechanism == "OAUTHBEARER":
+        missing = [name for name, value in zip(OAUTH_NEEDS, values, strict=True) if value is None]
+        return [f"KAFKA_SASL_MECHANISM=OAUTHBEARER needs {', '.join(missing)}"] if missing else []
+    extra = (settings.kafka_oauth_scope, settings.kafka_oauth_audience)
+    if any(value is not None for value in (*values, *extra)):
+        return ["KAFKA_SASL_OAUTHBEARER_* given, but KAFKA_SASL_MECHANISM is not OAUTHBEARER"]
+    return []
 
 
 def _readable(path: Path) -> bool:

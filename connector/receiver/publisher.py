@@ -103,6 +103,7 @@ class Publisher:
         self._explain = explain
         self._credentials = credentials
         self._built_with: object = None
+        self._asked_at = -REFUSED_RETRY_SECONDS
         self._refusal: str | None = None
         self._producer: AIOKafkaProducer | None = None
         self._direct = False
@@ -246,6 +247,16 @@ class Publisher:
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    async def _refused_meanwhile(self, exc: BaseException) -> bool:
+        """A producer that started may still be refused (a token aiokafka took for a login,
+        an ACL removed): on the first failure of a drain, then every 30 s, ask why."""
+        now = time.monotonic()
+        if self._refusal is None and now - self._asked_at < REFUSED_RETRY_SECONDS:
+            return False
+        self._asked_at = now
+        await self._note_refusal(exc)
+        return self._refusal is not None
+
     def _rotated(self) -> bool:
         """While Kafka fails this producer: when a mounted credential changed since it was
         built, a new producer (built with the new one) takes over at the next attempt."""
@@ -346,6 +357,8 @@ class Publisher:
             if unavailable:
                 self._outage.failed(unavailable[0], self._spool.depth)
                 self._rotated()
+                if await self._refused_meanwhile(unavailable[0]):
+                    raise KafkaError(self._refusal)
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 5.0)
         self._one_by_one = False

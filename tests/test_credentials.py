@@ -1,6 +1,8 @@
-"""Credentials from mounted files, rotated while the receiver runs: on its own secured broker
-that disconnects clients after a few seconds (`connections.max.reauth.ms`), so every client
-must log in again, with whatever password its file holds by then."""
+"""Credentials that change while the connector runs: SCRAM passwords from mounted files, and
+OAUTHBEARER tokens from an OIDC provider the test serves (Kafka's own OIDC validator checks
+them against its JWKS). On a secured broker of this module's own that disconnects clients
+after a few seconds (`connections.max.reauth.ms`), so every client must log in again, with
+whatever its file or its token endpoint gives by then."""
 
 from __future__ import annotations
 
@@ -36,8 +38,9 @@ from connector.local.security import Security
 from connector.receiver.app import create_app
 from connector.settings import Settings
 from tests.kafka_helpers import read_topic, serving
+from tests.oidc_helpers import Client, Issuer
 from tests.secure_helpers import SecureKafka, grant_everyone
-from tests.test_worker import ZONE
+from tests.test_worker import ZONE, await_ready, start_worker
 
 DR_PATH = "/nxcloud/voice/dr"
 SCRAM_SHA_512 = 2  # org.apache.kafka.clients.admin.ScramMechanism
@@ -111,11 +114,24 @@ async def change_password(administrator: Settings, user: str, password: str) -> 
         assert not code, f"{for_code(code).__name__}: {message}"
 
 
+SECRETS = {user: secrets.token_urlsafe(18) for user in ("receiver", "worker", "foreign")}
+
+
 @pytest.fixture(scope="module")
-def reauthenticating(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
+def issuer() -> Iterator[Issuer]:
+    clients = {user: Client(secret, user) for user, secret in SECRETS.items()}
+    clients["foreign"] = Client(SECRETS["foreign"], "receiver", audience="another-cluster")
+    with Issuer(clients) as serving_tokens:
+        yield serving_tokens
+
+
+@pytest.fixture(scope="module")
+def reauthenticating(
+    tmp_path_factory: pytest.TempPathFactory, issuer: Issuer
+) -> Iterator[SecureKafka]:
     data = tmp_path_factory.mktemp("rotating-kafka")
     security = Security(data / "tls", free_port(), free_port(), SecureKafka.USERS,
-                        reauth_ms=3000)  # fmt: skip
+                        reauth_ms=3000, oauth_port=free_port(), issuer=issuer.url)  # fmt: skip
     config = BrokerConfig(
         data_dir=data, port=free_port(), controller_port=free_port(), security=security
     )
@@ -123,6 +139,13 @@ def reauthenticating(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secur
         secure = SecureKafka(local, security)
         grant_everyone(secure)
         yield secure
+
+
+def oauth_env(secure: SecureKafka, client: str, secret: str | None = None) -> dict[str, str]:
+    """`client`'s settings on the OAUTHBEARER listener, on this module's topics."""
+    scram = ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD")
+    env = {key: value for key, value in secure.env("worker").items() if key not in scram}
+    return {**env, **secure.security.oauth_env(client, secret or SECRETS[client])}
 
 
 def mount(path: Path, value: str) -> None:
@@ -203,3 +226,100 @@ async def test_a_rotated_scram_password_is_taken_from_the_mounted_file_without_a
     changed = [record for record in caplog.records if record.getMessage() == line]
     assert len(changed) == 1
     assert new not in caplog.text
+
+
+async def ready_text(http: httpx.AsyncClient, receiver: str, wanted: str) -> str:
+    """/readyz once it starts with `wanted`, or as it is after 60 s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    text = (await http.get(receiver + "/readyz")).text
+    while not text.startswith(wanted) and loop.time() < deadline:
+        await asyncio.sleep(0.2)
+        text = (await http.get(receiver + "/readyz")).text
+    return text
+
+
+async def test_oauthbearer_a_pushed_dr_becomes_a_call_event_through_the_worker(
+    reauthenticating: SecureKafka, issuer: Issuer, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    secure = reauthenticating
+    caplog.set_level(logging.DEBUG)
+    for name in ("aiokafka", "connector", "httpx", "httpcore", "uvicorn"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    receiving = Settings.from_env(
+        {**oauth_env(secure, "receiver"), "NXCLOUD_SPOOL_DIR": str(tmp_path / "spool")}
+    )
+    worker = start_worker({**oauth_env(secure, "worker"), "NXCLOUD_LOG_LEVEL": "DEBUG"},
+                          tmp_path / "worker")  # fmt: skip
+    try:
+        await asyncio.to_thread(await_ready, worker)
+        call = sandbox.World(seed=41, origin=utcnow(), rate=1.0).calls(0)[0]
+        async with (
+            serving(create_app(receiving, secure.names)) as receiver,
+            httpx.AsyncClient(timeout=30) as http,
+        ):
+            assert await ready_text(http, receiver, "ready") == "ready"
+            pushed = await http.post(receiver + DR_PATH, data=call.dr_fields(ZONE))
+            assert "success" in pushed.text
+            events = await read_topic(
+                secure.settings("operator"), secure.names.call_events,
+                lambda values: any(e["message_id"] == str(call.messageid) for e in values),
+                deadline=120,
+            )  # fmt: skip
+            # Logged in again and again (the broker disconnects after 3 s): still ready.
+            assert await ready_text(http, receiver, "ready") == "ready"
+    finally:
+        worker.terminate()
+        await asyncio.to_thread(worker.wait, 60)
+    assert any(e["message_id"] == str(call.messageid) for e in events)
+    worker_log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert issuer.issued
+    for token in issuer.issued:
+        signature = token.rsplit(".", 1)[-1]
+        for text in (caplog.text, worker_log,
+                     *(str(record.__dict__) for record in caplog.records)):  # fmt: skip
+            assert signature not in text
+    assert SECRETS["receiver"] not in caplog.text
+    assert SECRETS["worker"] not in worker_log
+
+
+async def test_a_token_refused_by_its_endpoint_or_by_kafka_is_one_line_and_not_ready(
+    reauthenticating: SecureKafka, issuer: Issuer, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    secure = reauthenticating
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("aiokafka").setLevel(logging.DEBUG)
+    refused = Settings.from_env({**oauth_env(secure, "receiver", "not-the-secret"),
+                                 "NXCLOUD_SPOOL_DIR": str(tmp_path / "refused")})  # fmt: skip
+    foreign = Settings.from_env({**oauth_env(secure, "foreign"),
+                                 "NXCLOUD_SPOOL_DIR": str(tmp_path / "foreign")})  # fmt: skip
+    call = sandbox.World(seed=43, origin=utcnow(), rate=1.0).calls(0)[0]
+    answers = []
+    for settings, wanted in (
+        (refused, "not ready: the OAuth token endpoint refused client 'receiver' (HTTP 401)"),
+        (foreign, "not ready: Kafka refused the OAUTHBEARER token of client 'foreign'"),
+    ):
+        async with (
+            serving(create_app(settings, secure.names)) as receiver,
+            httpx.AsyncClient(timeout=30) as http,
+        ):
+            pushed = await http.post(receiver + DR_PATH, data=call.dr_fields(ZONE))
+            assert "success" in pushed.text  # spooled
+            answers.append(await ready_text(http, receiver, wanted))
+    assert answers[0] == (
+        "not ready: the OAuth token endpoint refused client 'receiver' (HTTP 401): check "
+        "KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL, KAFKA_SASL_OAUTHBEARER_CLIENT_ID and "
+        "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET"
+    )
+    assert answers[1] == (
+        "not ready: Kafka refused the OAUTHBEARER token of client 'foreign' (expired, or not "
+        "for these brokers): check KAFKA_SASL_OAUTHBEARER_AUDIENCE, KAFKA_SASL_OAUTHBEARER_SCOPE "
+        "and the token endpoint's client"
+    )
+    lines = [r for r in caplog.records if r.getMessage().startswith("kafka refuses the receiver")]
+    assert len(lines) == 2
+    for token in issuer.issued:
+        assert token.rsplit(".", 1)[-1] not in caplog.text
+    assert "not-the-secret" not in caplog.text
