@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aiokafka.abc import AbstractTokenProvider
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
@@ -29,9 +30,9 @@ from aiokafka.errors import (
 )
 from aiokafka.protocol.admin import ApiVersionRequest
 
-from connector import oauth
+from connector import iam, oauth
 from connector.errors import KafkaAccessError
-from connector.settings import Settings
+from connector.settings import TOKEN_MECHANISMS, Settings
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
@@ -73,7 +74,7 @@ def security(settings: Settings) -> dict[str, Any]:
         options["ssl_context"] = context
     if settings.kafka_uses_sasl:
         oauth.hide_sasl_payloads()
-    if settings.kafka_sasl_mechanism == "OAUTHBEARER":
+    if settings.kafka_sasl_mechanism in TOKEN_MECHANISMS:
         options["sasl_mechanism"] = "OAUTHBEARER"
         options["sasl_oauth_token_provider"] = token_provider(settings)
     elif settings.kafka_uses_sasl:
@@ -85,8 +86,13 @@ def security(settings: Settings) -> dict[str, Any]:
 
 
 @functools.cache
-def token_provider(settings: Settings) -> oauth.OidcTokenProvider:
+def token_provider(settings: Settings) -> AbstractTokenProvider:
     """The one OAUTHBEARER token provider of these settings, shared by every client."""
+    if settings.kafka_sasl_mechanism == "AWS_MSK_IAM":
+        assert settings.kafka_aws_region is not None  # Settings checked it
+        return iam.MskIamTokenProvider(
+            iam.signer(settings.kafka_aws_region, settings.kafka_aws_profile)
+        )
     assert settings.kafka_oauth_token_url is not None  # Settings checked them
     assert settings.kafka_oauth_client_id is not None
     assert settings.kafka_oauth_client_secret is not None
@@ -132,7 +138,7 @@ def broker_credentials(settings: Settings) -> CredentialsT | None:
     )
 
     context = ssl_context(settings)
-    if settings.kafka_sasl_mechanism == "OAUTHBEARER":
+    if settings.kafka_sasl_mechanism in TOKEN_MECHANISMS:
         oauth.hide_sasl_payloads()
         return OAuthCredentials(oauth_cb=token_provider(settings), ssl_context=context)
     if settings.kafka_uses_sasl:
@@ -164,6 +170,11 @@ def explain(exc: BaseException, settings: Settings) -> str | None:
     for error in _chain(exc):
         if isinstance(error, KafkaAccessError):
             return str(error)
+        if isinstance(error, LOGIN_REFUSED) and settings.kafka_sasl_mechanism == "AWS_MSK_IAM":
+            return (
+                "Kafka refused the MSK IAM login: check the IAM role's policy "
+                "(python -m connector.manifests --iam) and KAFKA_AWS_REGION"
+            )
         if isinstance(error, LOGIN_REFUSED) and settings.kafka_sasl_mechanism == "OAUTHBEARER":
             return (
                 f"Kafka refused the OAUTHBEARER token of client {settings.kafka_oauth_client_id!r}"
@@ -253,7 +264,7 @@ async def diagnose(settings: Settings, timeout: float = 15.0) -> str | None:  # 
 async def _accepted(conn: Any, settings: Settings) -> bool:
     """aiokafka takes a refused OAUTHBEARER token for a login (it skips the broker's error
     challenge); the broker then drops the connection at its first request: ask one."""
-    if settings.kafka_sasl_mechanism != "OAUTHBEARER":
+    if settings.kafka_sasl_mechanism not in TOKEN_MECHANISMS:
         return True
     try:
         # A refusal answers as SaslAuthenticate's error, which decodes with error_code 58.

@@ -147,7 +147,8 @@ def _bootstrap_servers(raw: str) -> str:
 
 
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "AWS_MSK_IAM")
+TOKEN_MECHANISMS: Final = ("OAUTHBEARER", "AWS_MSK_IAM")  # no user name, no password
 OAUTH_NEEDS: Final = (
     "KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL",
     "KAFKA_SASL_OAUTHBEARER_CLIENT_ID",
@@ -256,6 +257,9 @@ class Settings:
     )
     kafka_oauth_scope: str | None = _env("KAFKA_SASL_OAUTHBEARER_SCOPE", _text)
     kafka_oauth_audience: str | None = _env("KAFKA_SASL_OAUTHBEARER_AUDIENCE", _text)
+    # AWS_MSK_IAM (connector/iam.py): credentials from the usual AWS chain.
+    kafka_aws_region: str | None = _env("KAFKA_AWS_REGION", _text)
+    kafka_aws_profile: str | None = _env("KAFKA_AWS_PROFILE", _text)
     nxcloud_appkey: Secret | None = _env("NXCLOUD_APPKEY", _secret, secret=True)
     nxcloud_secretkey: Secret | None = _env("NXCLOUD_SECRETKEY", _secret, secret=True)
     nxcloud_cdr_url: str = _env("NXCLOUD_CDR_URL", _http_url, DEFAULT_CDR_URL)
@@ -420,7 +424,7 @@ def kafka_security_problems(settings: Settings) -> list[str]:
     """Contradictions among the KAFKA_* security settings, each naming its variables."""
     protocol, problems = settings.kafka_security_protocol, []
     problems += _oauth_problems(settings)
-    if settings.kafka_uses_sasl and settings.kafka_sasl_mechanism != "OAUTHBEARER":
+    if settings.kafka_uses_sasl and settings.kafka_sasl_mechanism not in TOKEN_MECHANISMS:
         missing = [
             name
             for name, value in (
@@ -479,6 +483,15 @@ def _oauth_problems(settings: Settings) -> list[str]:
     if settings.kafka_sasl_mechanism == "OAUTHBEARER":
         missing = [name for name, value in zip(OAUTH_NEEDS, values, strict=True) if value is None]
         return [f"KAFKA_SASL_MECHANISM=OAUTHBEARER needs {', '.join(missing)}"] if missing else []
+    aws = (settings.kafka_aws_region, settings.kafka_aws_profile)
+    if settings.kafka_sasl_mechanism == "AWS_MSK_IAM":
+        return (
+            []
+            if settings.kafka_aws_region
+            else ["KAFKA_SASL_MECHANISM=AWS_MSK_IAM needs KAFKA_AWS_REGION"]
+        )
+    if any(value is not None for value in aws):
+        return ["KAFKA_AWS_* given, but KAFKA_SASL_MECHANISM is not AWS_MSK_IAM"]
     extra = (settings.kafka_oauth_scope, settings.kafka_oauth_audience)
     if any(value is not None for value in (*values, *extra)):
         return ["KAFKA_SASL_OAUTHBEARER_* given, but KAFKA_SASL_MECHANISM is not OAUTHBEARER"]
