@@ -102,6 +102,7 @@ def token_provider(settings: Settings) -> AbstractTokenProvider:
         settings.kafka_oauth_client_secret.reveal,
         scope=settings.kafka_oauth_scope,
         audience=settings.kafka_oauth_audience,
+        extensions=settings.kafka_oauth_extensions,
     )
 
 

@@ -77,6 +77,7 @@ class OidcTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
         *,
         scope: str | None = None,
         audience: str | None = None,
+        extensions: tuple[tuple[str, str], ...] = (),
         clock: Callable[[], float] = time.monotonic,
         timeout: float = 10.0,
     ) -> None:
@@ -88,6 +89,7 @@ class OidcTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
             self._form["scope"] = scope
         if audience:
             self._form["audience"] = audience
+        self._extensions = dict(extensions)
         self._clock = clock
         self._timeout = timeout
         self._token: Token | None = None
@@ -112,6 +114,11 @@ class OidcTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
                 return self._still_valid(held, now, exc)
             self._failure, self._backoff = None, FIRST_BACKOFF
             return self._token.value
+
+    def extensions(self) -> dict[str, str]:
+        """SASL extensions sent with the token (Confluent Cloud: logicalCluster,
+        identityPoolId)."""
+        return self._extensions
 
     def _still_valid(self, held: Token | None, now: float, failure: TokenError) -> str:
         if held is not None and now < held.expires_at:

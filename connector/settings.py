@@ -217,6 +217,18 @@ def _uri_segment(raw: str) -> str:
     return raw.strip()
 
 
+def _pairs(raw: str) -> tuple[tuple[str, str], ...]:
+    """`key=value,key=value` (SASL extensions: letters only in keys, no `,` in values)."""
+    pairs = []
+    for part in (part.strip() for part in raw.split(",")):
+        key, sep, value = part.partition("=")
+        if part and (not sep or not re.fullmatch(r"[A-Za-z]+", key) or not value):
+            raise ValueError(f"{part!r} is not key=value")
+        if part:
+            pairs.append((key, value))
+    return tuple(pairs)
+
+
 def _env(
     name: str,
     parse: Callable[[str], Any],
@@ -257,6 +269,9 @@ class Settings:
     )
     kafka_oauth_scope: str | None = _env("KAFKA_SASL_OAUTHBEARER_SCOPE", _text)
     kafka_oauth_audience: str | None = _env("KAFKA_SASL_OAUTHBEARER_AUDIENCE", _text)
+    kafka_oauth_extensions: tuple[tuple[str, str], ...] = _env(
+        "KAFKA_SASL_OAUTHBEARER_EXTENSIONS", _pairs, ()
+    )
     # AWS_MSK_IAM (connector/iam.py): credentials from the usual AWS chain.
     kafka_aws_region: str | None = _env("KAFKA_AWS_REGION", _text)
     kafka_aws_profile: str | None = _env("KAFKA_AWS_PROFILE", _text)
@@ -493,7 +508,7 @@ def _oauth_problems(settings: Settings) -> list[str]:
     if any(value is not None for value in aws):
         return ["KAFKA_AWS_* given, but KAFKA_SASL_MECHANISM is not AWS_MSK_IAM"]
     extra = (settings.kafka_oauth_scope, settings.kafka_oauth_audience)
-    if any(value is not None for value in (*values, *extra)):
+    if any(value is not None for value in (*values, *extra)) or settings.kafka_oauth_extensions:
         return ["KAFKA_SASL_OAUTHBEARER_* given, but KAFKA_SASL_MECHANISM is not OAUTHBEARER"]
     return []
 

@@ -128,3 +128,14 @@ def test_sasl_payloads_are_hidden_from_aiokafkas_debug_lines(
     logging.getLogger("aiokafka.conn").debug("Request to %s:%d %d: %s", "h", 1, 2, request)
     assert "the-token" not in caplog.text
     assert "<SASL payload hidden>" in caplog.text
+
+
+def test_sasl_extensions_go_with_the_token() -> None:
+    settings = Settings.from_env(
+        {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "OAUTHBEARER",
+         "KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL": "https://idp.example/token",
+         "KAFKA_SASL_OAUTHBEARER_CLIENT_ID": "c", "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET": "s",
+         "KAFKA_SASL_OAUTHBEARER_EXTENSIONS": "logicalCluster=lkc-1, identityPoolId=pool-2"}
+    )  # fmt: skip
+    provider = clients.security(settings)["sasl_oauth_token_provider"]
+    assert provider.extensions() == {"logicalCluster": "lkc-1", "identityPoolId": "pool-2"}
