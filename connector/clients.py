@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import ssl
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aiokafka.abc import AbstractTokenProvider
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
@@ -24,14 +28,17 @@ from aiokafka.errors import (
     TransactionalIdAuthorizationFailed,
     UnsupportedSaslMechanismError,
 )
+from aiokafka.protocol.admin import ApiVersionRequest
 
+from connector import iam, oauth
 from connector.errors import KafkaAccessError
-from connector.settings import Settings
+from connector.settings import TOKEN_MECHANISMS, Settings
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
 
 HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
+LOGIN_REFUSED = (AuthenticationFailedError, SaslAuthenticationFailed, IllegalSaslStateError)
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -66,11 +73,56 @@ def security(settings: Settings) -> dict[str, Any]:
     if context is not None:
         options["ssl_context"] = context
     if settings.kafka_uses_sasl:
+        oauth.hide_sasl_payloads()
+    if settings.kafka_sasl_mechanism in TOKEN_MECHANISMS:
+        options["sasl_mechanism"] = "OAUTHBEARER"
+        options["sasl_oauth_token_provider"] = token_provider(settings)
+    elif settings.kafka_uses_sasl:
         assert settings.kafka_sasl_password is not None  # Settings checked it
         options["sasl_mechanism"] = settings.kafka_sasl_mechanism
         options["sasl_plain_username"] = settings.kafka_sasl_username
         options["sasl_plain_password"] = settings.kafka_sasl_password.reveal()
     return options
+
+
+@functools.cache
+def token_provider(settings: Settings) -> AbstractTokenProvider:
+    """The one OAUTHBEARER token provider of these settings, shared by every client."""
+    if settings.kafka_sasl_mechanism == "AWS_MSK_IAM":
+        assert settings.kafka_aws_region is not None  # Settings checked it
+        return iam.MskIamTokenProvider(
+            iam.signer(settings.kafka_aws_region, settings.kafka_aws_profile)
+        )
+    assert settings.kafka_oauth_token_url is not None  # Settings checked them
+    assert settings.kafka_oauth_client_id is not None
+    assert settings.kafka_oauth_client_secret is not None
+    return oauth.OidcTokenProvider(
+        settings.kafka_oauth_token_url,
+        settings.kafka_oauth_client_id,
+        settings.kafka_oauth_client_secret.reveal,
+        scope=settings.kafka_oauth_scope,
+        audience=settings.kafka_oauth_audience,
+        extensions=settings.kafka_oauth_extensions,
+    )
+
+
+def fingerprint(settings: Settings) -> str:
+    """What the Kafka clients authenticate with, as a digest: it changes when a mounted
+    secret or certificate file is rotated, so a client is rebuilt with the new one."""
+    digest = hashlib.sha256()
+    for secret in (settings.kafka_sasl_password, settings.kafka_ssl_key_password):
+        digest.update(b"\0" + (b"" if secret is None else secret.reveal().encode()))
+    for path in (settings.kafka_ssl_ca_file, settings.kafka_ssl_cert_file,
+                 settings.kafka_ssl_key_file):  # fmt: skip
+        digest.update(b"\0" + (b"" if path is None else _contents(path)))
+    return digest.hexdigest()
+
+
+def _contents(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
 
 
 def options(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -80,11 +132,19 @@ def options(settings: Settings, **extra: Any) -> dict[str, Any]:
 
 def broker_credentials(settings: Settings) -> CredentialsT | None:
     """Faust's `broker_credentials`: it hands them to aiokafka as `security` does."""
-    from faust.auth import SASLCredentials, SSLCredentials  # only the worker imports Faust
+    from faust.auth import (  # only the worker imports Faust
+        OAuthCredentials,
+        SASLCredentials,
+        SSLCredentials,
+    )
 
     context = ssl_context(settings)
+    if settings.kafka_sasl_mechanism in TOKEN_MECHANISMS:
+        oauth.hide_sasl_payloads()
+        return OAuthCredentials(oauth_cb=token_provider(settings), ssl_context=context)
     if settings.kafka_uses_sasl:
         assert settings.kafka_sasl_password is not None
+        oauth.hide_sasl_payloads()
         return SASLCredentials(
             username=settings.kafka_sasl_username,
             password=settings.kafka_sasl_password.reveal(),
@@ -111,9 +171,18 @@ def explain(exc: BaseException, settings: Settings) -> str | None:
     for error in _chain(exc):
         if isinstance(error, KafkaAccessError):
             return str(error)
-        if isinstance(
-            error, AuthenticationFailedError | SaslAuthenticationFailed | IllegalSaslStateError
-        ):
+        if isinstance(error, LOGIN_REFUSED) and settings.kafka_sasl_mechanism == "AWS_MSK_IAM":
+            return (
+                "Kafka refused the MSK IAM login: check the IAM role's policy "
+                "(python -m connector.manifests --iam) and KAFKA_AWS_REGION"
+            )
+        if isinstance(error, LOGIN_REFUSED) and settings.kafka_sasl_mechanism == "OAUTHBEARER":
+            return (
+                f"Kafka refused the OAUTHBEARER token of client {settings.kafka_oauth_client_id!r}"
+                " (expired, or not for these brokers): check KAFKA_SASL_OAUTHBEARER_AUDIENCE, "
+                "KAFKA_SASL_OAUTHBEARER_SCOPE and the token endpoint's client"
+            )
+        if isinstance(error, LOGIN_REFUSED):
             return (
                 f"Kafka refused the {settings.kafka_sasl_mechanism} login of user {user!r}: "
                 "check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
@@ -138,7 +207,7 @@ def explain(exc: BaseException, settings: Settings) -> str | None:
                 f"TLS handshake with Kafka failed ({error.reason or error.strerror}): check "
                 "KAFKA_SECURITY_PROTOCOL, KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE"
             )
-        denied = _denied(error)
+        denied = _denied(error, settings)
         if denied is not None:
             who = f"user {user!r}" if user else "the user of KAFKA_SSL_CERT_FILE"
             return f"Kafka ACLs deny {who} {denied}: grant it (connector/acls.py, deploy/)"
@@ -157,8 +226,9 @@ def refusals(settings: Settings) -> Iterator[None]:
         raise KafkaAccessError(refusal) from None
 
 
-def _denied(error: BaseException) -> str | None:
+def _denied(error: BaseException, settings: Settings) -> str | None:
     detail = " ".join(str(arg) for arg in error.args if arg) if error.args else ""
+    detail = settings.scrub(detail)  # the broker's words, never the connector's secrets
     on = f" ({detail})" if detail else ""
     if isinstance(error, TopicAuthorizationFailedError):
         return f"access to a topic{on}"
@@ -179,12 +249,30 @@ async def diagnose(settings: Settings, timeout: float = 15.0) -> str | None:  # 
         async with asyncio.timeout(timeout):
             conn = await create_conn(host, int(port), request_timeout_ms=int(timeout * 1000),
                                      **context)  # fmt: skip
-        conn.close()
+            try:
+                accepted = await _accepted(conn, settings)
+            finally:
+                conn.close()
+        if not accepted:
+            return explain(SaslAuthenticationFailed(), settings)
     except (KafkaError, OSError, TimeoutError) as exc:
         return explain(exc, settings)
     except KafkaAccessError as exc:
         return str(exc)
     return None
+
+
+async def _accepted(conn: Any, settings: Settings) -> bool:
+    """aiokafka takes a refused OAUTHBEARER token for a login (it skips the broker's error
+    challenge); the broker then drops the connection at its first request: ask one."""
+    if settings.kafka_sasl_mechanism not in TOKEN_MECHANISMS:
+        return True
+    try:
+        # A refusal answers as SaslAuthenticate's error, which decodes with error_code 58.
+        response = await conn.send(ApiVersionRequest())
+    except KafkaError:
+        return False
+    return getattr(response, "error_code", 0) == 0
 
 
 async def refusal(exc: BaseException, settings: Settings) -> str | None:

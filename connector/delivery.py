@@ -32,6 +32,13 @@ BREAK_PRODUCER: Final[tuple[type[BaseException], ...]] = (
     errors.InvalidProducerEpoch,
     errors.UnknownProducerId,
 )
+# Kafka will take nothing from this user until someone grants an ACL: not an outage.
+DENIED_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    errors.TopicAuthorizationFailedError,
+    errors.GroupAuthorizationFailedError,
+    errors.ClusterAuthorizationFailedError,
+    errors.TransactionalIdAuthorizationFailed,
+)
 HEAD_CHARS: Final = 4096
 
 
@@ -47,6 +54,11 @@ def classify(exc: BaseException) -> Outcome:
     if isinstance(exc, (TypeError, ValueError)) and not isinstance(exc, errors.KafkaError):
         return Outcome.REFUSED
     return Outcome.UNAVAILABLE
+
+
+def denied(exc: BaseException) -> bool:
+    """True when an ACL, not the record nor an outage, keeps Kafka from taking it."""
+    return isinstance(exc, DENIED_ERRORS)
 
 
 def breaks_producer(exc: BaseException) -> bool:

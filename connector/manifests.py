@@ -9,6 +9,7 @@ those of `--env-file` files (KEY=VALUE lines, as kustomize's configMapGenerator 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any, Final
 
 import yaml
 
-from connector import acls
+from connector import acls, iam
 from connector.errors import ConfigError, ConnectorError, TopicError
 from connector.settings import Settings
 from connector.topics import TopicSpec, declare
@@ -146,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Print Strimzi KafkaTopic resources for the declared topics, settings "
         "(NXCLOUD_TOPIC_PARTITIONS, NXCLOUD_TOPIC_REPLICATION_FACTOR, ...) from the environment.",
     )
-    parser.add_argument("--cluster", required=True, help="the Strimzi Kafka cluster's name")
+    parser.add_argument("--cluster", help="the Strimzi Kafka cluster's name (required)")
     parser.add_argument("--namespace", default=None, help="where the Topic Operator watches")
     parser.add_argument(
         "--env-file",
@@ -159,10 +160,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--users", action="store_true", help="the KafkaUsers (connector/acls.py) instead"
     )
+    parser.add_argument(
+        "--iam",
+        metavar="CLUSTER_ARN",
+        help="instead: each component's IAM policy for this Amazon MSK cluster, as JSON",
+    )
     args = parser.parse_args(argv)
+    if args.cluster is None and args.iam is None:
+        parser.error("--cluster is required")
     try:
         environ: Mapping[str, str] | None = read_env_files(args.env_file) if args.env_file else None
         settings = Settings.from_env(environ)
+        if args.iam is not None:
+            policies = {f"{user_name(component)}": iam.policy(grants, args.iam)
+                        for component, grants in acls.grants(settings).items()}  # fmt: skip
+            sys.stdout.write(json.dumps(policies, indent=2) + "\n")
+            return 0
         make = kafka_users if args.users else kafka_topics
         resources = make(settings, args.cluster, args.namespace)
     except (ConnectorError, OSError) as exc:

@@ -87,7 +87,7 @@ class Registry:
         self._base = settings.registry_url.rstrip("/")
         parts = urlsplit(self._base)  # what errors show: never a password in the URL
         self.url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-        password = settings.registry_password or settings.registry_password_file
+        password = settings.registry_password
         self._auth = (
             httpx.BasicAuth(settings.registry_username, password.reveal())
             if settings.registry_username is not None and password is not None

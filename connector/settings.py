@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from connector.cdr import LOOKBACK, MAX_WINDOW
@@ -23,14 +25,34 @@ LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class Secret:
-    """A string that never shows itself in repr, str, logs or tracebacks."""
+    """A string that never shows itself in repr, str, logs or tracebacks.
 
-    __slots__ = ("_value",)
+    One read from a file (`…_FILE`) is read again, at most once a second, each time it is
+    revealed: a client that authenticates again takes a rotated Secret mounted as a volume.
+    While the file is missing or empty (a rotation under way), the last value stands."""
 
-    def __init__(self, value: str) -> None:
+    __slots__ = ("_path", "_read_at", "_value")
+
+    def __init__(self, value: str, path: Path | None = None) -> None:
         self._value = value
+        self._path = path
+        self._read_at = time.monotonic()
+
+    @classmethod
+    def from_file(cls, path: Path) -> Secret:
+        value = _read_secret(path)
+        if value is None:
+            raise ValueError(f"cannot read a secret from {path} (missing, unreadable or empty)")
+        return cls(value, path)
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
 
     def reveal(self) -> str:
+        if self._path is not None and time.monotonic() - self._read_at >= REREAD_SECONDS:
+            self._read_at = time.monotonic()
+            self._value = _read_secret(self._path) or self._value
         return self._value
 
     def __repr__(self) -> str:
@@ -39,10 +61,24 @@ class Secret:
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
+        return isinstance(other, Secret) and (other._path, other._value) == (
+            self._path,
+            self._value,
+        )
 
     def __hash__(self) -> int:
-        return hash(self._value)
+        return hash((self._path, self._value))
+
+
+REREAD_SECONDS: Final = 1.0
+
+
+def _read_secret(path: Path) -> str | None:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return value or None
 
 
 def default_state_dir() -> Path:
@@ -74,14 +110,6 @@ def _secret(raw: str) -> Secret:
     if not raw.strip():
         raise ValueError("must not be empty")
     return Secret(raw.strip())
-
-
-def _secret_file(raw: str) -> Secret:
-    """A secret read from a file (a mounted Kubernetes Secret), without its line end."""
-    try:
-        return _secret(Path(_text(raw)).read_text(encoding="utf-8"))
-    except (OSError, UnicodeError):
-        raise ValueError("cannot read the file") from None
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -119,7 +147,13 @@ def _bootstrap_servers(raw: str) -> str:
 
 
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "AWS_MSK_IAM")
+TOKEN_MECHANISMS: Final = ("OAUTHBEARER", "AWS_MSK_IAM")  # no user name, no password
+OAUTH_NEEDS: Final = (
+    "KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL",
+    "KAFKA_SASL_OAUTHBEARER_CLIENT_ID",
+    "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET",
+)
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
@@ -183,6 +217,18 @@ def _uri_segment(raw: str) -> str:
     return raw.strip()
 
 
+def _pairs(raw: str) -> tuple[tuple[str, str], ...]:
+    """`key=value,key=value` (SASL extensions: letters only in keys, no `,` in values)."""
+    pairs = []
+    for part in (part.strip() for part in raw.split(",")):
+        key, sep, value = part.partition("=")
+        if part and (not sep or not re.fullmatch(r"[A-Za-z]+", key) or not value):
+            raise ValueError(f"{part!r} is not key=value")
+        if part:
+            pairs.append((key, value))
+    return tuple(pairs)
+
+
 def _env(
     name: str,
     parse: Callable[[str], Any],
@@ -215,6 +261,20 @@ class Settings:
     kafka_ssl_key_file: Path | None = _env("KAFKA_SSL_KEY_FILE", _file)
     kafka_ssl_key_password: Secret | None = _env("KAFKA_SSL_KEY_PASSWORD", _secret, secret=True)
     kafka_ssl_check_hostname: bool = _env("KAFKA_SSL_CHECK_HOSTNAME", _flag, True)
+    # SASL OAUTHBEARER: OIDC client credentials (connector/oauth.py).
+    kafka_oauth_token_url: str | None = _env("KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", _http_url)
+    kafka_oauth_client_id: str | None = _env("KAFKA_SASL_OAUTHBEARER_CLIENT_ID", _text)
+    kafka_oauth_client_secret: Secret | None = _env(
+        "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET", _secret, secret=True
+    )
+    kafka_oauth_scope: str | None = _env("KAFKA_SASL_OAUTHBEARER_SCOPE", _text)
+    kafka_oauth_audience: str | None = _env("KAFKA_SASL_OAUTHBEARER_AUDIENCE", _text)
+    kafka_oauth_extensions: tuple[tuple[str, str], ...] = _env(
+        "KAFKA_SASL_OAUTHBEARER_EXTENSIONS", _pairs, ()
+    )
+    # AWS_MSK_IAM (connector/iam.py): credentials from the usual AWS chain.
+    kafka_aws_region: str | None = _env("KAFKA_AWS_REGION", _text)
+    kafka_aws_profile: str | None = _env("KAFKA_AWS_PROFILE", _text)
     nxcloud_appkey: Secret | None = _env("NXCLOUD_APPKEY", _secret, secret=True)
     nxcloud_secretkey: Secret | None = _env("NXCLOUD_SECRETKEY", _secret, secret=True)
     nxcloud_cdr_url: str = _env("NXCLOUD_CDR_URL", _http_url, DEFAULT_CDR_URL)
@@ -296,9 +356,6 @@ class Settings:
     registry_url: str | None = _env("NXCLOUD_REGISTRY_URL", _http_url)
     registry_username: str | None = _env("NXCLOUD_REGISTRY_USERNAME", _text)
     registry_password: Secret | None = _env("NXCLOUD_REGISTRY_PASSWORD", _secret, secret=True)
-    registry_password_file: Secret | None = _env(
-        "NXCLOUD_REGISTRY_PASSWORD_FILE", _secret_file, secret=True
-    )
     registry_ca_file: Path | None = _env("NXCLOUD_REGISTRY_CA_FILE", _file)
     registry_wire_format: bool = _env("NXCLOUD_REGISTRY_WIRE_FORMAT", _flag, False)
 
@@ -324,6 +381,12 @@ class Settings:
         for spec in fields(cls):
             name = spec.metadata["env"]
             raw = env.get(name)
+            if spec.metadata["secret"] and env.get(f"{name}_FILE"):
+                try:
+                    values[spec.name] = secret_from_file(name, raw, env[f"{name}_FILE"])
+                except ValueError as exc:
+                    problems.append(str(exc))
+                continue
             if raw is None or (raw == "" and spec.metadata["secret"]):
                 continue
             try:
@@ -334,6 +397,15 @@ class Settings:
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
         return cls(**values)
+
+    def secrets(self) -> tuple[Secret, ...]:
+        """Every secret these settings hold (tokens, passwords, keys)."""
+        values = (getattr(self, spec.name) for spec in fields(self) if spec.metadata["secret"])
+        return tuple(value for value in values if isinstance(value, Secret))
+
+    def scrub(self, text: str) -> str:
+        """`text` (what a provider or a broker said) with these settings' secrets masked."""
+        return scrub(text, self.secrets())
 
     def credentials(self) -> tuple[Secret, Secret]:
         missing = [
@@ -349,10 +421,31 @@ class Settings:
         return self.nxcloud_appkey, self.nxcloud_secretkey
 
 
+def secret_from_file(name: str, value: str | None, path: str) -> Secret:
+    """`NAME_FILE`: the secret in a file (a mounted Secret), instead of `NAME` itself."""
+    if value:
+        raise ValueError(f"{name} and {name}_FILE: give one, not both")
+    try:
+        return Secret.from_file(Path(path.strip()))
+    except ValueError as exc:
+        raise ValueError(f"{name}_FILE: {exc}") from None
+
+
+def scrub(text: str, secrets: Iterable[Secret]) -> str:
+    """Mask each secret in `text`, as it is and as a query string or JSON would quote it."""
+    for secret in secrets:
+        value = secret.reveal()
+        for form in {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]}:
+            if form:
+                text = text.replace(form, "**********")
+    return text
+
+
 def kafka_security_problems(settings: Settings) -> list[str]:
     """Contradictions among the KAFKA_* security settings, each naming its variables."""
     protocol, problems = settings.kafka_security_protocol, []
-    if settings.kafka_uses_sasl:
+    problems += _oauth_problems(settings)
+    if settings.kafka_uses_sasl and settings.kafka_sasl_mechanism not in TOKEN_MECHANISMS:
         missing = [
             name
             for name, value in (
@@ -364,7 +457,7 @@ def kafka_security_problems(settings: Settings) -> list[str]:
         ]
         if missing:
             problems.append(f"KAFKA_SECURITY_PROTOCOL={protocol} needs {', '.join(missing)}")
-    else:
+    elif not settings.kafka_uses_sasl:
         given = [
             name
             for name, value in (
@@ -405,10 +498,7 @@ def kafka_security_problems(settings: Settings) -> list[str]:
 def registry_problems(settings: Settings) -> list[str]:
     """Contradictions among the NXCLOUD_REGISTRY_* settings, each naming its variables."""
     problems = []
-    if settings.registry_password is not None and settings.registry_password_file is not None:
-        problems.append("NXCLOUD_REGISTRY_PASSWORD and NXCLOUD_REGISTRY_PASSWORD_FILE: set one")
-    given_password = settings.registry_password or settings.registry_password_file
-    if (settings.registry_username is None) != (given_password is None):
+    if (settings.registry_username is None) != (settings.registry_password is None):
         problems.append("NXCLOUD_REGISTRY_USERNAME and its password go together: set both")
     if settings.registry_wire_format and settings.registry_url is None:
         problems.append("NXCLOUD_REGISTRY_WIRE_FORMAT=true needs NXCLOUD_REGISTRY_URL")
@@ -416,6 +506,30 @@ def registry_problems(settings: Settings) -> list[str]:
     if path is not None and not _readable(path):
         problems.append(f"NXCLOUD_REGISTRY_CA_FILE: cannot read {path}")
     return problems
+
+
+def _oauth_problems(settings: Settings) -> list[str]:
+    values = (
+        settings.kafka_oauth_token_url,
+        settings.kafka_oauth_client_id,
+        settings.kafka_oauth_client_secret,
+    )
+    if settings.kafka_sasl_mechanism == "OAUTHBEARER":
+        missing = [name for name, value in zip(OAUTH_NEEDS, values, strict=True) if value is None]
+        return [f"KAFKA_SASL_MECHANISM=OAUTHBEARER needs {', '.join(missing)}"] if missing else []
+    aws = (settings.kafka_aws_region, settings.kafka_aws_profile)
+    if settings.kafka_sasl_mechanism == "AWS_MSK_IAM":
+        return (
+            []
+            if settings.kafka_aws_region
+            else ["KAFKA_SASL_MECHANISM=AWS_MSK_IAM needs KAFKA_AWS_REGION"]
+        )
+    if any(value is not None for value in aws):
+        return ["KAFKA_AWS_* given, but KAFKA_SASL_MECHANISM is not AWS_MSK_IAM"]
+    extra = (settings.kafka_oauth_scope, settings.kafka_oauth_audience)
+    if any(value is not None for value in (*values, *extra)) or settings.kafka_oauth_extensions:
+        return ["KAFKA_SASL_OAUTHBEARER_* given, but KAFKA_SASL_MECHANISM is not OAUTHBEARER"]
+    return []
 
 
 def _readable(path: Path) -> bool:

@@ -502,12 +502,16 @@ def test_each_component_connects_over_tls_as_its_own_kafkauser(overlay: str) -> 
         user = env["KAFKA_SASL_USERNAME"]["value"]
         assert user == f"nxcloud-{name}"
         assert user in users
-        assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-            "name": user,
-            "key": "password",
-        }
+        assert "KAFKA_SASL_PASSWORD" not in env  # a file, read again when rotated
+        password_file = Path(env["KAFKA_SASL_PASSWORD_FILE"]["value"])
         ca_file = Path(env["KAFKA_SSL_CA_FILE"]["value"])
         mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["kafka-user"]["mountPath"] == str(password_file.parent)
+        assert mounts["kafka-user"]["readOnly"] is True
+        assert "subPath" not in mounts["kafka-user"]  # a subPath mount is never updated
+        user_secret = {v["name"]: v for v in pod_spec(workload)["volumes"]}["kafka-user"]
+        assert user_secret["secret"]["secretName"] == user
+        assert user_secret["secret"]["items"] == [{"key": "password", "path": password_file.name}]
         assert mounts["kafka-ca"]["mountPath"] == str(ca_file.parent)
         assert mounts["kafka-ca"]["readOnly"] is True
         volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}

@@ -49,11 +49,11 @@ def test_registry_settings_that_contradict_each_other_fail_at_start(tmp_path: Pa
         "NXCLOUD_REGISTRY_URL": "http://r:8080", "NXCLOUD_REGISTRY_USERNAME": "u",
         "NXCLOUD_REGISTRY_PASSWORD_FILE": str(secret),
     })  # fmt: skip
-    assert settings.registry_password_file is not None
-    assert settings.registry_password_file.reveal() == "s3cret-value"
+    assert settings.registry_password is not None
+    assert settings.registry_password.reveal() == "s3cret-value"
     with pytest.raises(ConfigError) as failed:
         Settings.from_env({"NXCLOUD_REGISTRY_PASSWORD_FILE": str(tmp_path / "missing")})
-    assert "NXCLOUD_REGISTRY_PASSWORD_FILE: is invalid" in str(failed.value)
+    assert "NXCLOUD_REGISTRY_PASSWORD_FILE: cannot read a secret" in str(failed.value)
 
 
 def test_a_registry_that_does_not_answer_is_one_line_without_a_secret() -> None:

@@ -264,3 +264,40 @@ async def test_a_poller_without_its_acls_stops_with_one_line(secure_kafka: Secur
         "Kafka ACLs deny user 'stranger' a cluster operation (an idempotent producer needs "
         "Write on its topics): grant it (connector/acls.py, deploy/)"
     )
+
+
+async def test_a_receiver_without_write_on_dr_raw_is_not_ready_naming_the_acl(
+    secure_kafka: SecureKafka, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another component's user (the poller's: Write on cdr.raw, not on dr.raw) starts its
+    idempotent producer fine; its first produce is refused, and that is a refusal."""
+    names = secure_kafka.names
+    borrowed = secure_kafka.settings("poller", spool_dir=tmp_path / "spool")
+    caplog.set_level(logging.INFO, logger="connector")
+    world = sandbox.World(seed=21, origin=utcnow(), rate=1.0)
+    calls = world.calls(0)[:3]
+    async with (
+        serving(create_app(borrowed, names)) as receiver,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        assert (await http.get(receiver + "/readyz")).text == "ready"
+        for call in calls:
+            pushed = await http.post(receiver + DR_PATH, data=call.dr_fields(ZONE))
+            assert pushed.status_code == 200
+            assert "success" in pushed.text
+        deadline = asyncio.get_running_loop().time() + 20
+        ready = await http.get(receiver + "/readyz")
+        while ready.status_code != 503 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+            ready = await http.get(receiver + "/readyz")
+        later = await http.get(receiver + "/readyz")
+    line = (
+        f"Kafka ACLs deny user 'poller' access to a topic ({names.dr_raw}): "
+        "grant it (connector/acls.py, deploy/)"
+    )
+    assert ready.status_code == 503
+    assert ready.text == f"not ready: {line}"
+    assert later.text == ready.text
+    refusals = [r for r in caplog.records if r.getMessage().startswith("kafka refuses")]
+    assert [getattr(r, "reason", None) for r in refusals] == [line]
+    assert sum(1 for _ in (tmp_path / "spool").rglob("*") if _.is_file()) >= 1

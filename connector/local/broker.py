@@ -404,6 +404,7 @@ class LocalKafka(_Started):
             "-Djava.awt.headless=true",
             f"-Dkafka.logs.dir={data / 'logs'}",
             f"-Dlog4j2.configurationFile={data / 'log4j2.properties'}",
+            *([] if self.config.security is None else self.config.security.jvm_options()),
             "-cp",
             self._classpath,
         ]

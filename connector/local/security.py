@@ -30,6 +30,14 @@ class Security:
     sasl_port: int
     mtls_port: int
     users: tuple[str, ...] = ()
+    # connections.max.reauth.ms: a client that cannot re-authenticate (aiokafka) is
+    # disconnected after this long and logs in again; None: never (Kafka's default).
+    reauth_ms: int | None = None
+    # An OAUTHBEARER listener (SASL_SSL) validated by Kafka's own OIDC validator against
+    # the JWKS of `issuer` (`{issuer}/jwks`); the token's `sub` is the user.
+    oauth_port: int | None = None
+    issuer: str | None = None
+    audience: str = "kafka"
 
     @property
     def everyone(self) -> tuple[str, ...]:
@@ -100,25 +108,70 @@ class Security:
             "org.apache.kafka.common.security.scram.ScramLoginModule required "
             f'username="{ADMIN}" password="{admin}";'
         )
+        reauth = (
+            {} if self.reauth_ms is None else {"connections.max.reauth.ms": str(self.reauth_ms)}
+        )
+        oauth = "" if self.oauth_port is None else f",OAUTH://127.0.0.1:{self.oauth_port}"
+        return (
+            reauth
+            | self.oauth_properties()
+            | {
+                "listeners": f"SASL_SSL://127.0.0.1:{self.sasl_port},"
+                f"MTLS://127.0.0.1:{self.mtls_port},CONTROLLER://127.0.0.1:{controller}{oauth}",
+                "advertised.listeners": f"SASL_SSL://127.0.0.1:{self.sasl_port},"
+                f"MTLS://127.0.0.1:{self.mtls_port}{oauth}",
+                "inter.broker.listener.name": "SASL_SSL",
+                "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,MTLS:SSL,"
+                "OAUTH:SASL_SSL",
+                "sasl.enabled.mechanisms": MECHANISM,
+                "sasl.mechanism.inter.broker.protocol": MECHANISM,
+                "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
+                "ssl.keystore.type": "PEM",
+                "ssl.keystore.location": str(self.keystore),
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": str(self.ca_file),
+                "listener.name.mtls.ssl.client.auth": "required",
+                "ssl.principal.mapping.rules": "RULE:^CN=([^,]+)$/$1/,DEFAULT",
+                "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "super.users": f"User:{ADMIN};User:ANONYMOUS",
+                "allow.everyone.if.no.acl.found": "false",
+            }
+        )
+
+    def oauth_properties(self) -> dict[str, str]:
+        if self.oauth_port is None or self.issuer is None:
+            return {}
+        handler = "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler"
         return {
-            "listeners": f"SASL_SSL://127.0.0.1:{self.sasl_port},"
-            f"MTLS://127.0.0.1:{self.mtls_port},CONTROLLER://127.0.0.1:{controller}",
-            "advertised.listeners": f"SASL_SSL://127.0.0.1:{self.sasl_port},"
-            f"MTLS://127.0.0.1:{self.mtls_port}",
-            "inter.broker.listener.name": "SASL_SSL",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,MTLS:SSL",
-            "sasl.enabled.mechanisms": MECHANISM,
-            "sasl.mechanism.inter.broker.protocol": MECHANISM,
-            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
-            "ssl.keystore.type": "PEM",
-            "ssl.keystore.location": str(self.keystore),
-            "ssl.truststore.type": "PEM",
-            "ssl.truststore.location": str(self.ca_file),
-            "listener.name.mtls.ssl.client.auth": "required",
-            "ssl.principal.mapping.rules": "RULE:^CN=([^,]+)$/$1/,DEFAULT",
-            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            "super.users": f"User:{ADMIN};User:ANONYMOUS",
-            "allow.everyone.if.no.acl.found": "false",
+            "listener.name.oauth.sasl.enabled.mechanisms": "OAUTHBEARER",
+            "listener.name.oauth.oauthbearer.sasl.jaas.config": (
+                "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;"
+            ),
+            "listener.name.oauth.oauthbearer.sasl.server.callback.handler.class": handler,
+            "sasl.oauthbearer.jwks.endpoint.url": f"{self.issuer}/jwks",
+            "sasl.oauthbearer.expected.issuer": self.issuer,
+            "sasl.oauthbearer.expected.audience": self.audience,
+        }
+
+    def jvm_options(self) -> list[str]:
+        """Kafka fetches only from URLs that a system property allows (Kafka 4.0 on)."""
+        if self.issuer is None:
+            return []
+        return [f"-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls={self.issuer}/jwks"]
+
+    def oauth_env(self, client_id: str, client_secret: str) -> dict[str, str]:
+        """The connector's settings for an OIDC client on the OAUTHBEARER listener."""
+        assert self.oauth_port is not None
+        assert self.issuer is not None
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.oauth_port}",
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": "OAUTHBEARER",
+            "KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL": f"{self.issuer}/token",
+            "KAFKA_SASL_OAUTHBEARER_CLIENT_ID": client_id,
+            "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET": client_secret,
+            "KAFKA_SASL_OAUTHBEARER_AUDIENCE": self.audience,
+            "KAFKA_SSL_CA_FILE": str(self.ca_file),
         }
 
     def sasl_env(self, user: str) -> dict[str, str]:

@@ -129,7 +129,7 @@ class CdrSource:
                 log.error(
                     "cdr query refused: check NXCLOUD_APPKEY, NXCLOUD_SECRETKEY and that this "
                     "host's egress IP is on the provider's allow-list",
-                    extra={"provider_message": answer.message},
+                    extra={"provider_message": self.settings.scrub(answer.message)},
                 )
                 return "refused_credentials", float(self.settings.poller_credentials_retry_seconds)
             return "refused", 0.0

@@ -296,10 +296,11 @@ class DrEndpoint:
 def kafka_store(settings: Settings, metrics: ReceiverMetrics) -> AbstractAsyncContextManager[Store]:
     spool = Spool(settings.spool_dir, settings.spool_max_bytes)
     timeout = settings.receiver_kafka_timeout_ms / 1000
-    security = clients.security(settings)
+    clients.security(settings)  # a certificate that cannot load fails at start
 
     def producer(bootstrap_servers: str) -> AIOKafkaProducer:
-        return new_producer(bootstrap_servers, **security)
+        # Each new producer reads the credentials again: a rotated mounted Secret applies.
+        return new_producer(bootstrap_servers, **clients.security(settings))
 
     async def explain(exc: BaseException) -> str | None:
         return await clients.refusal(exc, settings)
@@ -313,6 +314,7 @@ def kafka_store(settings: Settings, metrics: ReceiverMetrics) -> AbstractAsyncCo
         dead_letter_topic=TopicNames.of(settings).dead_letter,
         receiver_id=settings.receiver_id,
         explain=explain,
+        credentials=lambda: clients.fingerprint(settings),
     )
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 DRAIN_BATCH = 500
 DRAIN_BYTES = 4 << 20
 REFUSED_RETRY_SECONDS = 30.0
+STALLED_SECONDS = 5
 ROOM_FOR_A_PUSH = 256 << 10
 
 
@@ -90,6 +91,7 @@ class Publisher:
         dead_letter_topic: str = "nxcloud.voice.dead-letter",
         receiver_id: str = "",
         explain: Explain = _no_explanation,
+        credentials: Callable[[], object] = lambda: None,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._spool = spool
@@ -99,6 +101,9 @@ class Publisher:
         self._dead_letter = dead_letter_topic
         self._receiver = receiver_id
         self._explain = explain
+        self._credentials = credentials
+        self._built_with: object = None
+        self._asked_at = -REFUSED_RETRY_SECONDS
         self._refusal: str | None = None
         self._producer: AIOKafkaProducer | None = None
         self._direct = False
@@ -151,6 +156,8 @@ class Publisher:
                 self._renew_producer |= delivery.breaks_producer(exc)
                 if classify(exc) is Outcome.UNAVAILABLE:
                     self._fall_back(exc)
+                    if delivery.denied(exc):  # not ready from now on, naming the ACL
+                        await self._note_refusal(exc)
                 else:
                     # The producer may have refused a whole batch for one record in it:
                     # the drain sends again alone what was refused, and sets aside the culprit.
@@ -194,6 +201,7 @@ class Publisher:
     async def _connect(self) -> None:
         if self._producer is not None:
             return
+        self._built_with = self._credentials()
         producer = self._factory(self._bootstrap)
         try:
             async with asyncio.timeout(self._timeout * 5):
@@ -222,13 +230,15 @@ class Publisher:
                     await self._wake.wait()
                     continue
                 await self._drain_once()
-                self._wedged = None
+                self._wedged = self._refusal = None
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
             except (KafkaError, TimeoutError) as exc:
                 self._outage.failed(exc, self._spool.depth)
                 await self._note_refusal(exc)
+                if self._rotated():
+                    continue
                 # A refusal lasts until someone fixes a setting or an ACL: ask rarely.
                 await self._pause(REFUSED_RETRY_SECONDS if self._refusal else backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -236,6 +246,26 @@ class Publisher:
                 self._wedge(exc)
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _refused_meanwhile(self, exc: BaseException) -> bool:
+        """A producer that started may still be refused (a token aiokafka took for a login,
+        an ACL removed): on the first failure of a drain, then every 30 s, ask why."""
+        now = time.monotonic()
+        if self._refusal is None and now - self._asked_at < REFUSED_RETRY_SECONDS:
+            return False
+        self._asked_at = now
+        await self._note_refusal(exc)
+        return self._refusal is not None
+
+    def _rotated(self) -> bool:
+        """While Kafka fails this producer: when a mounted credential changed since it was
+        built, a new producer (built with the new one) takes over at the next attempt."""
+        if self._producer is None or self._credentials() == self._built_with:
+            return False
+        if not self._renew_producer:
+            log.info("kafka credentials changed, reconnecting with them")
+        self._renew_producer = True
+        return True
 
     def _wedge(self, exc: BaseException) -> None:
         if self._wedged is None:
@@ -321,8 +351,14 @@ class Publisher:
                 self._one_by_one = True  # refused in a batch: a batch-mate may be fine alone
             self._undelivered = [e for e, _ in failed] + self._undelivered[len(sending) :]
             unavailable = [x for _, x in failed if classify(x) is Outcome.UNAVAILABLE]
+            denied = [x for x in unavailable if delivery.denied(x)]
+            if denied:  # until an ACL is granted: the drain says why, and asks rarely
+                raise denied[0]
             if unavailable:
                 self._outage.failed(unavailable[0], self._spool.depth)
+                self._rotated()
+                if await self._refused_meanwhile(unavailable[0]):
+                    raise KafkaError(self._refusal)
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 5.0)
         self._one_by_one = False
@@ -345,12 +381,16 @@ class Publisher:
             except Exception as exc:
                 deliveries.append(exc)
         sent = [d for d in deliveries if not isinstance(d, BaseException)]
-        waiting = set(sent)
+        waiting, stalled = set(sent), 0
         while waiting:
-            _, waiting = await asyncio.wait(waiting, timeout=1.0)
+            done, waiting = await asyncio.wait(waiting, timeout=1.0)
+            stalled = 0 if done else stalled + 1
             if waiting and _sender_stopped(producer):
                 self._renew_producer = True
                 raise KafkaError("the producer's sender stopped")
+            if waiting and stalled >= STALLED_SECONDS and self._rotated():
+                # It logs in with what was mounted when it was built, and fails: a new one.
+                raise KafkaError("kafka credentials changed while the producer was stalled")
         outcomes = iter(await asyncio.gather(*sent, return_exceptions=True))
         return [d if isinstance(d, BaseException) else _failure(next(outcomes)) for d in deliveries]
 

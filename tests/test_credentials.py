@@ -1,0 +1,325 @@
+"""Credentials that change while the connector runs: SCRAM passwords from mounted files, and
+OAUTHBEARER tokens from an OIDC provider the test serves (Kafka's own OIDC validator checks
+them against its JWKS). On a secured broker of this module's own that disconnects clients
+after a few seconds (`connections.max.reauth.ms`), so every client must log in again, with
+whatever its file or its token endpoint gives by then."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka.errors import for_code
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import (
+    CompactArray,
+    CompactBytes,
+    CompactString,
+    Int8,
+    Int16,
+    Int32,
+    Schema,
+    TaggedFields,
+)
+
+from connector import admin
+from connector.clock import utcnow
+from connector.local import sandbox
+from connector.local.broker import BrokerConfig, LocalKafka, free_port
+from connector.local.security import Security
+from connector.receiver.app import create_app
+from connector.settings import Settings
+from tests.kafka_helpers import read_topic, serving
+from tests.oidc_helpers import Client, Issuer
+from tests.secure_helpers import SecureKafka, grant_everyone
+from tests.test_worker import ZONE, await_ready, start_worker
+
+DR_PATH = "/nxcloud/voice/dr"
+SCRAM_SHA_512 = 2  # org.apache.kafka.clients.admin.ScramMechanism
+ITERATIONS = 4096
+
+
+class AlterUserScramCredentialsResponse_v0(Response):  # type: ignore[misc]
+    API_KEY = 51
+    API_VERSION = 0
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        (
+            "results",
+            CompactArray(
+                ("user", CompactString("utf-8")),
+                ("error_code", Int16),
+                ("error_message", CompactString("utf-8")),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+class AlterUserScramCredentialsRequest_v0(RequestStruct):  # type: ignore[misc]
+    FLEXIBLE_VERSION = True
+    API_KEY = 51
+    API_VERSION = 0
+    RESPONSE_TYPE = AlterUserScramCredentialsResponse_v0
+    SCHEMA = Schema(
+        (
+            "deletions",
+            CompactArray(
+                ("name", CompactString("utf-8")), ("mechanism", Int8), ("tags", TaggedFields)
+            ),
+        ),
+        (
+            "upsertions",
+            CompactArray(
+                ("name", CompactString("utf-8")),
+                ("mechanism", Int8),
+                ("iterations", Int32),
+                ("salt", CompactBytes),
+                ("salted_password", CompactBytes),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+class AlterUserScramCredentialsRequest(Request[AlterUserScramCredentialsRequest_v0]):  # type: ignore[misc]
+    API_KEY = 51
+
+    def __init__(self, user: str, password: str) -> None:
+        salt = secrets.token_bytes(32)
+        salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, ITERATIONS)
+        self._upsertion: tuple[Any, ...] = (user, SCRAM_SHA_512, ITERATIONS, salt, salted, {})
+
+    def build(
+        self, request_struct_class: type[AlterUserScramCredentialsRequest_v0]
+    ) -> AlterUserScramCredentialsRequest_v0:
+        return request_struct_class([], [self._upsertion], {})
+
+
+async def change_password(administrator: Settings, user: str, password: str) -> None:
+    """What Strimzi's User Operator does when it rotates a KafkaUser's password."""
+    async with admin.admin_client(administrator) as client:
+        response = await client._send_request(AlterUserScramCredentialsRequest(user, password))
+    for _user, code, message, _tags in response.results:
+        assert not code, f"{for_code(code).__name__}: {message}"
+
+
+SECRETS = {user: secrets.token_urlsafe(18) for user in ("receiver", "worker", "foreign")}
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[Issuer]:
+    clients = {user: Client(secret, user) for user, secret in SECRETS.items()}
+    clients["foreign"] = Client(SECRETS["foreign"], "receiver", audience="another-cluster")
+    with Issuer(clients) as serving_tokens:
+        yield serving_tokens
+
+
+@pytest.fixture(scope="module")
+def reauthenticating(
+    tmp_path_factory: pytest.TempPathFactory, issuer: Issuer
+) -> Iterator[SecureKafka]:
+    data = tmp_path_factory.mktemp("rotating-kafka")
+    security = Security(data / "tls", free_port(), free_port(), SecureKafka.USERS,
+                        reauth_ms=3000, oauth_port=free_port(), issuer=issuer.url)  # fmt: skip
+    config = BrokerConfig(
+        data_dir=data, port=free_port(), controller_port=free_port(), security=security
+    )
+    with LocalKafka(config) as local:
+        secure = SecureKafka(local, security)
+        grant_everyone(secure)
+        yield secure
+
+
+def oauth_env(secure: SecureKafka, client: str, secret: str | None = None) -> dict[str, str]:
+    """`client`'s settings on the OAUTHBEARER listener, on this module's topics."""
+    scram = ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD")
+    env = {key: value for key, value in secure.env("worker").items() if key not in scram}
+    return {**env, **secure.security.oauth_env(client, secret or SECRETS[client])}
+
+
+def mount(path: Path, value: str) -> None:
+    """As the kubelet updates a mounted Secret: the new file replaces the old one at once."""
+    fresh = path.with_suffix(".new")
+    fresh.write_text(value + "\n")
+    os.replace(fresh, path)
+
+
+async def metrics(http: httpx.AsyncClient, receiver: str) -> str:
+    return (await http.get(receiver + "/metrics")).text
+
+
+def message_ids(values: list[Any]) -> set[str]:
+    return {str(value["fields"].get("messageid")) for value in values}
+
+
+async def test_a_rotated_scram_password_is_taken_from_the_mounted_file_without_a_restart(
+    reauthenticating: SecureKafka, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secure = reauthenticating
+    caplog.set_level(logging.INFO, logger="connector")
+    password_file = tmp_path / "password"
+    mount(password_file, secure.security.passwords()["receiver"])
+    env = {key: value for key, value in secure.env("receiver").items()
+           if key != "KAFKA_SASL_PASSWORD"}  # fmt: skip
+    receiving = Settings.from_env(
+        {**env, "KAFKA_SASL_PASSWORD_FILE": str(password_file),
+         "NXCLOUD_SPOOL_DIR": str(tmp_path / "spool")}
+    )  # fmt: skip
+    world = sandbox.World(seed=31, origin=utcnow(), rate=1.0)
+    answered: set[str] = set()
+
+    async with (
+        serving(create_app(receiving, secure.names)) as receiver,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+
+        async def push(message: int) -> None:
+            call = world.calls(message)[0]
+            pushed = await http.post(receiver + DR_PATH, data=call.dr_fields(ZONE))
+            assert pushed.status_code == 200
+            if "success" in pushed.text:
+                answered.add(str(call.messageid))
+
+        assert (await http.get(receiver + "/readyz")).text == "ready"
+        for message in range(5):
+            await push(message)
+        new = "rotated-" + secrets.token_urlsafe(18)
+        await change_password(secure.settings("admin"), "receiver", new)
+        mount(password_file, new)
+        # Pushes go on while the broker disconnects the old sessions and the receiver logs in
+        # again: with the old password (refused), then with the file's.
+        loop = asyncio.get_running_loop()
+        message, until = 5, loop.time() + 15
+        while loop.time() < until:
+            await push(message)
+            message += 1
+            await asyncio.sleep(0.1)
+        operator = secure.settings("operator")
+        await read_topic(operator, secure.names.dr_raw,
+                         lambda values: answered <= message_ids(values), deadline=90)  # fmt: skip
+        deadline = loop.time() + 30
+        while "nxcloud_receiver_kafka_up 1.0" not in await metrics(http, receiver):
+            assert loop.time() < deadline, "the receiver did not go straight to Kafka again"
+            await asyncio.sleep(0.2)
+        for last in range(message, message + 5):
+            await push(last)
+        assert "nxcloud_receiver_spool_depth 0.0" in await metrics(http, receiver)
+        ready = await http.get(receiver + "/readyz")
+    assert ready.text == "ready"
+    assert len(answered) == message + 5
+    stored = await read_topic(
+        operator, secure.names.dr_raw, lambda values: answered <= message_ids(values)
+    )
+    assert answered <= message_ids(stored)
+    line = "kafka credentials changed, reconnecting with them"
+    changed = [record for record in caplog.records if record.getMessage() == line]
+    assert len(changed) == 1
+    assert new not in caplog.text
+
+
+async def ready_text(http: httpx.AsyncClient, receiver: str, wanted: str) -> str:
+    """/readyz once it starts with `wanted`, or as it is after 60 s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    text = (await http.get(receiver + "/readyz")).text
+    while not text.startswith(wanted) and loop.time() < deadline:
+        await asyncio.sleep(0.2)
+        text = (await http.get(receiver + "/readyz")).text
+    return text
+
+
+async def test_oauthbearer_a_pushed_dr_becomes_a_call_event_through_the_worker(
+    reauthenticating: SecureKafka, issuer: Issuer, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    secure = reauthenticating
+    caplog.set_level(logging.DEBUG)
+    for name in ("aiokafka", "connector", "httpx", "httpcore", "uvicorn"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    receiving = Settings.from_env(
+        {**oauth_env(secure, "receiver"), "NXCLOUD_SPOOL_DIR": str(tmp_path / "spool")}
+    )
+    worker = start_worker({**oauth_env(secure, "worker"), "NXCLOUD_LOG_LEVEL": "DEBUG"},
+                          tmp_path / "worker")  # fmt: skip
+    try:
+        await asyncio.to_thread(await_ready, worker)
+        call = sandbox.World(seed=41, origin=utcnow(), rate=1.0).calls(0)[0]
+        async with (
+            serving(create_app(receiving, secure.names)) as receiver,
+            httpx.AsyncClient(timeout=30) as http,
+        ):
+            assert await ready_text(http, receiver, "ready") == "ready"
+            pushed = await http.post(receiver + DR_PATH, data=call.dr_fields(ZONE))
+            assert "success" in pushed.text
+            events = await read_topic(
+                secure.settings("operator"), secure.names.call_events,
+                lambda values: any(e["message_id"] == str(call.messageid) for e in values),
+                deadline=120,
+            )  # fmt: skip
+            # Logged in again and again (the broker disconnects after 3 s): still ready.
+            assert await ready_text(http, receiver, "ready") == "ready"
+    finally:
+        worker.terminate()
+        await asyncio.to_thread(worker.wait, 60)
+    assert any(e["message_id"] == str(call.messageid) for e in events)
+    worker_log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert issuer.issued
+    for token in issuer.issued:
+        signature = token.rsplit(".", 1)[-1]
+        for text in (caplog.text, worker_log,
+                     *(str(record.__dict__) for record in caplog.records)):  # fmt: skip
+            assert signature not in text
+    assert SECRETS["receiver"] not in caplog.text
+    assert SECRETS["worker"] not in worker_log
+
+
+async def test_a_token_refused_by_its_endpoint_or_by_kafka_is_one_line_and_not_ready(
+    reauthenticating: SecureKafka, issuer: Issuer, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    secure = reauthenticating
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("aiokafka").setLevel(logging.DEBUG)
+    refused = Settings.from_env({**oauth_env(secure, "receiver", "not-the-secret"),
+                                 "NXCLOUD_SPOOL_DIR": str(tmp_path / "refused")})  # fmt: skip
+    foreign = Settings.from_env({**oauth_env(secure, "foreign"),
+                                 "NXCLOUD_SPOOL_DIR": str(tmp_path / "foreign")})  # fmt: skip
+    call = sandbox.World(seed=43, origin=utcnow(), rate=1.0).calls(0)[0]
+    answers = []
+    for settings, wanted in (
+        (refused, "not ready: the OAuth token endpoint refused client 'receiver' (HTTP 401)"),
+        (foreign, "not ready: Kafka refused the OAUTHBEARER token of client 'foreign'"),
+    ):
+        async with (
+            serving(create_app(settings, secure.names)) as receiver,
+            httpx.AsyncClient(timeout=30) as http,
+        ):
+            pushed = await http.post(receiver + DR_PATH, data=call.dr_fields(ZONE))
+            assert "success" in pushed.text  # spooled
+            answers.append(await ready_text(http, receiver, wanted))
+    assert answers[0] == (
+        "not ready: the OAuth token endpoint refused client 'receiver' (HTTP 401): check "
+        "KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL, KAFKA_SASL_OAUTHBEARER_CLIENT_ID and "
+        "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET"
+    )
+    assert answers[1] == (
+        "not ready: Kafka refused the OAUTHBEARER token of client 'foreign' (expired, or not "
+        "for these brokers): check KAFKA_SASL_OAUTHBEARER_AUDIENCE, KAFKA_SASL_OAUTHBEARER_SCOPE "
+        "and the token endpoint's client"
+    )
+    lines = [r for r in caplog.records if r.getMessage().startswith("kafka refuses the receiver")]
+    assert len(lines) == 2
+    for token in issuer.issued:
+        assert token.rsplit(".", 1)[-1] not in caplog.text
+    assert "not-the-secret" not in caplog.text

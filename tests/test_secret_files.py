@@ -1,0 +1,96 @@
+"""Every secret setting also from a file (`…_FILE`), read again when it is rotated."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from connector import clients
+from connector.errors import ConfigError
+from connector.settings import REREAD_SECONDS, Secret, Settings
+
+SECRET_VARIABLES = (
+    "KAFKA_SASL_PASSWORD",
+    "KAFKA_SSL_KEY_PASSWORD",
+    "NXCLOUD_APPKEY",
+    "NXCLOUD_SECRETKEY",
+    "NXCLOUD_RECEIVER_TOKEN",
+)
+
+
+def rotate(path: Path, value: str) -> None:
+    fresh = path.with_suffix(".new")
+    fresh.write_text(value)
+    os.replace(fresh, path)
+
+
+def later(seconds: float = REREAD_SECONDS) -> None:
+    """Wait out the re-read interval (a condition on the clock itself, not a stand-in)."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        time.sleep(0.05)
+
+
+def test_every_secret_setting_can_come_from_a_file(tmp_path: Path) -> None:
+    secret_names = {f.metadata["env"] for f in fields(Settings) if f.metadata["secret"]}
+    assert set(SECRET_VARIABLES) <= secret_names
+    (tmp_path / "appkey").write_text("the-appkey\n")
+    settings = Settings.from_env({"NXCLOUD_APPKEY_FILE": str(tmp_path / "appkey")})
+    assert settings.nxcloud_appkey is not None
+    assert settings.nxcloud_appkey.reveal() == "the-appkey"
+    assert settings.nxcloud_appkey.path == tmp_path / "appkey"
+    assert "the-appkey" not in repr(settings)
+
+
+def test_a_secret_file_is_read_again_once_rotated(tmp_path: Path) -> None:
+    path = tmp_path / "password"
+    rotate(path, "first")
+    secret = Secret.from_file(path)
+    rotate(path, "second\n")
+    later()
+    assert secret.reveal() == "second"
+    path.unlink()  # between two steps of a rotation: the last value stands
+    later()
+    assert secret.reveal() == "second"
+
+
+def test_the_clients_fingerprint_changes_with_a_rotated_password(tmp_path: Path) -> None:
+    path = tmp_path / "password"
+    rotate(path, "first")
+    settings = Settings.from_env(
+        {"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+         "KAFKA_SASL_USERNAME": "receiver", "KAFKA_SASL_PASSWORD_FILE": str(path)}
+    )  # fmt: skip
+    before = clients.fingerprint(settings)
+    assert clients.security(settings)["sasl_plain_password"] == "first"
+    rotate(path, "second")
+    later()
+    assert clients.fingerprint(settings) != before
+    assert clients.security(settings)["sasl_plain_password"] == "second"
+    assert "second" not in clients.fingerprint(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"NXCLOUD_SECRETKEY": "x", "NXCLOUD_SECRETKEY_FILE": "{dir}/s"},
+         "NXCLOUD_SECRETKEY and NXCLOUD_SECRETKEY_FILE: give one, not both"),
+        ({"NXCLOUD_RECEIVER_TOKEN_FILE": "{dir}/missing"},
+         "NXCLOUD_RECEIVER_TOKEN_FILE: cannot read a secret from {dir}/missing"),
+        ({"NXCLOUD_APPKEY_FILE": "{dir}/empty"},
+         "NXCLOUD_APPKEY_FILE: cannot read a secret from {dir}/empty"),
+    ],
+)  # fmt: skip
+def test_a_bad_secret_file_fails_at_start_naming_the_variable(
+    tmp_path: Path, env: dict[str, str], problem: str
+) -> None:
+    (tmp_path / "s").write_text("in-the-file")
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({k: v.format(dir=tmp_path) for k, v in env.items()})
+    assert problem.format(dir=tmp_path) in str(caught.value)
+    assert "in-the-file" not in str(caught.value)
