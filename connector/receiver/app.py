@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,19 +20,32 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, request_response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connector import clients, dr, head
 from connector.clock import utcnow
 from connector.errors import Invalid, Refused, SpoolError
-from connector.guard import client_address, network_ok, scrub, token_ok
+from connector.guard import client_address, network_ok, scrub, target_token, token_ok
 from connector.receiver.metrics import ReceiverMetrics
-from connector.receiver.protocol import BODY_ERROR, REFUSED, TARGET, EdgeProtocol, Limits
+from connector.receiver.protocol import (
+    BODY_ERROR,
+    LISTENER,
+    MANAGEMENT,
+    PUSH,
+    REFUSED,
+    REFUSED_CONNECTIONS,
+    TARGET,
+    EdgeProtocol,
+    Gate,
+    Limits,
+)
 from connector.receiver.publisher import Publisher, Readiness, Store, new_producer
 from connector.receiver.spool import Spool
+from connector.receiver.tls import Certificate
 from connector.settings import Settings
 from connector.topics import TopicNames
 
@@ -47,7 +60,10 @@ def answer(ok: bool, status: int, headers: dict[str, str] | None = None) -> Resp
 
 
 def edge(settings: Settings) -> type[EdgeProtocol]:
-    """The HTTP protocol to serve the receiver with (uvicorn's `http`), limits from settings."""
+    """The push port's HTTP protocol (uvicorn's `http`): limits from settings, TLS when its
+    files are set (ConfigError naming the variable when they cannot be used)."""
+    cert_file, key_file = settings.receiver_tls_cert_file, settings.receiver_tls_key_file
+    tls = Certificate(cert_file, key_file) if cert_file and key_file else None
 
     class ReceiverProtocol(EdgeProtocol):
         limits = Limits(
@@ -55,10 +71,37 @@ def edge(settings: Settings) -> type[EdgeProtocol]:
             headers=settings.receiver_max_headers,
             head_seconds=settings.receiver_head_timeout_seconds,
             raw_bytes=settings.receiver_max_body_bytes,
+            connections=settings.receiver_max_connections,
         )
         refusal_path = DR_PATH
+        gate = Gate(settings.receiver_max_connections)
+        certificate = tls
 
     return ReceiverProtocol
+
+
+def is_dr_path(path: str) -> bool:
+    return path == DR_PATH or path.startswith(DR_PATH + "/")
+
+
+class ListenerRoutes:
+    """The push port reaches the DR path and nothing else; the management port everything
+    but the DR path. Anything else is answered `error` (404) and counted. A request from
+    neither listener (the app served by plain uvicorn, as some tests do) reaches all."""
+
+    def __init__(self, app: ASGIApp, metrics: ReceiverMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            listener = scope.get("extensions", {}).get(LISTENER, {}).get("name")
+            dr_path = is_dr_path(scope["path"])
+            if (listener == PUSH and not dr_path) or (listener == MANAGEMENT and dr_path):
+                self.metrics.requests.labels("not_found").inc()
+                await answer(False, 404)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def read_body(request: Request, limit: int, patience: float) -> bytes:
@@ -135,13 +178,18 @@ async def _multipart(headers: Headers, body: bytes, max_fields: int) -> dr.Field
     return fields
 
 
-def raw_query(scope: Scope) -> bytes:
-    """The query string exactly as sent (the edge has %-encoded raw spaces for the parser)."""
+def raw_target(scope: Scope) -> bytes:
+    """The request target exactly as sent (the edge has %-encoded raw spaces for the parser)."""
     sent = scope.get("extensions", {}).get(TARGET)
     if sent is None:
+        path: bytes = scope.get("raw_path") or scope["path"].encode()
         query: bytes = scope["query_string"]
-        return query
-    return bytes(sent["target"]).partition(b"?")[2]
+        return path + b"?" + query if query else path
+    return bytes(sent["target"])
+
+
+def raw_query(scope: Scope) -> bytes:
+    return raw_target(scope).partition(b"?")[2]
 
 
 class AnyMethod:
@@ -227,12 +275,17 @@ class DrEndpoint:
         peer = request.client.host if request.client else None
         address = client_address(peer, (), settings.receiver_trusted_proxies)
         proxied = address is not None and network_ok(address, settings.receiver_trusted_proxies)
+        raw: bytes = refused["raw"]
+        token = settings.receiver_token
+        presented = target_token(head.target(raw), DR_PATH.encode()) if token else None
+        if token is not None and not token_ok(token.reveal(), presented):
+            self.metrics.requests.labels("forbidden").inc()
+            return answer(False, 403)
         if settings.receiver_trusted_proxies and proxied:
             address = None
         elif not network_ok(address, settings.receiver_allow_networks):
             self.metrics.requests.labels("forbidden").inc()
             return answer(False, 403)
-        raw: bytes = refused["raw"]
         status: int = refused["status"]
         arrival = self._arrival(head.method(raw), str(address) if address else "", Headers())
         reason = self._scrub(str(refused["reason"]).encode()).decode()
@@ -327,10 +380,11 @@ def create_app(
     endpoint = DrEndpoint(settings, names or TopicNames.of(settings), metrics, clock)
 
     @asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(_app: Starlette) -> AsyncIterator[Mapping[str, Any]]:
         async with store(settings, metrics) as opened:
             endpoint.publisher = opened
-            yield
+            # the push port's protocol counts the connections it refuses here
+            yield {REFUSED_CONNECTIONS: metrics.connections_refused.inc}
             endpoint.publisher = None
 
     async def healthz(_request: Request) -> Response:
@@ -350,12 +404,13 @@ def create_app(
         routes=[
             *(
                 Route(path, AnyMethod(endpoint.handle))
-                for path in (DR_PATH, DR_PATH + "/", DR_PATH + "/{token}", DR_PATH + "/{token}/")
+                for path in (DR_PATH, DR_PATH + "/", DR_PATH + "/{token:path}")
             ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_page, methods=["GET"]),
         ],
+        middleware=[Middleware(ListenerRoutes, metrics=metrics)],
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False

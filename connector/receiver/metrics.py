@@ -71,5 +71,11 @@ class ReceiverMetrics:
             registry=self.registry,
         )
 
+        self.connections_refused = Counter(
+            "nxcloud_receiver_connections_refused",
+            "Connections to the push port closed at once: NXCLOUD_RECEIVER_MAX_CONNECTIONS open",
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
