@@ -29,7 +29,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from connector import clients, dr, head
 from connector.clock import utcnow
 from connector.errors import Invalid, Refused, SpoolError
-from connector.guard import client_address, network_ok, scrub, target_token, token_ok
+from connector.guard import (
+    REDACTED,
+    client_address,
+    network_ok,
+    scrub,
+    target_token,
+    token_ok,
+)
 from connector.receiver.metrics import ReceiverMetrics
 from connector.receiver.protocol import (
     BODY_ERROR,
@@ -241,7 +248,7 @@ class DrEndpoint:
             )
             if request.method not in ("GET", "POST"):
                 raise Refused(405, f"method {request.method} is not GET or POST", body)
-            fields = await self._fields(request.headers, query, body)
+            fields = self._scrub_fields(await self._fields(request.headers, query, body))
             dr.validate(fields)
         except Invalid as exc:
             return await self._refuse(Refused(400, str(exc), body), arrival, fields, query)
@@ -295,6 +302,15 @@ class DrEndpoint:
         return await self._publish(
             self.names.dead_letter, None, record, f"unreadable_{status}", answer(False, status)
         )
+
+    def _scrub_fields(self, fields: dr.Fields) -> dr.Fields:
+        """The fields with the token, as decoded, replaced wherever a value holds it."""
+        token = self.settings.receiver_token
+        if token is None:
+            return fields
+        secret = token.reveal()
+        redacted = REDACTED.decode()
+        return {name: value.replace(secret, redacted) for name, value in fields.items()}
 
     def _scrub(self, data: bytes) -> bytes:
         token = self.settings.receiver_token
