@@ -42,9 +42,9 @@ from connector.receiver.protocol import (
     BODY_ERROR,
     LISTENER,
     MANAGEMENT,
+    METRICS,
     PUSH,
     REFUSED,
-    REFUSED_CONNECTIONS,
     TARGET,
     EdgeProtocol,
     Gate,
@@ -399,8 +399,8 @@ def create_app(
     async def lifespan(_app: Starlette) -> AsyncIterator[Mapping[str, Any]]:
         async with store(settings, metrics) as opened:
             endpoint.publisher = opened
-            # the push port's protocol counts the connections it refuses here
-            yield {REFUSED_CONNECTIONS: metrics.connections_refused.inc}
+            # the push port's protocol counts its connections here
+            yield {METRICS: metrics}
             endpoint.publisher = None
 
     async def healthz(_request: Request) -> Response:

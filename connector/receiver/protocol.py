@@ -35,6 +35,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from connector import head
+from connector.receiver.metrics import ReceiverMetrics
 from connector.receiver.tls import Certificate
 
 REFUSED: Final = "connector.refused"
@@ -43,7 +44,7 @@ TARGET: Final = "connector.target"
 LISTENER: Final = "connector.listener"
 PUSH: Final = "push"
 MANAGEMENT: Final = "management"
-REFUSED_CONNECTIONS: Final = "connector.refused_connections"
+METRICS: Final = "connector.receiver_metrics"
 
 
 @dataclass(frozen=True)
@@ -127,13 +128,15 @@ class EdgeProtocol(HttpToolsProtocol):
         self._early = bytearray()  # what TLS handed over before start_tls returned
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        metrics: ReceiverMetrics | None = self.app_state.get(METRICS)
         if not self.gate.admit():
             transport.abort()
-            count = self.app_state.get(REFUSED_CONNECTIONS)
-            if count is not None:
-                count()
+            if metrics is not None:
+                metrics.connections_refused.inc()
             return
         self._admitted = True
+        if metrics is not None:
+            metrics.connections.set(self.gate.open)
         if self.certificate is None:
             self._connect(transport)
             return
@@ -169,6 +172,9 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._admitted:
             self._admitted = False
             self.gate.leave()
+            metrics: ReceiverMetrics | None = self.app_state.get(METRICS)
+            if metrics is not None:
+                metrics.connections.set(self.gate.open)
         if self._connected:
             super().connection_lost(exc)
 
