@@ -78,7 +78,6 @@ def edge(settings: Settings) -> type[EdgeProtocol]:
             headers=settings.receiver_max_headers,
             head_seconds=settings.receiver_head_timeout_seconds,
             raw_bytes=settings.receiver_max_body_bytes,
-            connections=settings.receiver_max_connections,
         )
         refusal_path = DR_PATH
         gate = Gate(settings.receiver_max_connections)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import http
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 import httptools
@@ -56,20 +56,17 @@ class Limits:
     linger_bytes: int = 1 << 20
     linger_seconds: float = 2.0
     answer_seconds: float = 30.0
-    connections: int = 2000
 
 
 @dataclass
 class Gate:
-    """The connections open on one listener, at most `limit`; `refused` counts the others."""
+    """The connections open on one listener, at most `limit`."""
 
     limit: int
     open: int = 0
-    refused: int = field(default=0)
 
     def admit(self) -> bool:
         if self.open >= self.limit:
-            self.refused += 1
             return False
         self.open += 1
         return True
@@ -99,7 +96,7 @@ class ManagementProtocol(HttpToolsProtocol):
 class EdgeProtocol(HttpToolsProtocol):
     limits: ClassVar[Limits] = Limits()
     refusal_path: ClassVar[str] = "/"
-    gate: ClassVar[Gate] = Gate(Limits().connections)
+    gate: ClassVar[Gate] = Gate(2000)
     certificate: ClassVar[Certificate | None] = None
 
     def __init__(
