@@ -591,6 +591,10 @@ def test_the_push_load_balancers_source_ranges_are_cidrs_and_the_policys() -> No
     policy = one(objects, "NetworkPolicy", "receiver-dr-push")["spec"]
     (rule,) = policy["ingress"]
     assert sorted(source["ipBlock"]["cidr"] for source in rule["from"]) == sorted(ranges)
+    for name in ("poller", "worker"):  # their metrics ports are never behind it
+        labels = one(objects, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+        assert not selects({"matchLabels": service["spec"]["selector"]}, labels)
+        assert not selects(policy["podSelector"], labels)
 
 
 def test_the_push_port_speaks_tls_from_a_renewable_secret() -> None:

@@ -58,17 +58,24 @@ class Limits:
     answer_seconds: float = 30.0
 
 
+HANDSHAKES: Final = 256
+
+
 @dataclass
 class Gate:
-    """The connections open on one listener, at most `limit`."""
+    """The connections open on one listener, at most `limit`; of them at most `handshakes`
+    in a TLS handshake (each holds the TLS layer's buffers, up to 256 KiB)."""
 
     limit: int
+    handshakes: int = HANDSHAKES
     open: int = 0
+    shaking: int = 0
 
-    def admit(self) -> bool:
-        if self.open >= self.limit:
+    def admit(self, tls: bool = False) -> bool:
+        if self.open >= self.limit or (tls and self.shaking >= self.handshakes):
             return False
         self.open += 1
+        self.shaking += tls
         return True
 
     def leave(self) -> None:
@@ -126,7 +133,7 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         metrics: ReceiverMetrics | None = self.app_state.get(METRICS)
-        if not self.gate.admit():
+        if not self.gate.admit(tls=self.certificate is not None):
             transport.abort()
             if metrics is not None:
                 metrics.connections_refused.inc()
@@ -150,6 +157,8 @@ class EdgeProtocol(HttpToolsProtocol):
         except (OSError, TimeoutError, ConnectionError, ssl.SSLError):
             transport.abort()  # no handshake in time, or not TLS: nothing to answer
             return
+        finally:
+            self.gate.shaking -= 1
         if secured is None or secured.is_closing():
             return
         self._connect(secured)
