@@ -184,18 +184,13 @@ async def _multipart(headers: Headers, body: bytes, max_fields: int) -> dr.Field
     return fields
 
 
-def raw_target(scope: Scope) -> bytes:
-    """The request target exactly as sent (the edge has %-encoded raw spaces for the parser)."""
+def raw_query(scope: Scope) -> bytes:
+    """The query string exactly as sent (the edge has %-encoded raw spaces for the parser)."""
     sent = scope.get("extensions", {}).get(TARGET)
     if sent is None:
-        path: bytes = scope.get("raw_path") or scope["path"].encode()
         query: bytes = scope["query_string"]
-        return path + b"?" + query if query else path
-    return bytes(sent["target"])
-
-
-def raw_query(scope: Scope) -> bytes:
-    return raw_target(scope).partition(b"?")[2]
+        return query
+    return bytes(sent["target"]).partition(b"?")[2]
 
 
 class AnyMethod:
