@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,9 +88,11 @@ def receiver(bootstrap: str, spool: Path, noop: bool) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(url + "/readyz", timeout=1) as response:  # noqa: S310
-                    if response.status == 200:
-                        break
+                # any answer means the app has started: the push port has no /readyz (404)
+                with urllib.request.urlopen(url + "/readyz", timeout=1):  # noqa: S310
+                    break
+            except urllib.error.HTTPError:
+                break
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise

@@ -75,41 +75,43 @@ def metrics(url: str) -> dict[str, float]:
 
 
 @contextmanager
-def receiver(env: dict[str, str], port: int, log: Path) -> Iterator[tuple[str, Memory]]:
+def receiver(env: dict[str, str], port: int, log: Path) -> Iterator[tuple[str, str, Memory]]:
+    """The push URL, the management URL (metrics) and the receiver's memory."""
     with log.open("ab") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "connector", "receiver"], env=env, stdout=output, stderr=output
         )
     memory = Memory(process.pid)
     url = f"http://127.0.0.1:{port}"
+    management = f"http://127.0.0.1:{env['NXCLOUD_RECEIVER_MANAGEMENT_PORT']}"
     try:
         deadline = time.monotonic() + 120
         while True:
             try:
-                with urllib.request.urlopen(url + "/healthz", timeout=1):  # noqa: S310
+                with urllib.request.urlopen(management + "/healthz", timeout=1):  # noqa: S310
                     break
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise
                 time.sleep(0.05)
-        yield url, memory
+        yield url, management, memory
     finally:
         process.terminate()
         process.wait(60)
         memory.stop()
 
 
-def fill(url: str, limit: int, pad: int, connections: int) -> tuple[float, int]:
+def fill(url: str, management: str, limit: int, pad: int, connections: int) -> tuple[float, int]:
     """Push until the spool holds `limit` bytes (less room for one push); seconds, pushes."""
     started = time.monotonic()
-    while metrics(url)["nxcloud_receiver_spool_bytes"] < limit - 4 * pad:
+    while metrics(management)["nxcloud_receiver_spool_bytes"] < limit - 4 * pad:
         subprocess.run(
             ["wrk", "-t1", f"-c{connections}", "-d5s", "--timeout", "30s", "-s", str(LUA),
              url + "/nxcloud/voice/dr", "--", "0", str(pad)],
             capture_output=True, check=True,
         )  # fmt: skip
     seconds = time.monotonic() - started
-    pushes = metrics(url)['nxcloud_receiver_requests_total{outcome="success"}']
+    pushes = metrics(management)['nxcloud_receiver_requests_total{outcome="success"}']
     return seconds, int(pushes)
 
 
@@ -141,25 +143,27 @@ def measure(work: Path, limit: int, pad: int, connections: int) -> Figures:
             "NXCLOUD_RECEIVER_KAFKA_TIMEOUT_MS": "500",
             "NXCLOUD_RECEIVER_HOST": "127.0.0.1",
             "NXCLOUD_RECEIVER_PORT": str(port),
+            "NXCLOUD_RECEIVER_MANAGEMENT_HOST": "127.0.0.1",
+            "NXCLOUD_RECEIVER_MANAGEMENT_PORT": str(free_port()),
         }
         log = work / "receiver.log"
-        with receiver(env, port, log) as (url, memory):
+        with receiver(env, port, log) as (url, management, memory):
             kafka.stop()
-            figures.seconds["fill"], figures.pushes = fill(url, limit, pad, connections)
-            figures.spool_bytes = metrics(url)["nxcloud_receiver_spool_bytes"]
+            figures.seconds["fill"], figures.pushes = fill(url, management, limit, pad, connections)
+            figures.spool_bytes = metrics(management)["nxcloud_receiver_spool_bytes"]
         figures.peaks["fill"] = memory.peak
         opened = time.monotonic()
-        with receiver(env, port, log) as (url, memory):
+        with receiver(env, port, log) as (url, management, memory):
             figures.seconds["open"] = time.monotonic() - opened
             figures.peaks["open"] = memory.peak
-            figures.depth = metrics(url)["nxcloud_receiver_spool_depth"]
+            figures.depth = metrics(management)["nxcloud_receiver_spool_depth"]
             kafka.start()
             started = time.monotonic()
-            while not metrics(url).get("nxcloud_receiver_spool_drained_total"):
+            while not metrics(management).get("nxcloud_receiver_spool_drained_total"):
                 time.sleep(0.05)
             first = time.monotonic()
             figures.seconds["reconnect"] = first - started
-            while metrics(url)["nxcloud_receiver_spool_depth"] > 0:
+            while metrics(management)["nxcloud_receiver_spool_depth"] > 0:
                 time.sleep(0.1)
             figures.seconds["drain"] = time.monotonic() - first
             figures.peaks["drain"] = memory.peak

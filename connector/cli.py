@@ -373,26 +373,12 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 
 def run_receiver(_args: argparse.Namespace) -> int:
-    import uvicorn
-
     from connector import logs
-    from connector.receiver.app import create_app, edge
+    from connector.receiver import server
 
     settings = Settings.from_env()
     logs.configure(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.receiver_host,
-        port=settings.receiver_port,
-        http=edge(settings),
-        proxy_headers=False,
-        server_header=False,
-        access_log=False,
-        log_config=None,
-        timeout_keep_alive=settings.receiver_idle_timeout_seconds,
-        timeout_graceful_shutdown=20,
-    )
-    return 0
+    return server.run(settings)
 
 
 def run_poller(_args: argparse.Namespace) -> int:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Sequence
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Final
-from urllib.parse import quote, quote_plus
+from urllib.parse import unquote_to_bytes
 
 Network = IPv4Network | IPv6Network
 Address = IPv4Address | IPv6Address
@@ -14,12 +16,38 @@ REDACTED: Final = b"[redacted]"
 
 
 def token_ok(expected: str | None, presented: str | None) -> bool:
-    """True when no token is configured, or the presented one matches in constant time."""
+    """True when no token is configured, or the presented one (decoded) matches in constant
+    time; a token in the path may be followed by one `/`."""
     if expected is None:
         return True
     if presented is None:
         return False
-    return hmac.compare_digest(expected.encode(), presented.encode())
+    given = presented.encode()
+    same = hmac.compare_digest(expected.encode(), given)
+    slashed = hmac.compare_digest(expected.encode() + b"/", given)
+    return same or slashed
+
+
+def target_token(target: bytes, base: bytes) -> str | None:
+    """The token a raw request target carries, decoded: the path after `base` + `/`, else
+    the `token` query parameter (`+` a space); None when it carries none or not in UTF-8."""
+    path, _, query = target.partition(b"?")
+    if b"://" in path:  # absolute-form: http://host/path
+        path = b"/" + path.split(b"://", 1)[1].partition(b"/")[2]
+    prefix = base + b"/"
+    found: bytes | None = None
+    if path.startswith(prefix) and len(path) > len(prefix):
+        found = unquote_to_bytes(path[len(prefix) :])
+    else:
+        for pair in query.split(b"&"):
+            name, _, value = pair.partition(b"=")
+            if unquote_to_bytes(name.replace(b"+", b" ")) == b"token":
+                found = unquote_to_bytes(value.replace(b"+", b" "))
+                break
+    try:
+        return None if found is None else found.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def _address(text: str) -> Address | None:
@@ -56,13 +84,24 @@ def client_address(
 
 
 def scrub(data: bytes, secret: str | None) -> bytes:
-    """`data` with `secret`, raw or %-encoded as a client may send it, replaced."""
+    """`data` with every spelling of `secret` replaced: each of its bytes raw or
+    %-encoded (upper or lower case, all, some or none of them), a space also as `+`."""
     if not secret:
         return data
-    forms = {secret, quote(secret, safe=""), quote_plus(secret, safe=""), quote(secret)}
-    for form in sorted(forms, key=len, reverse=True):
-        data = data.replace(form.encode(), REDACTED)
-    return data
+    return _spellings(secret).sub(REDACTED, data)
+
+
+@lru_cache(maxsize=4)
+def _spellings(secret: str) -> re.Pattern[bytes]:
+    def hexdigit(char: str) -> bytes:
+        return f"[{char.upper()}{char.lower()}]".encode() if char.isalpha() else char.encode()
+
+    units = []
+    for byte in secret.encode():
+        encoded = b"%" + b"".join(hexdigit(char) for char in f"{byte:02x}")
+        plus = b"|\\+" if byte == 0x20 else b""
+        units.append(b"(?:%s|%s%s)" % (re.escape(bytes([byte])), encoded, plus))
+    return re.compile(b"".join(units))
 
 
 def network_ok(address: Address | None, allowed: Sequence[Network]) -> bool:

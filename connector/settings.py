@@ -112,6 +112,13 @@ def _secret(raw: str) -> Secret:
     return Secret(raw.strip())
 
 
+def _token(raw: str) -> Secret:
+    """Printable ASCII without spaces (0x21-0x7E), at most 256 characters."""
+    if not re.fullmatch(r"[\x21-\x7e]{1,256}", raw.strip()):
+        raise ValueError("must be 1 to 256 printable ASCII characters, no spaces")
+    return Secret(raw.strip())
+
+
 def _int_at_least(minimum: int) -> Callable[[str], int]:
     return _int_between(minimum, None)
 
@@ -288,7 +295,7 @@ class Settings:
     receiver_id: str = _env("NXCLOUD_RECEIVER_ID", _text, factory=socket.gethostname)
     receiver_host: str = _env("NXCLOUD_RECEIVER_HOST", _text, "0.0.0.0")  # noqa: S104
     receiver_port: int = _env("NXCLOUD_RECEIVER_PORT", _port(1), 8080)
-    receiver_token: Secret | None = _env("NXCLOUD_RECEIVER_TOKEN", _secret, secret=True)
+    receiver_token: Secret | None = _env("NXCLOUD_RECEIVER_TOKEN", _token, secret=True)
     receiver_allow_networks: tuple[IPv4Network | IPv6Network, ...] = _env(
         "NXCLOUD_RECEIVER_ALLOW_NETWORKS", _networks, ()
     )
@@ -313,6 +320,16 @@ class Settings:
     receiver_kafka_timeout_ms: int = _env(
         "NXCLOUD_RECEIVER_KAFKA_TIMEOUT_MS", _int_at_least(1), 2000
     )
+    # The receiver's internet-facing edge: a management port of its own, TLS, a cap.
+    receiver_management_host: str = _env(
+        "NXCLOUD_RECEIVER_MANAGEMENT_HOST",
+        _text,
+        "0.0.0.0",  # noqa: S104
+    )
+    receiver_management_port: int = _env("NXCLOUD_RECEIVER_MANAGEMENT_PORT", _port(0), 9101)
+    receiver_tls_cert_file: Path | None = _env("NXCLOUD_RECEIVER_TLS_CERT_FILE", _file)
+    receiver_tls_key_file: Path | None = _env("NXCLOUD_RECEIVER_TLS_KEY_FILE", _file)
+    receiver_max_connections: int = _env("NXCLOUD_RECEIVER_MAX_CONNECTIONS", _int_at_least(1), 2000)
     spool_dir: Path = _env("NXCLOUD_SPOOL_DIR", Path, factory=lambda: default_state_dir() / "spool")
     spool_max_bytes: int = _env("NXCLOUD_SPOOL_MAX_BYTES", _int_at_least(1), 1 << 30)
     account: str = _env("NXCLOUD_ACCOUNT", _text, "default")
@@ -363,6 +380,9 @@ class Settings:
         problems = kafka_security_problems(self) + registry_problems(self)
         if problems:
             raise ConfigError("invalid Kafka security configuration: " + "; ".join(problems))
+        problems = receiver_edge_problems(self)
+        if problems:
+            raise ConfigError("invalid receiver configuration: " + "; ".join(problems))
 
     @property
     def kafka_uses_sasl(self) -> bool:
@@ -384,8 +404,11 @@ class Settings:
             if spec.metadata["secret"] and env.get(f"{name}_FILE"):
                 try:
                     values[spec.name] = secret_from_file(name, raw, env[f"{name}_FILE"])
+                    spec.metadata["parse"](values[spec.name].reveal())
                 except ValueError as exc:
-                    problems.append(str(exc))
+                    problems.append(
+                        str(exc) if f"{name}_FILE" in str(exc) else f"{name}_FILE: {exc}"
+                    )
                 continue
             if raw is None or (raw == "" and spec.metadata["secret"]):
                 continue
@@ -530,6 +553,22 @@ def _oauth_problems(settings: Settings) -> list[str]:
     if any(value is not None for value in (*values, *extra)) or settings.kafka_oauth_extensions:
         return ["KAFKA_SASL_OAUTHBEARER_* given, but KAFKA_SASL_MECHANISM is not OAUTHBEARER"]
     return []
+
+
+def receiver_edge_problems(settings: Settings) -> list[str]:
+    """Contradictions among the receiver's ports and TLS files, each naming its variables;
+    whether the files hold a certificate and its key is checked when the receiver starts."""
+    problems = []
+    if settings.receiver_management_port == settings.receiver_port:
+        problems.append(
+            f"NXCLOUD_RECEIVER_MANAGEMENT_PORT: must differ from NXCLOUD_RECEIVER_PORT"
+            f" ({settings.receiver_port})"
+        )
+    if (settings.receiver_tls_cert_file is None) != (settings.receiver_tls_key_file is None):
+        problems.append(
+            "NXCLOUD_RECEIVER_TLS_CERT_FILE and NXCLOUD_RECEIVER_TLS_KEY_FILE go together: set both"
+        )
+    return problems
 
 
 def _readable(path: Path) -> bool:

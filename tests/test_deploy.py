@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -346,7 +347,7 @@ def test_nxcloud_pushes_reach_the_receiver_through_a_tcp_load_balancer() -> None
     service = one(objects, "Service", "receiver-dr-push")
     assert service["spec"]["type"] == "LoadBalancer"
     assert service["spec"]["externalTrafficPolicy"] == "Local"
-    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(443, "http")]
     receiver = one(objects, "StatefulSet", "receiver")
     labels = receiver["spec"]["template"]["metadata"]["labels"]
     assert selects({"matchLabels": service["spec"]["selector"]}, labels)
@@ -378,7 +379,7 @@ def test_production_traffic_is_denied_unless_allowed() -> None:
         for s in of_kind(objects, "Service")
         if selects(monitors[0]["spec"]["selector"], s["metadata"]["labels"])
     ]
-    assert sorted(scraped) == ["poller-metrics", "receiver", "worker-metrics"]
+    assert sorted(scraped) == ["poller-metrics", "receiver-metrics", "worker-metrics"]
     _, settings = settings_of(objects)
     (worker_in,) = policies["worker"]["ingress"]
     assert worker_in["ports"] == [{"protocol": "TCP", "port": settings.worker_metrics_port}]
@@ -528,3 +529,98 @@ def test_production_keeps_the_calls_on_rocksdb_in_a_volume() -> None:
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     data = next(v for v in worker["volumes"] if v["name"] == mounts[str(settings.worker_data_dir)])
     assert data["emptyDir"]["sizeLimit"] == "8Gi"
+
+
+def container_port(workload: Obj, name: str) -> int:
+    (container,) = pod_spec(workload)["containers"]
+    (port,) = [p["containerPort"] for p in container["ports"] if p["name"] == name]
+    return int(port)
+
+
+def targets(port: Obj, name: str, number: int) -> bool:
+    return port.get("targetPort", port.get("port")) in (name, number)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_receivers_management_port_stays_private(overlay: str) -> None:
+    objects = render(f"overlays/{overlay}")
+    _, settings = settings_of(objects)
+    receiver = one(objects, "StatefulSet", "receiver")
+    management = container_port(receiver, "management")
+    assert management == settings.receiver_management_port != settings.receiver_port
+    assert container_port(receiver, "http") == settings.receiver_port
+    (container,) = pod_spec(receiver)["containers"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] == "management"
+    labels = receiver["spec"]["template"]["metadata"]["labels"]
+    for service in of_kind(objects, "Service"):
+        spec = service["spec"]
+        if not selects({"matchLabels": spec.get("selector", {})}, labels):
+            continue
+        routed = [p for p in spec["ports"] if targets(p, "management", management)]
+        if spec.get("type", "ClusterIP") in ("LoadBalancer", "NodePort"):
+            assert not routed, f"{service['metadata']['name']} exposes the management port"
+        elif routed:
+            assert service["metadata"]["name"] == "receiver-metrics"
+    for ingress in of_kind(objects, "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert path["backend"]["service"]["name"] != "receiver-metrics"
+    monitor = of_kind(objects, "ServiceMonitor")
+    assert [e["port"] for m in monitor for e in m["spec"]["endpoints"]] in ([], ["metrics"])
+    for policy in of_kind(objects, "NetworkPolicy"):
+        spec = policy["spec"]
+        if spec["podSelector"] and not selects(spec["podSelector"], labels):
+            continue
+        for rule in spec.get("ingress", []):
+            ports = [p["port"] for p in rule.get("ports", [])]
+            if ports and management not in ports:
+                continue
+            sources = rule.get("from", [])
+            assert sources, f"{policy['metadata']['name']}: the management port from anywhere"
+            for source in sources:
+                assert "ipBlock" not in source, f"{policy['metadata']['name']}: by address"
+                assert source["namespaceSelector"]["matchLabels"] == {
+                    "kubernetes.io/metadata.name": "monitoring"
+                }
+
+
+def test_the_push_load_balancers_source_ranges_are_cidrs_and_the_policys() -> None:
+    objects = render("overlays/production")
+    service = one(objects, "Service", "receiver-dr-push")
+    ranges = service["spec"]["loadBalancerSourceRanges"]
+    assert ranges
+    for cidr in ranges:
+        ip_network(cidr, strict=True)  # a host address with a prefix is refused
+    policy = one(objects, "NetworkPolicy", "receiver-dr-push")["spec"]
+    (rule,) = policy["ingress"]
+    assert sorted(source["ipBlock"]["cidr"] for source in rule["from"]) == sorted(ranges)
+    for name in ("poller", "worker"):  # their metrics ports are never behind it
+        labels = one(objects, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+        assert not selects({"matchLabels": service["spec"]["selector"]}, labels)
+        assert not selects(policy["podSelector"], labels)
+
+
+def test_the_push_port_speaks_tls_from_a_renewable_secret() -> None:
+    objects = render("overlays/production")
+    _, settings = settings_of(objects)
+    receiver = one(objects, "StatefulSet", "receiver")
+    (container,) = pod_spec(receiver)["containers"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(receiver)["volumes"]}
+    mount = mounts["push-tls"]
+    assert "subPath" not in mount, "a subPath mount never sees a renewal"
+    for path in (settings.receiver_tls_cert_file, settings.receiver_tls_key_file):
+        assert path is not None
+        assert str(path.parent) == mount["mountPath"]
+    secret = volumes["push-tls"]["secret"]["secretName"]
+    example = yaml.safe_load(
+        (ROOT / "deploy/overlays/production/push-certificate.example.yaml").read_text()
+    )
+    assert example["kind"] == "Certificate"
+    assert example["apiVersion"] == "cert-manager.io/v1"
+    assert example["spec"]["secretName"] == secret
+    assert example["spec"]["dnsNames"]
+    ingress = one(objects, "Ingress", "receiver")
+    backend = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"]
+    assert backend == "HTTPS"

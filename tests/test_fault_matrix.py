@@ -178,28 +178,32 @@ def start_receiver(env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 @asynccontextmanager
-async def receiver_process(settings: Settings, spool: Path) -> AsyncIterator[tuple[str, Any]]:
-    port = free_port()
+async def receiver_process(settings: Settings, spool: Path) -> AsyncIterator[tuple[str, Any, str]]:
+    """The push URL, the process and the management URL (/metrics, /healthz)."""
+    port, management_port = free_port(), free_port()
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "NXCLOUD_TOPIC_SUFFIX": settings.topic_suffix,
         "NXCLOUD_RECEIVER_PORT": str(port),
         "NXCLOUD_RECEIVER_HOST": "127.0.0.1",
+        "NXCLOUD_RECEIVER_MANAGEMENT_PORT": str(management_port),
+        "NXCLOUD_RECEIVER_MANAGEMENT_HOST": "127.0.0.1",
         "NXCLOUD_SPOOL_DIR": str(spool),
         "NXCLOUD_RECEIVER_KAFKA_TIMEOUT_MS": "500",
     }
     process = start_receiver(env)
     url = f"http://127.0.0.1:{port}"
+    management = f"http://127.0.0.1:{management_port}"
     try:
-        async with asyncio.timeout(60), httpx.AsyncClient(base_url=url) as http:
+        async with asyncio.timeout(60), httpx.AsyncClient(base_url=management) as http:
             while True:
                 try:
                     await http.get("/healthz")
                     break
                 except httpx.TransportError:
                     await asyncio.sleep(0.1)
-        yield url, process
+        yield url, process, management
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -211,26 +215,26 @@ async def test_receiver_sigkill_with_the_spool_on_disk_and_restart(
 ) -> None:
     settings, names = await topics_of(broker.bootstrap_servers)
     spool = tmp_path / "spool"
-    async with receiver_process(settings, spool) as (url, process):
+    async with receiver_process(settings, spool) as (url, process, management):
         load = Load(url)
         load.start()
         await load.more(200)
         await asyncio.to_thread(broker.kill)
         try:
             await load.more(600)
-            spooled = await metric(url, "nxcloud_receiver_spool_depth")
+            spooled = await metric(management, "nxcloud_receiver_spool_depth")
             process.kill()
             await asyncio.to_thread(process.wait)
             await load.stop()
         finally:
             await asyncio.to_thread(broker.start)
-    async with receiver_process(settings, spool) as (url, _process):
+    async with receiver_process(settings, spool) as (url, _process, management):
         load.url = url
         load.stopping = False
         load.start()
         await load.more(200)
         await load.stop()
-        await until_drained(url)
+        await until_drained(management)
     assert spooled > 100
     failed = {m: a for m, a in load.answers.items() if a != "200 success"}
     assert len(failed) <= LANES, failed  # only pushes cut off by the kill itself

@@ -1,6 +1,10 @@
 from ipaddress import ip_address, ip_network
 
-from connector.guard import REDACTED, client_address, network_ok, scrub, token_ok
+import pytest
+
+from connector.errors import ConfigError
+from connector.guard import REDACTED, client_address, network_ok, scrub, target_token, token_ok
+from connector.settings import Settings
 
 PROXIES = (ip_network("10.0.0.0/8"), ip_network("::1/128"))
 
@@ -52,3 +56,42 @@ def test_the_token_is_scrubbed_raw_and_percent_encoded() -> None:
         b"GET /dr/" + REDACTED + b"?token=" + REDACTED + b"&t=" + REDACTED + b" HTTP/1.1"
     )
     assert scrub(data, None) == data
+
+
+def test_every_spelling_of_the_token_is_scrubbed() -> None:
+    token = "TOK+ORCHID/4f19=a2"
+    spellings = [
+        b"TOK+ORCHID/4f19=a2",
+        b"TOK%2bORCHID%2f4f19%3da2",
+        b"TOK%2BORCHID%2F4f19%3Da2",
+        b"%54OK%2bORCHID/4f19%3Da2",
+        b"%54%4f%4B%2B%4F%52%43%48%49%44%2F%34%66%31%39%3D%61%32",
+    ]
+    for spelling in spellings:
+        assert scrub(b"a=1&token=" + spelling + b"&b=2", token) == b"a=1&token=[redacted]&b=2"
+    assert scrub(b"x=TOK ORCHID", "TOK ORCHID") == b"x=[redacted]"
+    assert scrub(b"x=TOK+ORCHID", "TOK ORCHID") == b"x=[redacted]"  # + is a space in a form
+    assert scrub(b"x=TOK%2BORCHIDS", "TOK ORCHID") == b"x=TOK%2BORCHIDS"  # %2B is a plus
+
+
+def test_the_token_is_read_decoded_from_a_raw_target() -> None:
+    base = b"/nxcloud/voice/dr"
+    token = "TOK+ORCHID/4f19=a2"
+    assert target_token(base + b"/TOK%2bORCHID/4f19%3Da2?a=1", base) == token
+    assert target_token(base + b"?a=\x01&token=TOK%2BORCHID%2f4f19=a2", base) == token
+    assert target_token(b"http://host" + base + b"/TOK+ORCHID/4f19=a2", base) == token
+    assert target_token(base + b"?token=TOK+ORCHID", base) == "TOK ORCHID"
+    assert target_token(base + b"?a=1", base) is None
+    assert target_token(b"/anything?tok=1", base) is None
+    assert target_token(base + b"/%FF", base) is None
+    assert token_ok(token, token + "/")  # the path's trailing slash
+    assert not token_ok(token, token + "//")
+    assert not token_ok(token, token[:-1])
+
+
+@pytest.mark.parametrize("value", ["with space", "tab\there", "é", "x" * 257, ""])
+def test_a_token_outside_printable_ascii_is_refused_naming_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"NXCLOUD_RECEIVER_TOKEN": value or " "})
+    assert "NXCLOUD_RECEIVER_TOKEN" in str(refused.value)
+    assert value not in str(refused.value) or not value

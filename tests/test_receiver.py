@@ -20,6 +20,7 @@ from connector.receiver.spool import Spool
 from connector.settings import Secret, Settings
 from connector.topics import TopicNames
 from tests.kafka_helpers import read_topic, serving
+from tests.receiver_helpers import Ports, on_free_ports, serving_receiver
 
 PROVIDER_EXAMPLE = (
     "phone=8615088888888&countryCode=86&duration=10&voice_type=0"
@@ -65,13 +66,22 @@ async def topics(receiver_settings: Settings, topic_names: TopicNames) -> TopicN
 
 
 @pytest.fixture
-async def client(
-    receiver_settings: Settings, topics: TopicNames
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        serving(create_app(receiver_settings, topics), edge(receiver_settings)) as url,
-        httpx.AsyncClient(base_url=url) as http,
-    ):
+async def ports(receiver_settings: Settings, topics: TopicNames) -> AsyncIterator[Ports]:
+    settings = on_free_ports(receiver_settings)
+    async with serving_receiver(settings, create_app(settings, topics)) as ports:
+        yield ports
+
+
+@pytest.fixture
+async def client(ports: Ports) -> AsyncIterator[httpx.AsyncClient]:
+    """On the push port."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.push}") as http:
+        yield http
+
+
+@pytest.fixture
+async def management(ports: Ports) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.management}") as http:
         yield http
 
 
@@ -171,11 +181,13 @@ async def test_too_many_fields_are_refused_with_400(client: httpx.AsyncClient) -
     assert (response.status_code, response.text) == (400, "error")
 
 
-async def test_health_readiness_and_metrics(client: httpx.AsyncClient) -> None:
+async def test_health_readiness_and_metrics(
+    client: httpx.AsyncClient, management: httpx.AsyncClient
+) -> None:
     await client.get("/nxcloud/voice/dr", params={**EXAMPLE_FIELDS, "messageid": "m-1"})
-    assert (await client.get("/healthz")).status_code == 200
-    assert (await client.get("/readyz")).text == "ready"
-    metrics = (await client.get("/metrics")).text
+    assert (await management.get("/healthz")).status_code == 200
+    assert (await management.get("/readyz")).text == "ready"
+    metrics = (await management.get("/metrics")).text
     assert 'nxcloud_receiver_requests_total{outcome="success"}' in metrics
     assert "nxcloud_receiver_publish_seconds_bucket" in metrics
     assert "nxcloud_receiver_spool_depth 0.0" in metrics
@@ -251,16 +263,18 @@ async def test_without_kafka_pushes_are_spooled_until_the_spool_is_full_then_503
         spool_max_bytes=1500,
         receiver_kafka_timeout_ms=200,
     )
+    unreachable = on_free_ports(unreachable)
     async with (
-        serving(create_app(unreachable), edge(unreachable)) as url,
-        httpx.AsyncClient(base_url=url) as http,
+        serving_receiver(unreachable, create_app(unreachable)) as ports,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.push}") as http,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.management}") as management,
     ):
-        assert (await http.get("/readyz")).text == "ready"
+        assert (await management.get("/readyz")).text == "ready"
         answers = [
             (await http.post("/nxcloud/voice/dr", data={**EXAMPLE_FIELDS, "messageid": f"s{i}"}))
             for i in range(4)
         ]
-        metrics = (await http.get("/metrics")).text
+        metrics = (await management.get("/metrics")).text
     assert [(a.status_code, a.text) for a in answers[:2]] == [(200, "success")] * 2
     assert (answers[-1].status_code, answers[-1].text) == (503, "error")
     assert "nxcloud_receiver_spool_depth 2.0" in metrics

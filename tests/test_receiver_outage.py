@@ -13,11 +13,12 @@ import pytest
 
 from connector import admin
 from connector.local.broker import LocalKafka
-from connector.receiver.app import create_app, edge
+from connector.receiver.app import create_app
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.conftest import start_local_kafka
-from tests.kafka_helpers import read_topic, serving
+from tests.kafka_helpers import read_topic
+from tests.receiver_helpers import on_free_ports, serving_receiver
 from tests.test_receiver import EXAMPLE_FIELDS
 
 
@@ -71,9 +72,11 @@ async def test_pushes_during_a_broker_outage_are_spooled_and_drained(
     async with admin.admin_client(settings) as client:
         await admin.ensure(client, declare(settings, names))
 
+    settings = on_free_ports(settings)
     async with (
-        serving(create_app(settings, names), edge(settings)) as url,
-        httpx.AsyncClient(base_url=url, timeout=30) as http,
+        serving_receiver(settings, create_app(settings, names)) as ports,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.push}", timeout=30) as http,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.management}") as management,
     ):
         pusher = Pusher(http)
         lanes = [asyncio.create_task(pusher.run(lane)) for lane in range(4)]
@@ -81,7 +84,7 @@ async def test_pushes_during_a_broker_outage_are_spooled_and_drained(
         await asyncio.to_thread(own_kafka.kill)
         before_outage = len(pusher.answers)
         await pusher.until(before_outage + 200)
-        spooled = gauge((await http.get("/metrics")).text, "nxcloud_receiver_spool_depth")
+        spooled = gauge((await management.get("/metrics")).text, "nxcloud_receiver_spool_depth")
         await asyncio.to_thread(own_kafka.start)
         await pusher.until(len(pusher.answers) + 100)
         pusher.stopping = True
@@ -89,7 +92,7 @@ async def test_pushes_during_a_broker_outage_are_spooled_and_drained(
 
         async with asyncio.timeout(60):
             while True:
-                metrics = (await http.get("/metrics")).text
+                metrics = (await management.get("/metrics")).text
                 if (
                     gauge(metrics, "nxcloud_receiver_spool_depth") == 0
                     and gauge(metrics, "nxcloud_receiver_kafka_up") == 1

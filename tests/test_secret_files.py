@@ -94,3 +94,14 @@ def test_a_bad_secret_file_fails_at_start_naming_the_variable(
         Settings.from_env({k: v.format(dir=tmp_path) for k, v in env.items()})
     assert problem.format(dir=tmp_path) in str(caught.value)
     assert "in-the-file" not in str(caught.value)
+
+
+def test_a_secret_from_a_file_meets_the_same_rules_as_one_given_directly(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("has a space inside\n")
+    with pytest.raises(ConfigError, match="NXCLOUD_RECEIVER_TOKEN_FILE: must be 1 to 256"):
+        Settings.from_env({"NXCLOUD_RECEIVER_TOKEN_FILE": str(token)})
+    token.write_text("TOK+ORCHID/4f19=a2\n")
+    settings = Settings.from_env({"NXCLOUD_RECEIVER_TOKEN_FILE": str(token)})
+    assert settings.receiver_token is not None
+    assert settings.receiver_token.reveal() == "TOK+ORCHID/4f19=a2"

@@ -43,18 +43,21 @@ def start_up(env: dict[str, str]) -> subprocess.Popen[str]:
 
 
 async def test_up_stores_a_push_on_the_raw_topic_and_stops_cleanly(tmp_path: Path) -> None:
-    port = free_port()
+    port, management = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env |= {
         "XDG_DATA_HOME": str(tmp_path),
         "NXCLOUD_RECEIVER_PORT": str(port),
         "NXCLOUD_RECEIVER_HOST": "127.0.0.1",
+        "NXCLOUD_RECEIVER_MANAGEMENT_PORT": str(management),
+        "NXCLOUD_RECEIVER_MANAGEMENT_HOST": "127.0.0.1",
     }
     process = start_up(env)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             deadline = time.monotonic() + 30
-            while (await http.get("/readyz")).text != "ready":
+            ready = f"http://127.0.0.1:{management}/readyz"
+            while (await http.get(ready)).text != "ready":
                 assert time.monotonic() < deadline
             fields = {**EXAMPLE_FIELDS, "messageid": "up-1"}
             response = await http.post("/nxcloud/voice/dr", data=fields)

@@ -41,6 +41,7 @@ def up(settings: Settings, *, verbose: bool = False) -> int:
             print(f"drift   {drift}", flush=True)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}
         receiver_url = f"http://127.0.0.1:{settings.receiver_port}"
+        management_url = f"http://127.0.0.1:{settings.receiver_management_port}"
         sandboxed = settings.nxcloud_appkey is None
         if sandboxed:
             env |= {
@@ -62,11 +63,12 @@ def up(settings: Settings, *, verbose: bool = False) -> int:
                 _running(command, env, console, name, logs / f"{name}.log")
             )
             if name == "receiver":
-                _await_ready(running[name], receiver_url + "/readyz")
+                _await_ready(running[name], management_url + "/readyz")
         names = TopicNames.of(settings)
         print(f"Kafka:     {settings.kafka_bootstrap_servers}", flush=True)
         print(f"Topics:    {', '.join(spec.name for spec in declare(settings))}", flush=True)
         print(f"DR push:   {receiver_url}/nxcloud/voice/dr  (give this URL to NXCloud)")
+        print(f"Receiver:  {management_url}/metrics, /readyz, /healthz (management)", flush=True)
         print(f"CDR API:   {env.get('NXCLOUD_CDR_URL', settings.nxcloud_cdr_url)}", flush=True)
         if sandboxed:
             print(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,19 +20,39 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, request_response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connector import clients, dr, head
 from connector.clock import utcnow
 from connector.errors import Invalid, Refused, SpoolError
-from connector.guard import client_address, network_ok, scrub, token_ok
+from connector.guard import (
+    REDACTED,
+    client_address,
+    network_ok,
+    scrub,
+    target_token,
+    token_ok,
+)
 from connector.receiver.metrics import ReceiverMetrics
-from connector.receiver.protocol import BODY_ERROR, REFUSED, TARGET, EdgeProtocol, Limits
+from connector.receiver.protocol import (
+    BODY_ERROR,
+    LISTENER,
+    MANAGEMENT,
+    METRICS,
+    PUSH,
+    REFUSED,
+    TARGET,
+    EdgeProtocol,
+    Gate,
+    Limits,
+)
 from connector.receiver.publisher import Publisher, Readiness, Store, new_producer
 from connector.receiver.spool import Spool
+from connector.receiver.tls import Certificate
 from connector.settings import Settings
 from connector.topics import TopicNames
 
@@ -47,7 +67,10 @@ def answer(ok: bool, status: int, headers: dict[str, str] | None = None) -> Resp
 
 
 def edge(settings: Settings) -> type[EdgeProtocol]:
-    """The HTTP protocol to serve the receiver with (uvicorn's `http`), limits from settings."""
+    """The push port's HTTP protocol (uvicorn's `http`): limits from settings, TLS when its
+    files are set (ConfigError naming the variable when they cannot be used)."""
+    cert_file, key_file = settings.receiver_tls_cert_file, settings.receiver_tls_key_file
+    tls = Certificate(cert_file, key_file) if cert_file and key_file else None
 
     class ReceiverProtocol(EdgeProtocol):
         limits = Limits(
@@ -57,8 +80,34 @@ def edge(settings: Settings) -> type[EdgeProtocol]:
             raw_bytes=settings.receiver_max_body_bytes,
         )
         refusal_path = DR_PATH
+        gate = Gate(settings.receiver_max_connections)
+        certificate = tls
 
     return ReceiverProtocol
+
+
+def is_dr_path(path: str) -> bool:
+    return path == DR_PATH or path.startswith(DR_PATH + "/")
+
+
+class ListenerRoutes:
+    """The push port reaches the DR path and nothing else; the management port everything
+    but the DR path. Anything else is answered `error` (404) and counted. A request from
+    neither listener (the app served by plain uvicorn, as some tests do) reaches all."""
+
+    def __init__(self, app: ASGIApp, metrics: ReceiverMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            listener = scope.get("extensions", {}).get(LISTENER, {}).get("name")
+            dr_path = is_dr_path(scope["path"])
+            if (listener == PUSH and not dr_path) or (listener == MANAGEMENT and dr_path):
+                self.metrics.requests.labels("not_found").inc()
+                await answer(False, 404)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def read_body(request: Request, limit: int, patience: float) -> bytes:
@@ -193,7 +242,7 @@ class DrEndpoint:
             )
             if request.method not in ("GET", "POST"):
                 raise Refused(405, f"method {request.method} is not GET or POST", body)
-            fields = await self._fields(request.headers, query, body)
+            fields = self._scrub_fields(await self._fields(request.headers, query, body))
             dr.validate(fields)
         except Invalid as exc:
             return await self._refuse(Refused(400, str(exc), body), arrival, fields, query)
@@ -227,12 +276,17 @@ class DrEndpoint:
         peer = request.client.host if request.client else None
         address = client_address(peer, (), settings.receiver_trusted_proxies)
         proxied = address is not None and network_ok(address, settings.receiver_trusted_proxies)
+        raw: bytes = refused["raw"]
+        token = settings.receiver_token
+        presented = target_token(head.target(raw), DR_PATH.encode()) if token else None
+        if token is not None and not token_ok(token.reveal(), presented):
+            self.metrics.requests.labels("forbidden").inc()
+            return answer(False, 403)
         if settings.receiver_trusted_proxies and proxied:
             address = None
         elif not network_ok(address, settings.receiver_allow_networks):
             self.metrics.requests.labels("forbidden").inc()
             return answer(False, 403)
-        raw: bytes = refused["raw"]
         status: int = refused["status"]
         arrival = self._arrival(head.method(raw), str(address) if address else "", Headers())
         reason = self._scrub(str(refused["reason"]).encode()).decode()
@@ -242,6 +296,15 @@ class DrEndpoint:
         return await self._publish(
             self.names.dead_letter, None, record, f"unreadable_{status}", answer(False, status)
         )
+
+    def _scrub_fields(self, fields: dr.Fields) -> dr.Fields:
+        """The fields with the token, as decoded, replaced wherever a value holds it."""
+        token = self.settings.receiver_token
+        if token is None:
+            return fields
+        secret = token.reveal()
+        redacted = REDACTED.decode()
+        return {name: value.replace(secret, redacted) for name, value in fields.items()}
 
     def _scrub(self, data: bytes) -> bytes:
         token = self.settings.receiver_token
@@ -329,10 +392,11 @@ def create_app(
     endpoint = DrEndpoint(settings, names or TopicNames.of(settings), metrics, clock)
 
     @asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(_app: Starlette) -> AsyncIterator[Mapping[str, Any]]:
         async with store(settings, metrics) as opened:
             endpoint.publisher = opened
-            yield
+            # the push port's protocol counts its connections here
+            yield {METRICS: metrics}
             endpoint.publisher = None
 
     async def healthz(_request: Request) -> Response:
@@ -352,12 +416,13 @@ def create_app(
         routes=[
             *(
                 Route(path, AnyMethod(endpoint.handle))
-                for path in (DR_PATH, DR_PATH + "/", DR_PATH + "/{token}", DR_PATH + "/{token}/")
+                for path in (DR_PATH, DR_PATH + "/", DR_PATH + "/{token:path}")
             ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_page, methods=["GET"]),
         ],
+        middleware=[Middleware(ListenerRoutes, metrics=metrics)],
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False

@@ -73,5 +73,16 @@ class ReceiverMetrics:
             registry=self.registry,
         )
 
+        self.connections = Gauge(
+            "nxcloud_receiver_connections",
+            "Connections open on the push port (TLS handshakes included)",
+            registry=self.registry,
+        )
+        self.connections_refused = Counter(
+            "nxcloud_receiver_connections_refused",
+            "Connections to the push port closed at once: NXCLOUD_RECEIVER_MAX_CONNECTIONS open",
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

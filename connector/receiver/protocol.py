@@ -10,13 +10,21 @@ then the connection is closed. A request read carries its target exactly as rece
 the `TARGET` extension. A response given before its request was read to the end, or to a
 chunked request (the parser frames it, and would read what follows unrepaired), also
 closes the connection. Closing means: the answer is flushed, the write side shut,
-and at most `Limits.linger_bytes` more bytes are read and dropped for `Limits.linger_seconds`.
+and at most `Limits.linger_bytes` more bytes are read and dropped for `Limits.linger_seconds`
+(an answer not yet written pauses the reading instead, so that it goes out).
+
+At most `Limits.connections` connections are open at once: one more is closed as soon as it
+is accepted, before any TLS, and counted. With a `Certificate`, each connection speaks TLS
+(started here, so the cap comes first), its handshake cut after `Limits.head_seconds`.
+Every request is marked with the listener it came in on (`LISTENER`: `PUSH` here,
+`MANAGEMENT` on `ManagementProtocol`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import http
+import ssl
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -27,10 +35,16 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from connector import head
+from connector.receiver.metrics import ReceiverMetrics
+from connector.receiver.tls import Certificate
 
 REFUSED: Final = "connector.refused"
 BODY_ERROR: Final = "connector.body_error"
 TARGET: Final = "connector.target"
+LISTENER: Final = "connector.listener"
+PUSH: Final = "push"
+MANAGEMENT: Final = "management"
+METRICS: Final = "connector.receiver_metrics"
 
 
 @dataclass(frozen=True)
@@ -44,9 +58,32 @@ class Limits:
     answer_seconds: float = 30.0
 
 
-class EdgeProtocol(HttpToolsProtocol):
-    limits: ClassVar[Limits] = Limits()
-    refusal_path: ClassVar[str] = "/"
+HANDSHAKES: Final = 256
+
+
+@dataclass
+class Gate:
+    """The connections open on one listener, at most `limit`; of them at most `handshakes`
+    in a TLS handshake (each holds the TLS layer's buffers, up to 256 KiB)."""
+
+    limit: int
+    handshakes: int = HANDSHAKES
+    open: int = 0
+    shaking: int = 0
+
+    def admit(self, tls: bool = False) -> bool:
+        if self.open >= self.limit or (tls and self.shaking >= self.handshakes):
+            return False
+        self.open += 1
+        self.shaking += tls
+        return True
+
+    def leave(self) -> None:
+        self.open -= 1
+
+
+class ManagementProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, its requests marked as the management listener's."""
 
     def __init__(
         self,
@@ -56,6 +93,28 @@ class EdgeProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        self.access_log = False  # a request line can hold a DR: never logged
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope.setdefault("extensions", {})[LISTENER] = {"name": MANAGEMENT}
+
+
+class EdgeProtocol(HttpToolsProtocol):
+    limits: ClassVar[Limits] = Limits()
+    refusal_path: ClassVar[str] = "/"
+    gate: ClassVar[Gate] = Gate(2000)
+    certificate: ClassVar[Certificate | None] = None
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.access_log = False  # a request line can hold a DR: never logged
         self._message_done = False
         self._close_after = False
         self._head = bytearray()
@@ -66,9 +125,49 @@ class EdgeProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._closing = False
+        self._answered = False
         self._dropped = 0
+        self._admitted = False
+        self._connected = False
+        self._early = bytearray()  # what TLS handed over before start_tls returned
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        metrics: ReceiverMetrics | None = self.app_state.get(METRICS)
+        if not self.gate.admit(tls=self.certificate is not None):
+            transport.abort()
+            if metrics is not None:
+                metrics.connections_refused.inc()
+            return
+        self._admitted = True
+        if metrics is not None:
+            metrics.connections.set(self.gate.open)
+        if self.certificate is None:
+            self._connect(transport)
+            return
+        task = self.loop.create_task(self._start_tls(transport, self.certificate.current()))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    async def _start_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
+        try:
+            secured = await self.loop.start_tls(
+                transport, self, context, server_side=True,
+                ssl_handshake_timeout=self.limits.head_seconds,
+            )  # fmt: skip
+        except (OSError, TimeoutError, ConnectionError, ssl.SSLError):
+            transport.abort()  # no handshake in time, or not TLS: nothing to answer
+            return
+        finally:
+            self.gate.shaking -= 1
+        if secured is None or secured.is_closing():
+            return
+        self._connect(secured)
+        early, self._early = bytes(self._early), bytearray()
+        if early:
+            self.data_received(early)
+
+    def _connect(self, transport: asyncio.Transport) -> None:
+        self._connected = True
         super().connection_made(transport)
         self._arm_head_timer()
 
@@ -76,14 +175,32 @@ class EdgeProtocol(HttpToolsProtocol):
         for timer in (self._head_timer, self._close_timer):
             if timer is not None:
                 timer.cancel()
-        super().connection_lost(exc)
+        if self._admitted:
+            self._admitted = False
+            self.gate.leave()
+            metrics: ReceiverMetrics | None = self.app_state.get(METRICS)
+            if metrics is not None:
+                metrics.connections.set(self.gate.open)
+        if self._connected:
+            super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope.setdefault("extensions", {})[LISTENER] = {"name": PUSH}
 
     def data_received(self, data: bytes) -> None:
+        if not self._connected:
+            self._early += data
+            return
         self._unset_keepalive_if_required()
         if self._closing:
             self._dropped += len(data)
-            if self._dropped > self.limits.linger_bytes:
+            if self._dropped <= self.limits.linger_bytes:
+                return
+            if self._answered:
                 self.transport.close()
+            else:
+                self.flow.pause_reading()  # the answer goes out first
         elif self._reading_head:
             self._read_head(data)
         else:
@@ -218,8 +335,11 @@ class EdgeProtocol(HttpToolsProtocol):
             self._shut_write_side()
 
     def _shut_write_side(self) -> None:
+        self._answered = True
+        self._dropped = 0
         if self.transport.is_closing():
             return
+        self.flow.resume_reading()
         if self.transport.can_write_eof():
             self.transport.write_eof()
         if self._close_timer is not None:
@@ -241,7 +361,7 @@ class EdgeProtocol(HttpToolsProtocol):
             "query_string": b"",
             "headers": [],
             "state": self.app_state.copy(),
-            "extensions": {REFUSED: refused},  # type: ignore[dict-item]
+            "extensions": {REFUSED: refused, LISTENER: {"name": PUSH}},  # type: ignore[dict-item]
         }
         reply: list[bytes] = []
         status = int(str(refused["status"]))
