@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -13,6 +12,7 @@ from connector.local.broker import BrokerConfig, LocalKafka, free_port
 from connector.local.security import Security
 from connector.settings import Settings
 from connector.topics import TopicNames
+from tests.kafka_helpers import start_local_kafka
 from tests.secure_helpers import SecureKafka, grant_everyone
 
 
@@ -25,11 +25,6 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     with start_local_kafka(tmp_path_factory.mktemp("kafka")) as local:
         yield local.bootstrap_servers
-
-
-def start_local_kafka(data_dir: Path) -> LocalKafka:
-    config = BrokerConfig(data_dir=data_dir, port=free_port(), controller_port=free_port())
-    return LocalKafka(config)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,8 @@ from connector.merge import merge
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from examples.call_table import WrongSchema, apply, follow, open_table, rows
-from tests.test_worker import T0, ZONE
+from tests.support import ZONE
+from tests.worker_helpers import T0
 
 
 def stream() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:

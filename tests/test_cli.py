@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from connector.local.broker import free_port
+from tests.process_helpers import read_until
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -53,35 +52,6 @@ def kafka_command(data_dir: Path, port: int, controller: int) -> Iterator[subpro
         if process.poll() is None:
             process.kill()
             process.wait()
-
-
-def read_until(
-    process: subprocess.Popen[str], wanted: str, deadline: float, *, anywhere: bool = False
-) -> str:
-    """The first output line that starts with (or, `anywhere`, contains) `wanted`.
-
-    The process's output keeps being drained afterwards, so a chatty child never blocks
-    on a full pipe.
-    """
-    assert process.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
-    stream = process.stdout
-
-    def pump() -> None:
-        for line in stream:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    seen: list[str] = []
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=remaining)
-        except queue.Empty:
-            break
-        seen.append(line)
-        if (wanted in line) if anywhere else line.startswith(wanted):
-            return line.strip()
-    raise AssertionError(f"no line with {wanted!r}; saw {seen[-20:]!r}")
 
 
 async def round_trip(bootstrap: str, topic: str, value: bytes | None) -> list[bytes]:

@@ -22,7 +22,7 @@ from connector.receiver.app import create_app, edge
 from connector.settings import Secret, Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic, serving
-from tests.test_receiver import EXAMPLE_FIELDS, PROVIDER_EXAMPLE
+from tests.support import EXAMPLE_FIELDS, PROVIDER_EXAMPLE
 
 DR = b"/nxcloud/voice/dr"
 HOST = b"Host: 106.15.34.94:8080\r\n"

@@ -6,43 +6,15 @@ import asyncio
 import os
 import random
 import signal
-import subprocess
-import sys
 from datetime import timedelta
 
 from connector import admin
 from connector.clock import utcnow
 from connector.local import sandbox
-from connector.local.broker import free_port
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic, serving
-
-
-def sandbox_poller_env(env: dict[str, str], url: str, account: str) -> dict[str, str]:
-    """`env` for a poller of the sandbox at `url`: short windows, small pages."""
-    return {
-        **env,
-        "NXCLOUD_APPKEY": "sandbox",
-        "NXCLOUD_SECRETKEY": "sandbox",
-        "NXCLOUD_CDR_URL": url + "/api/voiceSms/getVoiceCdr",
-        "NXCLOUD_ACCOUNT": account,
-        "NXCLOUD_POLLER_WINDOW_SECONDS": "10",
-        "NXCLOUD_POLLER_SETTLE_SECONDS": "4",
-        "NXCLOUD_POLLER_FIRST_LOOKBACK_SECONDS": "60",
-        "NXCLOUD_POLLER_REPOLL_AFTER_SECONDS": "600",
-        "NXCLOUD_POLLER_PAGE_SIZE": "5",
-        "NXCLOUD_POLLER_METRICS_PORT": str(free_port()),
-    }
-
-
-def start_poller(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "connector", "poller"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+from tests.process_helpers import sandbox_poller_env, start_poller
 
 
 async def requests_after(stand_in: sandbox.Sandbox, seen: int, deadline: float = 60.0) -> None:

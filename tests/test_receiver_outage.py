@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,21 +15,14 @@ from connector.local.broker import LocalKafka
 from connector.receiver.app import create_app, edge
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
-from tests.conftest import start_local_kafka
-from tests.kafka_helpers import read_topic, serving
-from tests.test_receiver import EXAMPLE_FIELDS
+from tests.kafka_helpers import read_topic, serving, start_local_kafka
+from tests.support import EXAMPLE_FIELDS, gauge
 
 
 @pytest.fixture
 def own_kafka(tmp_path: Path) -> Iterator[LocalKafka]:
     with start_local_kafka(tmp_path / "kafka") as local:
         yield local
-
-
-def gauge(metrics: str, name: str) -> float:
-    match = re.search(rf"^{name} (\S+)$", metrics, re.MULTILINE)
-    assert match, name
-    return float(match.group(1))
 
 
 class Pusher:

@@ -21,8 +21,8 @@ from connector import admin
 from connector.local.broker import free_port
 from connector.settings import Settings
 from tests.kafka_helpers import read_topic
-from tests.test_cli import read_until
-from tests.test_receiver import EXAMPLE_FIELDS, PROVIDER_EXAMPLE
+from tests.process_helpers import read_until
+from tests.support import EXAMPLE_FIELDS, PROVIDER_EXAMPLE
 
 
 def start_up(env: dict[str, str]) -> subprocess.Popen[str]:
