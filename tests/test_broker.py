@@ -42,6 +42,7 @@ def test_server_properties_bind_loopback_in_combined_kraft_mode(tmp_path: Path) 
     assert "auto.create.topics.enable=false\n" in properties
 
 
+@pytest.mark.kafka  # runs Kafka's storage tool
 def test_a_cluster_id_that_starts_with_a_dash_is_formatted(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -78,6 +78,7 @@ def stop(process: subprocess.Popen[str], signum: int) -> int:
     return process.wait(timeout=60)
 
 
+@pytest.mark.kafka  # runs the `kafka` command
 async def test_kafka_command_serves_keeps_data_and_topics_command_converges(
     tmp_path: Path,
 ) -> None:
@@ -164,6 +165,7 @@ def env_in(path: Path) -> dict[str, str]:
     return dict(entry.split("=", 1) for entry in path.read_text().splitlines() if entry)
 
 
+@pytest.mark.kafka  # runs the `kafka` command
 def test_kafka_secure_prints_per_user_settings_that_work_and_no_password(
     tmp_path: Path,
 ) -> None:

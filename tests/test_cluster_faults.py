@@ -27,6 +27,8 @@ from tests.kafka_helpers import read_topic, serving
 from tests.process_helpers import sandbox_poller_env, start_poller
 from tests.worker_helpers import await_ready, start_worker
 
+pytestmark = pytest.mark.kafka  # starts its own cluster
+
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:

@@ -26,6 +26,8 @@ from connector.topics import TopicNames, declare
 from tests.fault_helpers import LANES, REPEAT_BOUND, Load, metric, until_drained, verify
 from tests.kafka_helpers import serving, start_local_kafka
 
+pytestmark = pytest.mark.kafka  # starts its own broker
+
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:

@@ -18,6 +18,8 @@ from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic, serving, start_local_kafka
 from tests.support import EXAMPLE_FIELDS, gauge
 
+pytestmark = pytest.mark.kafka  # starts its own broker
+
 
 @pytest.fixture
 def own_kafka(tmp_path: Path) -> Iterator[LocalKafka]:
