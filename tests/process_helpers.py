@@ -17,15 +17,16 @@ def read_until(
     """The first output line that starts with (or, `anywhere`, contains) `wanted`.
 
     The process's output keeps being drained afterwards, so a chatty child never blocks
-    on a full pipe.
+    on a full pipe. Output that ends without the line fails at once, with what it said.
     """
     assert process.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
+    lines: queue.Queue[str | None] = queue.Queue()
     stream = process.stdout
 
     def pump() -> None:
         for line in stream:
             lines.put(line)
+        lines.put(None)
 
     threading.Thread(target=pump, daemon=True).start()
     seen: list[str] = []
@@ -34,6 +35,8 @@ def read_until(
             line = lines.get(timeout=remaining)
         except queue.Empty:
             break
+        if line is None:
+            raise AssertionError(f"exited before a line with {wanted!r}; said {seen[-20:]!r}")
         seen.append(line)
         if (wanted in line) if anywhere else line.startswith(wanted):
             return line.strip()
