@@ -223,8 +223,8 @@ class BrokerConfig:
             "group.initial.rebalance.delay.ms": "0",
             "log.cleaner.backoff.ms": "1000",
             # A controlled shutdown moves each partition's leadership to another replica
-            # first; one node has none, so it only adds a round of metadata writes the
-            # broker must wait for (up to minutes on a busy machine) before it stops.
+            # first; one node has none, so it only adds metadata writes the broker waits
+            # to see committed, bounded by the five-minute shutdown deadline (docs/kafka.md).
             "controlled.shutdown.enable": str(self.replication > 1).lower(),
         }
         if self.security is not None:
