@@ -137,6 +137,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--verbose", action="store_true", help="show every log line, not only warnings and errors"
     )
+    up.add_argument("--kafka-port", type=int, default=9092, help="the local Kafka's port (9092)")
+    up.add_argument(
+        "--controller-port", type=int, default=0, help="the local Kafka's controller port (port+1)"
+    )
+    up.add_argument("--sandbox-port", type=int, default=8090, help="the sandbox's port (8090)")
     up.set_defaults(command=run_up)
 
     tail = commands.add_parser("tail", help="print call events as JSON lines")
@@ -452,7 +457,8 @@ def run_worker(_args: argparse.Namespace) -> int:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    return stack.up(Settings.from_env(), verbose=args.verbose)
+    ports = stack.Ports(args.kafka_port, args.controller_port, args.sandbox_port)
+    return stack.up(Settings.from_env(), verbose=args.verbose, ports=ports)
 
 
 def run_topics(args: argparse.Namespace) -> int:

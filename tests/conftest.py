@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -13,6 +12,7 @@ from connector.local.broker import BrokerConfig, LocalKafka, free_port
 from connector.local.security import Security
 from connector.settings import Settings
 from connector.topics import TopicNames
+from tests.kafka_helpers import start_local_kafka
 from tests.secure_helpers import SecureKafka, grant_everyone
 
 
@@ -25,11 +25,6 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     with start_local_kafka(tmp_path_factory.mktemp("kafka")) as local:
         yield local.bootstrap_servers
-
-
-def start_local_kafka(data_dir: Path) -> LocalKafka:
-    config = BrokerConfig(data_dir=data_dir, port=free_port(), controller_port=free_port())
-    return LocalKafka(config)
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +75,42 @@ def postgres() -> Iterator[str]:
 
     with LocalPostgres() as local:
         yield local.url
+
+
+# The `kafka` marker: a test that needs Kafka (a broker, or its jars and Java). Tests that
+# use a broker fixture are marked here; tests that start a broker or the `kafka` and `up`
+# commands themselves carry the mark in their module. `pytest -m "not kafka"` runs the rest.
+KAFKA_FIXTURES = frozenset({"kafka_bootstrap", "secure_kafka"})
+NOT_MARKED = "a-test-not-marked-kafka-starts-no-kafka"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "kafka: needs Kafka (a broker, or its jars and Java); deselect: -m 'not kafka'"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if KAFKA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.kafka)
+
+
+@pytest.fixture(autouse=True)
+def no_kafka_unless_marked(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Keeps the marking honest: a test not marked `kafka` finds, in this process and in
+    every process it starts, a `java` that refuses to run, so starting Kafka fails at once
+    and names the missing mark."""
+    if request.node.get_closest_marker("kafka") is not None:
+        yield
+        return
+    java = tmp_path_factory.getbasetemp() / NOT_MARKED / "bin" / "java"
+    if not java.exists():
+        java.parent.mkdir(parents=True, exist_ok=True)
+        java.write_text(f'#!/bin/sh\necho "{NOT_MARKED}: mark the test kafka" >&2\nexit 1\n')
+        java.chmod(0o755)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JAVA_HOME", str(java.parent.parent))
+        yield

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from starlette.applications import Starlette
 
 from connector import clients
-from connector.local.broker import free_port
+from connector.local.broker import BrokerConfig, LocalKafka, free_port
 from connector.settings import Settings
 
 
@@ -94,3 +95,8 @@ async def serving(
     finally:
         server.should_exit = True
         await task
+
+
+def start_local_kafka(data_dir: Path) -> LocalKafka:
+    config = BrokerConfig(data_dir=data_dir, port=free_port(), controller_port=free_port())
+    return LocalKafka(config)

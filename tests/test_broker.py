@@ -40,8 +40,10 @@ def test_server_properties_bind_loopback_in_combined_kraft_mode(tmp_path: Path) 
     assert "process.roles=broker,controller\n" in properties
     assert "listeners=PLAINTEXT://127.0.0.1:9500,CONTROLLER://127.0.0.1:9501\n" in properties
     assert "auto.create.topics.enable=false\n" in properties
+    assert "controlled.shutdown.enable=false\n" in properties  # no other replica to hand to
 
 
+@pytest.mark.kafka  # runs Kafka's storage tool
 def test_a_cluster_id_that_starts_with_a_dash_is_formatted(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -60,5 +62,6 @@ def test_a_cluster_is_one_quorum_of_all_nodes_with_production_replication(tmp_pa
     assert [f"node.id={n}\n" in text for n, text in enumerate(properties, 1)] == [True] * 3
     assert all("default.replication.factor=3\n" in text for text in properties)
     assert all("min.insync.replicas=2\n" in text for text in properties)
+    assert all("controlled.shutdown.enable=true\n" in text for text in properties)
     assert len({config.cluster_id for config in configs}) == 1
     assert len({config.data_dir for config in configs}) == 3

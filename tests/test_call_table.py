@@ -3,47 +3,18 @@
 
 from __future__ import annotations
 
-import random
 import sqlite3
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from connector import admin, envelope, normalize
-from connector.local import sandbox
-from connector.merge import merge
+from connector import admin, envelope
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from examples.call_table import WrongSchema, apply, follow, open_table, rows
-from tests.test_worker import T0, ZONE
-
-
-def stream() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Events of 30 calls in the order a topic could hold them (calls interleaved, each in
-    order), with exact repeats and one call forgotten and started again at revision 1;
-    and each call's latest event."""
-    world, rng = sandbox.World(seed=7, origin=T0, rate=1.0), random.Random(3)
-    calls = [call for message in range(12) for call in world.calls(message)][:30]
-    per_call = [call.events(ZONE) for call in calls]
-    forgotten = calls[0]
-    dr = normalize.from_dr(forgotten.dr_fields(ZONE), ZONE)
-    restarted = merge(None, dr, forgotten.ended_at + timedelta(days=9))[1]
-    assert restarted is not None
-    per_call[0].append(restarted)
-    for events in per_call[::4]:
-        events.insert(len(events) - 1, events[0])  # a worker crashed: an exact repeat
-    queues = [list(events) for events in per_call]
-    ordered: list[dict[str, Any]] = []
-    while any(queues):
-        queue = rng.choice([q for q in queues if q])
-        ordered.append(queue.pop(0))
-    latest = {events[-1]["call_id"]: events[-1] for events in per_call}
-    assert latest[restarted["call_id"]]["revision"] == 1
-    return ordered, latest
+from tests.worker_helpers import stream
 
 
 async def test_reading_the_topic_twice_gives_the_same_table(

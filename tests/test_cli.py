@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,17 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from connector.local.broker import free_port
-
-
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "connector", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.process_helpers import read_until, run_cli
 
 
 @contextmanager
@@ -55,35 +42,6 @@ def kafka_command(data_dir: Path, port: int, controller: int) -> Iterator[subpro
             process.wait()
 
 
-def read_until(
-    process: subprocess.Popen[str], wanted: str, deadline: float, *, anywhere: bool = False
-) -> str:
-    """The first output line that starts with (or, `anywhere`, contains) `wanted`.
-
-    The process's output keeps being drained afterwards, so a chatty child never blocks
-    on a full pipe.
-    """
-    assert process.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
-    stream = process.stdout
-
-    def pump() -> None:
-        for line in stream:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    seen: list[str] = []
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=remaining)
-        except queue.Empty:
-            break
-        seen.append(line)
-        if (wanted in line) if anywhere else line.startswith(wanted):
-            return line.strip()
-    raise AssertionError(f"no line with {wanted!r}; saw {seen[-20:]!r}")
-
-
 async def round_trip(bootstrap: str, topic: str, value: bytes | None) -> list[bytes]:
     if value is not None:
         producer = AIOKafkaProducer(
@@ -108,6 +66,7 @@ def stop(process: subprocess.Popen[str], signum: int) -> int:
     return process.wait(timeout=60)
 
 
+@pytest.mark.kafka  # runs the `kafka` command
 async def test_kafka_command_serves_keeps_data_and_topics_command_converges(
     tmp_path: Path,
 ) -> None:
@@ -194,6 +153,7 @@ def env_in(path: Path) -> dict[str, str]:
     return dict(entry.split("=", 1) for entry in path.read_text().splitlines() if entry)
 
 
+@pytest.mark.kafka  # runs the `kafka` command
 def test_kafka_secure_prints_per_user_settings_that_work_and_no_password(
     tmp_path: Path,
 ) -> None:

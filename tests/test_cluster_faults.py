@@ -22,10 +22,12 @@ from connector.local.broker import LocalCluster, cluster_configs, free_port
 from connector.receiver.app import create_app
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
+from tests.fault_helpers import REPEAT_BOUND, Load, until_drained, verify
 from tests.kafka_helpers import read_topic, serving
-from tests.test_fault_matrix import REPEAT_BOUND, Load, until_drained, verify
-from tests.test_poller_kills import sandbox_poller_env, start_poller
-from tests.test_worker import await_ready, start_worker
+from tests.process_helpers import sandbox_poller_env, start_poller
+from tests.worker_helpers import await_ready, start_worker
+
+pytestmark = pytest.mark.kafka  # starts its own cluster
 
 
 @pytest.fixture

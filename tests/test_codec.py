@@ -4,7 +4,7 @@ import orjson
 
 from connector.codec import decode_observation, decode_state, encode_observation, encode_state
 from connector.merge import merge
-from tests.test_merge import CDR, DR, T0
+from tests.support import CDR, DR, T0
 
 
 def test_observations_round_trip_with_decimals_and_times() -> None:

@@ -40,7 +40,8 @@ from connector.settings import Settings
 from tests.kafka_helpers import read_topic, serving
 from tests.oidc_helpers import Client, Issuer
 from tests.secure_helpers import SecureKafka, grant_everyone
-from tests.test_worker import ZONE, await_ready, start_worker
+from tests.support import ZONE
+from tests.worker_helpers import await_ready, start_worker
 
 DR_PATH = "/nxcloud/voice/dr"
 SCRAM_SHA_512 = 2  # org.apache.kafka.clients.admin.ScramMechanism

@@ -1,21 +1,11 @@
 import base64
-from datetime import UTC, datetime
 
 import orjson
 import pytest
 
 from connector import dr
 from connector.errors import Invalid
-from tests.test_receiver import EXAMPLE_FIELDS, PROVIDER_EXAMPLE, VERIFICATION
-
-ARRIVAL = dr.Arrival(
-    receipt_id="0f1e2d3c4b5a69788796a5b4c3d2e1f0",
-    received_at=datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC),
-    remote_addr="203.0.113.9",
-    receiver="rx-1",
-    method="GET",
-    content_type="",
-)
+from tests.support import ARRIVAL, EXAMPLE_FIELDS, PROVIDER_EXAMPLE, VERIFICATION
 
 
 def test_the_provider_example_parses_with_its_blank_ivr_result() -> None:

@@ -23,7 +23,7 @@ from connector.settings import Secret, Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic
 from tests.receiver_helpers import on_free_ports, serving_receiver
-from tests.test_receiver import EXAMPLE_FIELDS, PROVIDER_EXAMPLE
+from tests.support import EXAMPLE_FIELDS, PROVIDER_EXAMPLE
 
 DR = b"/nxcloud/voice/dr"
 HOST = b"Host: 106.15.34.94:8080\r\n"

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from connector.settings import Settings
 from connector.topics import TopicNames
 from tests.kafka_helpers import read_topic
+from tests.support import EXAMPLE_FIELDS
 from tests.test_edge import DR, Reply, Server, edge_settings_of, read_reply, start
-from tests.test_receiver import EXAMPLE_FIELDS
 
 BATCHES = 10
 BATCH = 210

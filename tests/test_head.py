@@ -1,7 +1,7 @@
 import pytest
 
 from connector import head
-from tests.test_receiver import PROVIDER_EXAMPLE
+from tests.support import PROVIDER_EXAMPLE
 
 
 def test_the_provider_example_line_is_repaired_as_the_provider_meant_it() -> None:

@@ -39,7 +39,7 @@ from tests.image_helpers import (
     volume,
 )
 from tests.kafka_helpers import read_topic
-from tests.test_receiver import VERIFICATION
+from tests.support import VERIFICATION
 
 # The first test also waits for the build: debootstrap and pip in vfs take minutes.
 pytestmark = pytest.mark.timeout(2400)

@@ -1,16 +1,18 @@
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import timedelta
 
 from connector.merge import CallState, cost, expired, merge, merge_batch
 from connector.normalize import Observation, from_cdr, from_dr
-from tests.test_normalize import CDR_GROUP_ROW, CDR_VERIFICATION_ROW
-from tests.test_receiver import EXAMPLE_FIELDS, VERIFICATION
-
-ZONE = ZoneInfo("Asia/Shanghai")
-T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-DR = from_dr({**EXAMPLE_FIELDS, "messageid": "784522", "customer_price": "0.036"}, ZONE)
-CDR = from_cdr(CDR_GROUP_ROW, 0, ZONE)
+from tests.support import (
+    CDR,
+    CDR_GROUP_ROW,
+    CDR_VERIFICATION_ROW,
+    DR,
+    EXAMPLE_FIELDS,
+    T0,
+    VERIFICATION,
+    ZONE,
+)
 
 
 def settled(observation: Observation, price: float) -> Observation:

@@ -8,42 +8,9 @@ from connector import normalize
 from connector.clock import rfc3339
 from connector.errors import Unusable
 from connector.normalize import e164, from_cdr, from_dr
-from tests.test_receiver import EXAMPLE_FIELDS, VERIFICATION
+from tests.support import CDR_GROUP_ROW, CDR_VERIFICATION_ROW, EXAMPLE_FIELDS, VERIFICATION
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-CDR_GROUP_ROW = {
-    "id": 11112,
-    "result": "Successful connection",
-    "cycle": 20,
-    "time": "2019-09-09 09:00:00",
-    "start_time": "2019-09-09 09:00:01",
-    "end_time": "2019-09-09 09:00:20",
-    "phone": "15088888888",
-    "basic_price": 0.005,
-    "second": 19,
-    "countryCode": "86",
-    "messageid": 784522,
-    "customer_price": 0.05,
-    "show_phone": "085944247",
-    "size": 1,
-    "ivr_result": 1,
-}
-CDR_VERIFICATION_ROW = {
-    "id": 1821556,
-    "result": "未接通",
-    "cycle": 1,
-    "time": "",
-    "start_time": "2019-09-09 09:00:01",
-    "end_time": "2019-09-09 09:00:04",
-    "phone": "85987053821",
-    "second": 0,
-    "voice_type": 2,
-    "countryCode": "55",
-    "messageid": 35618,
-    "customer_price": 0.012,
-    "show_phone": "1547822456",
-    "size": 0,
-}
 
 
 def test_a_dr_becomes_an_observation_in_utc_with_decimal_money() -> None:

@@ -19,7 +19,7 @@ from connector import admin, envelope
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from examples.call_table import open_table, rows
-from tests.test_call_table import stream
+from tests.worker_helpers import stream
 
 
 def consume(bootstrap: str, topic: str, url: str, *extra: str) -> subprocess.Popen[str]:

@@ -21,33 +21,7 @@ from connector.settings import Secret, Settings
 from connector.topics import TopicNames
 from tests.kafka_helpers import read_topic, serving
 from tests.receiver_helpers import Ports, on_free_ports, serving_receiver
-
-PROVIDER_EXAMPLE = (
-    "phone=8615088888888&countryCode=86&duration=10&voice_type=0"
-    "&messageid=74078a0090f17e011505297261994&basic_price=0.005&second=10&cycle=60&size=1"
-    "&customer_price=0.036&start_time=2020-12-01 00:00:00&end_time=2020-12-01 00:00:10"
-    "&result=Successful connection&hangup_cause=NORMAL_CLEARING&hangup_disposition=send_bye"
-    "&ivr_result="
-)
-EXAMPLE_FIELDS = dict(pair.split("=", 1) for pair in PROVIDER_EXAMPLE.split("&"))
-VERIFICATION = {
-    "phone": "5585987053821",
-    "countryCode": "55",
-    "duration": "3",
-    "voice_type": "1",
-    "messageid": "35618",
-    "second": "3",
-    "cycle": "1",
-    "size": "3",
-    "customer_price": "0.012",
-    "record_url": "https://records.example/35618.mp3",
-    "start_time": "2019-09-09 09:00:01",
-    "end_time": "2019-09-09 09:00:04",
-    "result": "成功接通",
-    "hangup_cause": "NORMAL_CLEARING",
-    "hangup_disposition": "recv_bye",
-    "show_phone": "1547822456",
-}
+from tests.support import EXAMPLE_FIELDS, VERIFICATION
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,22 +15,17 @@ from connector.local.broker import LocalKafka
 from connector.receiver.app import create_app
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
-from tests.conftest import start_local_kafka
-from tests.kafka_helpers import read_topic
+from tests.kafka_helpers import read_topic, start_local_kafka
 from tests.receiver_helpers import on_free_ports, serving_receiver
-from tests.test_receiver import EXAMPLE_FIELDS
+from tests.support import EXAMPLE_FIELDS, gauge
+
+pytestmark = pytest.mark.kafka  # starts its own broker
 
 
 @pytest.fixture
 def own_kafka(tmp_path: Path) -> Iterator[LocalKafka]:
     with start_local_kafka(tmp_path / "kafka") as local:
         yield local
-
-
-def gauge(metrics: str, name: str) -> float:
-    match = re.search(rf"^{name} (\S+)$", metrics, re.MULTILINE)
-    assert match, name
-    return float(match.group(1))
 
 
 class Pusher:

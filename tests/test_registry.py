@@ -14,7 +14,7 @@ from connector import registry, schema, wire
 from connector.errors import ConfigError, RegistryUnreachable, SchemaRefused
 from connector.settings import Secret, Settings
 from connector.topics import TopicNames
-from tests.test_cli import run_cli
+from tests.process_helpers import run_cli
 
 
 def test_a_framed_value_and_a_plain_one_read_alike() -> None:

@@ -23,8 +23,8 @@ from connector.local import sandbox
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic
-from tests.test_worker import (
-    ZONE,
+from tests.support import ZONE
+from tests.worker_helpers import (
     assert_each_event_names_its_schema,
     await_ready,
     start_worker,

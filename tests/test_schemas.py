@@ -9,7 +9,6 @@ import sysconfig
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -21,25 +20,21 @@ from connector.frames import Damage, Entry
 from connector.merge import merge
 from connector.normalize import from_cdr, from_dr
 from connector.settings import Settings
-from tests.test_dr import ARRIVAL
-from tests.test_merge import CDR, DR, ZONE
-from tests.test_normalize import CDR_VERIFICATION_ROW
-from tests.test_receiver import EXAMPLE_FIELDS, VERIFICATION
+from tests.support import (
+    ARRIVAL,
+    CDR,
+    CDR_VERIFICATION_ROW,
+    DR,
+    EXAMPLE_FIELDS,
+    VERIFICATION,
+    ZONE,
+    valid,
+    validator,
+)
 
 ROOT = Path(__file__).parent.parent
 SHIPPED = ROOT / "schemas"  # in the package as connector/schemas, a link to it
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-
-
-def validator(name: str) -> Draft202012Validator:
-    document = schema.load(name)
-    Draft202012Validator.check_schema(document)
-    return Draft202012Validator(document)
-
-
-def valid(name: str, value: Any) -> None:
-    errors = sorted(validator(name).iter_errors(value), key=str)
-    assert not errors, [error.message for error in errors]
 
 
 def test_call_events_of_every_kind_match_the_schema() -> None:

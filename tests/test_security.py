@@ -31,7 +31,8 @@ from connector.topics import declare
 from connector.worker.agents import EXIT_REFUSED
 from tests.kafka_helpers import read_topic, serving
 from tests.secure_helpers import SecureKafka
-from tests.test_worker import ZONE, await_ready, dr_record, start_worker
+from tests.support import ZONE
+from tests.worker_helpers import await_ready, dr_record, start_worker
 
 DR_PATH = "/nxcloud/voice/dr"
 

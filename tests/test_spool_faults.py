@@ -21,8 +21,7 @@ from connector.receiver.spool import Batch, Spool
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic, serving
-from tests.test_receiver import EXAMPLE_FIELDS
-from tests.test_receiver_outage import gauge
+from tests.support import EXAMPLE_FIELDS, gauge
 
 SMALL_LIMIT = 8192
 

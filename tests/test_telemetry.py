@@ -20,7 +20,7 @@ from connector.merge import CallState, missing
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from connector.worker.telemetry import Behind, behind, reason_label
-from tests.test_worker import (
+from tests.worker_helpers import (
     cdr_record,
     dr_record,
     revisions_on,

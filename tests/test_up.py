@@ -11,24 +11,64 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from connector import admin
 from connector.local.broker import free_port
 from connector.settings import Settings
+from connector.topics import TopicNames
 from tests.kafka_helpers import read_topic
-from tests.test_cli import read_until
-from tests.test_receiver import EXAMPLE_FIELDS, PROVIDER_EXAMPLE
+from tests.process_helpers import read_until
+from tests.support import EXAMPLE_FIELDS, PROVIDER_EXAMPLE
+
+pytestmark = pytest.mark.kafka  # starts its own Kafka through `up`
 
 
-def start_up(env: dict[str, str]) -> subprocess.Popen[str]:
+@dataclass(frozen=True)
+class Isolated:
+    """`up` on ports and topics of its own, so it runs beside a `make up` (9092, 8080, 8090,
+    9102, 9103 and the production topic names) without touching it."""
+
+    env: dict[str, str]
+    args: tuple[str, ...]
+    bootstrap: str
+    names: TopicNames
+    receiver_port: int
+    management_port: int
+
+
+def isolated(data: Path, **extra: str) -> Isolated:
+    kafka, receiver, management = free_port(), free_port(), free_port()
+    suffix = uuid.uuid4().hex[:10]
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env |= {
+        "XDG_DATA_HOME": str(data),
+        "NXCLOUD_RECEIVER_HOST": "127.0.0.1",
+        "NXCLOUD_RECEIVER_PORT": str(receiver),
+        "NXCLOUD_RECEIVER_MANAGEMENT_HOST": "127.0.0.1",
+        "NXCLOUD_RECEIVER_MANAGEMENT_PORT": str(management),
+        "NXCLOUD_POLLER_METRICS_PORT": str(free_port()),
+        "NXCLOUD_WORKER_METRICS_PORT": str(free_port()),
+        "NXCLOUD_TOPIC_SUFFIX": suffix,
+        **extra,
+    }
+    args = (f"--kafka-port={kafka}", f"--controller-port={free_port()}",
+            f"--sandbox-port={free_port()}")  # fmt: skip
+    names = TopicNames().with_suffix(suffix)
+    return Isolated(env, args, f"127.0.0.1:{kafka}", names, receiver, management)
+
+
+def start_up(up: Isolated) -> subprocess.Popen[str]:
     """`up` as a user starts it, once its status says the receiver is running."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "connector", "up"], env=env,
+        [sys.executable, "-m", "connector", "up", *up.args], env=up.env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -43,16 +83,9 @@ def start_up(env: dict[str, str]) -> subprocess.Popen[str]:
 
 
 async def test_up_stores_a_push_on_the_raw_topic_and_stops_cleanly(tmp_path: Path) -> None:
-    port, management = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env |= {
-        "XDG_DATA_HOME": str(tmp_path),
-        "NXCLOUD_RECEIVER_PORT": str(port),
-        "NXCLOUD_RECEIVER_HOST": "127.0.0.1",
-        "NXCLOUD_RECEIVER_MANAGEMENT_PORT": str(management),
-        "NXCLOUD_RECEIVER_MANAGEMENT_HOST": "127.0.0.1",
-    }
-    process = start_up(env)
+    up = isolated(tmp_path)
+    port, management, names = up.receiver_port, up.management_port, up.names
+    process = start_up(up)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             deadline = time.monotonic() + 30
@@ -70,20 +103,20 @@ async def test_up_stores_a_push_on_the_raw_topic_and_stops_cleanly(tmp_path: Pat
         writer.close()
         assert reply.startswith(b"HTTP/1.1 200 ")
         records = await read_topic(
-            "127.0.0.1:9092",
-            "nxcloud.voice.dr.raw",
+            up.bootstrap,
+            names.dr_raw,
             lambda values: {"up-1", "up-raw"} <= {v["fields"]["messageid"] for v in values},
         )
         assert next(v for v in records if v["fields"]["messageid"] == "up-1")["fields"] == fields
         spaced = next(v for v in records if v["fields"]["messageid"] == "up-raw")["fields"]
         assert spaced == {**EXAMPLE_FIELDS, "messageid": "up-raw"}
         polled = await read_topic(
-            "127.0.0.1:9092", "nxcloud.voice.cdr.raw", lambda values: len(values) >= 1, deadline=90
+            up.bootstrap, names.cdr_raw, lambda values: len(values) >= 1, deadline=90
         )
         assert polled[0]["account"] == "default"
         events = await read_topic(
-            "127.0.0.1:9092",
-            "nxcloud.voice.call-events",
+            up.bootstrap,
+            names.call_events,
             lambda values: any(v["message_id"] == "up-1" for v in values),
             deadline=120,
         )
@@ -97,8 +130,8 @@ async def test_up_stores_a_push_on_the_raw_topic_and_stops_cleanly(tmp_path: Pat
 
 
 async def test_up_interrupted_and_started_again_loses_no_pushed_dr(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env |= {"XDG_DATA_HOME": str(tmp_path), "NXCLOUD_RECEIVER_HOST": "127.0.0.1"}
+    up = isolated(tmp_path)
+    names = up.names
 
     def received(values: list[Any]) -> set[tuple[str, str]]:
         return {(v["fields"]["messageid"], v["fields"]["phone"]) for v in values}
@@ -106,21 +139,18 @@ async def test_up_interrupted_and_started_again_loses_no_pushed_dr(tmp_path: Pat
     def merged(values: list[Any]) -> set[tuple[str, str]]:
         return {(v["message_id"], v["phone_raw"]) for v in values if "dr" in v["sources"]}
 
-    process = start_up(env)
+    process = start_up(up)
     try:
         await read_topic(
-            "127.0.0.1:9092", "nxcloud.voice.call-events",
+            up.bootstrap, names.call_events,
             lambda values: len(merged(values)) >= 3, deadline=240,
         )  # fmt: skip
         process.send_signal(signal.SIGINT)  # mid-stream: the sandbox keeps pushing until then
         assert process.wait(timeout=120) == 0
-        process = start_up(env)
-        stored = (await admin.record_counts(Settings(), ["nxcloud.voice.dr.raw"]))[
-            "nxcloud.voice.dr.raw"
-        ]
-        pushed = received(
-            await read_topic("127.0.0.1:9092", "nxcloud.voice.dr.raw", lambda v: len(v) >= stored)
-        )
+        process = start_up(up)
+        counted = Settings(kafka_bootstrap_servers=up.bootstrap)
+        stored = (await admin.record_counts(counted, [names.dr_raw]))[names.dr_raw]
+        pushed = received(await read_topic(up.bootstrap, names.dr_raw, lambda v: len(v) >= stored))
         assert len(pushed) >= 3
         seen: list[Any] = []
 
@@ -129,9 +159,7 @@ async def test_up_interrupted_and_started_again_loses_no_pushed_dr(tmp_path: Pat
             return merged(values) >= pushed
 
         try:
-            await read_topic(
-                "127.0.0.1:9092", "nxcloud.voice.call-events", all_merged, deadline=180
-            )
+            await read_topic(up.bootstrap, names.call_events, all_merged, deadline=180)
         except AssertionError:
             missing = pushed - merged(seen)
             ids = {message for message, _phone in missing}
@@ -166,13 +194,11 @@ def read_terminal(master: int, until: Callable[[str], bool], deadline: float) ->
 
 
 def test_up_on_a_terminal_shows_the_urls_a_live_status_and_only_warnings(tmp_path: Path) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env |= {"XDG_DATA_HOME": str(tmp_path), "NXCLOUD_RECEIVER_PORT": str(port),
-            "NXCLOUD_RECEIVER_HOST": "127.0.0.1", "TERM": "xterm"}  # fmt: skip
+    up = isolated(tmp_path, TERM="xterm")
+    port = up.receiver_port
     master, slave = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "connector", "up"], env=env,
+        [sys.executable, "-m", "connector", "up", *up.args], env=up.env,
         stdin=slave, stdout=slave, stderr=slave, close_fds=True,
     )  # fmt: skip
     os.close(slave)

@@ -25,7 +25,7 @@ from connector.topics import TopicNames
 from connector.worker import heartbeat
 from examples.call_table import apply, open_table, rows
 from tests.kafka_helpers import read_topic
-from tests.test_worker import (
+from tests.worker_helpers import (
     await_ready,
     cdr_record,
     dr_record,

@@ -61,7 +61,10 @@ POM: Final = f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
 </project>
 """
 
+# shutdownHook: Kafka logs its own shutdown to the end (log4j's hook would stop the logging
+# part-way through it, so a slow shutdown would not say where it waited).
 LOG4J2: Final = """status = warn
+shutdownHook = disable
 appender.console.type = Console
 appender.console.name = console
 appender.console.layout.type = PatternLayout
@@ -219,6 +222,10 @@ class BrokerConfig:
             "share.coordinator.state.topic.min.isr": min_isr,
             "group.initial.rebalance.delay.ms": "0",
             "log.cleaner.backoff.ms": "1000",
+            # A controlled shutdown moves each partition's leadership to another replica
+            # first; one node has none, so it only adds metadata writes the broker waits
+            # to see committed, bounded by the five-minute shutdown deadline (docs/kafka.md).
+            "controlled.shutdown.enable": str(self.replication > 1).lower(),
         }
         if self.security is not None:
             settings |= self.security.properties(self.controller)
@@ -333,7 +340,7 @@ class LocalKafka(_Started):
                 *([] if security is None else security.format_args()),
             )
 
-    def start(self, timeout: float = 90.0) -> None:
+    def start(self, timeout: float = 180.0) -> None:
         if self.running:
             return
         self._await_started(*self.launch(), timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -21,11 +22,21 @@ from connector.settings import Settings, default_state_dir
 from connector.topics import TopicNames, declare
 
 READY_WITHIN = 60.0
-SANDBOX_PORT = 8090
 
 
-def up(settings: Settings, *, verbose: bool = False) -> int:
+@dataclasses.dataclass(frozen=True)
+class Ports:
+    """What `up` binds besides the settings' ports: the local Kafka (broker and controller,
+    when it starts one) and the sandbox. A test gives free ones, so a `make up` keeps its own."""
+
+    kafka: int = 9092
+    controller: int = 0  # 0: kafka + 1
+    sandbox: int = 8090
+
+
+def up(settings: Settings, *, verbose: bool = False, ports: Ports | None = None) -> int:
     """Start a local Kafka unless KAFKA_BOOTSTRAP_SERVERS names one, create topics, run all."""
+    ports = ports or Ports()
     console = Console(sys.stdout, live=sys.stdout.isatty(), verbose=verbose)
     logs = default_state_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -33,9 +44,14 @@ def up(settings: Settings, *, verbose: bool = False) -> int:
     with ExitStack() as stack:
         local = None
         if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-            local = broker.LocalKafka(broker.BrokerConfig(broker.default_data_dir()))
+            config = broker.BrokerConfig(
+                broker.default_data_dir(), port=ports.kafka, controller_port=ports.controller
+            )
+            local = broker.LocalKafka(config)
             print(f"Starting Apache Kafka {broker.KAFKA_VERSION} ...", flush=True)
             stack.enter_context(local)
+            bootstrap = local.bootstrap_servers
+            settings = dataclasses.replace(settings, kafka_bootstrap_servers=bootstrap)
         applied = asyncio.run(admin.converge(settings, declare(settings)))
         for drift in applied.plan.drift:
             print(f"drift   {drift}", flush=True)
@@ -47,7 +63,7 @@ def up(settings: Settings, *, verbose: bool = False) -> int:
             env |= {
                 "NXCLOUD_APPKEY": "sandbox",
                 "NXCLOUD_SECRETKEY": "sandbox",
-                "NXCLOUD_CDR_URL": f"http://127.0.0.1:{SANDBOX_PORT}/api/voiceSms/getVoiceCdr",
+                "NXCLOUD_CDR_URL": f"http://127.0.0.1:{ports.sandbox}/api/voiceSms/getVoiceCdr",
                 "NXCLOUD_POLLER_WINDOW_SECONDS": "60",
                 "NXCLOUD_POLLER_SETTLE_SECONDS": "30",
             }
@@ -56,7 +72,7 @@ def up(settings: Settings, *, verbose: bool = False) -> int:
         # Kafka stops last.
         commands = {"worker": ["worker"], "poller": ["poller"], "receiver": ["receiver"]}
         if sandboxed:
-            commands["sandbox"] = ["sandbox", f"--port={SANDBOX_PORT}",
+            commands["sandbox"] = ["sandbox", f"--port={ports.sandbox}",
                                    f"--push-to={receiver_url}/nxcloud/voice/dr"]  # fmt: skip
         for name, command in commands.items():
             running[name] = stack.enter_context(
@@ -72,7 +88,7 @@ def up(settings: Settings, *, verbose: bool = False) -> int:
         print(f"CDR API:   {env.get('NXCLOUD_CDR_URL', settings.nxcloud_cdr_url)}", flush=True)
         if sandboxed:
             print(
-                f"Sandbox:   http://127.0.0.1:{SANDBOX_PORT} (no NXCLOUD_APPKEY: it plays NXCloud)"
+                f"Sandbox:   http://127.0.0.1:{ports.sandbox} (no NXCLOUD_APPKEY: it plays NXCloud)"
             )
         print("Watch:     nxcloud-connector tail", flush=True)
         print(f"Logs:      {logs}/{{{','.join(commands)}}}.log (full; here: warnings and errors"
