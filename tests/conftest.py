@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -114,3 +115,20 @@ def no_kafka_unless_marked(
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JAVA_HOME", str(java.parent.parent))
         yield
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was() -> Iterator[None]:
+    """Each test starts with the logging its predecessors found: a test that configures the
+    connector's logging (`logs.configure` quiets aiokafka) must not hide what the next one
+    reads through caplog."""
+    root = logging.getLogger()
+    handlers, levels = root.handlers[:], {"": root.level}
+    for name, logger in logging.root.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger):
+            levels[name] = logger.level
+    yield
+    root.handlers[:] = handlers
+    for name, logger in [("", root), *logging.root.manager.loggerDict.items()]:
+        if isinstance(logger, logging.Logger):
+            logger.setLevel(levels.get(name, logging.NOTSET))
