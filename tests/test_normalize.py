@@ -7,7 +7,8 @@ import pytest
 from connector import normalize
 from connector.clock import rfc3339
 from connector.errors import Unusable
-from connector.normalize import e164, from_cdr, from_dr
+from connector.normalize import from_cdr, from_dr
+from connector.phone import e164
 from tests.test_receiver import EXAMPLE_FIELDS, VERIFICATION
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -97,20 +98,20 @@ def test_the_dr_and_cdr_of_one_call_share_a_call_id() -> None:
 
 
 @pytest.mark.parametrize(
-    ("phone", "code", "national_first", "expected"),
+    ("phone", "code", "international_first", "expected"),
     [
-        ("8615088888888", "86", False, "+8615088888888"),
-        ("15088888888", "86", True, "+8615088888888"),
-        ("15088888888", "86", False, "+8615088888888"),
         ("8615088888888", "86", True, "+8615088888888"),
-        ("85987053821", "55", True, "+5585987053821"),
-        ("+91 98765 43210", "91", False, "+919876543210"),
+        ("15088888888", "86", False, "+8615088888888"),
+        ("15088888888", "86", True, "+8615088888888"),
+        ("8615088888888", "86", False, "+8615088888888"),
+        ("85987053821", "55", False, "+5585987053821"),
+        ("+91 98765 43210", "91", True, "+919876543210"),
     ],
 )
 def test_phone_forms_fall_back_to_the_other_source_form(
-    phone: str, code: str, national_first: bool, expected: str
+    phone: str, code: str, international_first: bool, expected: str
 ) -> None:
-    assert e164(phone, code, national_first=national_first) == expected
+    assert e164(phone, code, international_first=international_first) == expected
 
 
 def test_both_languages_of_result() -> None:
@@ -188,6 +189,6 @@ def test_a_price_that_is_not_a_finite_number_is_unusable(price: str) -> None:
 def test_a_national_number_with_its_trunk_prefix_becomes_e164(
     phone: str, code: str, expected: str
 ) -> None:
-    assert e164(phone, code, national_first=True) == expected
+    assert e164(phone, code, international_first=False) == expected
     row = {**CDR_GROUP_ROW, "phone": phone, "countryCode": code}
     assert from_cdr(row, 0, SHANGHAI).phone == expected
