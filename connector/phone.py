@@ -130,9 +130,11 @@ def _number(code: str, national: str) -> PhoneNumber:
     return number
 
 
+@lru_cache(maxsize=65536)
 def _valid(code: str, national: str) -> bool:
     return phonenumbers.is_valid_number(_number(code, national))
 
 
+@lru_cache(maxsize=65536)
 def _possible(code: str, national: str) -> bool:
     return phonenumbers.is_possible_number_with_reason(_number(code, national)) == POSSIBLE
