@@ -73,7 +73,7 @@ def _readings(text: str, digits: str, code: str, international_first: bool) -> l
     return international + national if international_first else national + international
 
 
-def _choose(code: str, readings: list[str]) -> str | None:
+def _choose(code: str, readings: list[str]) -> str:
     metadata = _metadata(code)
     if metadata is None:
         return readings[0]
@@ -97,7 +97,7 @@ def _without_trunk_prefix(code: str, number: str, metadata: PhoneMetadata) -> st
 
 def _stripped(number: str, metadata: PhoneMetadata) -> list[str]:
     forms = []
-    pattern = metadata.national_prefix_for_parsing
+    pattern = metadata.national_prefix_for_parsing or ""
     match = re.match(pattern, number) if pattern else None
     if match is not None and match.end() > 0:
         rule = metadata.national_prefix_transform_rule

@@ -23,9 +23,10 @@ def test_a_state_from_before_given_by_dr_takes_what_a_seen_dr_had_as_final() -> 
     state, _ = merge(state, DR, T0 + timedelta(minutes=1))
     written = orjson.loads(encode_state(state))
     given = written.pop("given_by_dr")
-    assert "duration_seconds" in given and "cdr_id" not in given
+    assert "duration_seconds" in given
+    assert "cdr_id" not in given
     assert "display_number" not in given  # the DR had no show_phone, the CDR row had
-    # The merge of then kept the first value of every fact once a DR was seen.
+    # The merge then kept the first value of every fact once a DR was seen.
     kept_then = {*given, "display_number"}
     assert decode_state(orjson.dumps(written)).given_by_dr == kept_then  # before billed_by_dr
     billing = {"basic_price", "cycle_seconds", "cycles", "unit_price"}

@@ -146,9 +146,9 @@ def test_digits_must_be_ascii(name: str, value: str) -> None:
 def test_a_dr_is_stored_whatever_its_duration_says_since_second_is_the_duration(
     duration: str | None,
 ) -> None:
-    fields = {**EXAMPLE_FIELDS, "duration": duration}
-    if duration is None:
-        del fields["duration"]
+    fields = {name: value for name, value in EXAMPLE_FIELDS.items() if name != "duration"}
+    if duration is not None:
+        fields["duration"] = duration
     dr.validate(fields)
     with pytest.raises(Invalid, match="second"):
         dr.validate({**fields, "second": "0:19"})

@@ -192,3 +192,22 @@ def test_a_national_number_with_its_trunk_prefix_becomes_e164(
     assert e164(phone, code, international_first=False) == expected
     row = {**CDR_GROUP_ROW, "phone": phone, "countryCode": code}
     assert from_cdr(row, 0, SHANGHAI).phone == expected
+
+
+def test_the_duration_is_second_in_both_sources_and_a_dr_duration_is_not_read() -> None:
+    fields = {**EXAMPLE_FIELDS, "messageid": "784522", "duration": "25", "second": "19"}
+    assert from_dr(fields, SHANGHAI).facts["duration_seconds"] == 19
+    assert from_cdr(CDR_GROUP_ROW, 0, SHANGHAI).facts["duration_seconds"] == 19
+    for unreadable in ("00:00:25", "25.5", "", "二十五"):
+        seen = from_dr({**fields, "duration": unreadable}, SHANGHAI)
+        assert seen.facts["duration_seconds"] == 19
+    assert from_cdr({**CDR_GROUP_ROW, "second": 19.0}, 0, SHANGHAI).facts["duration_seconds"] == 19
+    with pytest.raises(Unusable, match="second"):
+        from_dr({**fields, "second": "19.5"}, SHANGHAI)
+
+
+def test_the_country_code_is_read_alike_from_both_sources() -> None:
+    dr = from_dr({**EXAMPLE_FIELDS, "messageid": "784522", "countryCode": "+86"}, SHANGHAI)
+    cdr = from_cdr({**CDR_GROUP_ROW, "countryCode": 86}, 0, SHANGHAI)
+    assert dr.country_code == cdr.country_code == "86"
+    assert dr.call_id == cdr.call_id

@@ -106,7 +106,9 @@ def unallocated(region: str, national: str, first: str, rest: int) -> str | None
         number = phonenumbers.parse(f"+{code}{candidate}")
         if phonenumbers.national_significant_number(number) != candidate:
             continue  # the metadata reads it as something else
-        if not (phonenumbers.is_valid_number(number) or (trunk and known(region, candidate, trunk))):
+        if not (
+            phonenumbers.is_valid_number(number) or (trunk and known(region, candidate, trunk))
+        ):
             return candidate
     return None
 
