@@ -29,6 +29,9 @@ from connector.records import group_id
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic, tombstone_key
+from tests.test_normalize import CDR_GROUP_ROW
+from tests.test_phone import unallocated
+from tests.test_receiver import EXAMPLE_FIELDS
 from tests.test_schemas import valid
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -301,3 +304,82 @@ def assert_each_event_names_its_schema(
         document = schema.resolve(headers["ce_dataschema"].decode())
         errors = [error.message for error in Draft202012Validator(document).iter_errors(event)]
         assert not errors, errors
+
+
+def unknown_uk_number() -> str:
+    """A UK national number of a mobile's length in a range the metadata does not know."""
+    for first in "7312":
+        national = unallocated("GB", "7400123456", first, 12345)
+        if national is not None:
+            return national
+    raise AssertionError("the metadata knows every UK number of 10 digits")
+
+
+async def test_one_call_one_identity_one_duration_in_both_arrival_orders(
+    settings: Settings, topic_names: TopicNames, tmp_path: Path
+) -> None:
+    """A DR whose `duration` differs from its `second` (or cannot be read) and two CDR rows
+    of the same call, the first giving the number in national form with its trunk prefix in
+    a range the metadata does not know: one call per order, `duration_seconds` is `second`,
+    the same final state whether the DR or the CDR row came first, no flip back."""
+    uk = unknown_uk_number()
+    numbers = {"uk": ("44", uk, "0" + uk, "25"), "cn": ("86", "15088888888", "15088888888", "0:19")}
+    fields = {**EXAMPLE_FIELDS, "second": "19", "show_phone": "085944247"}
+    row = {**CDR_GROUP_ROW, "second": 19, "show_phone": "85944247", "customer_price": 0.05}
+
+    def records(name: str, order: str) -> dict[str, tuple[str, bytes, bytes]]:
+        code, national, cdr_phone, duration = numbers[name]
+        message = f"{name}-{order}"
+        dr_fields = {**fields, "messageid": message, "phone": code + national,
+                     "countryCode": code, "duration": duration}  # fmt: skip
+        arrival = dr.Arrival(f"{message:0>32}", T0 + timedelta(minutes=1), "::1", "t", "POST", "")
+        window = cdr.Window(0, T0, T0 + timedelta(hours=1))
+        first = {**row, "messageid": message, "phone": cdr_phone, "countryCode": int(code)}
+        settled = {**first, "customer_price": 0.04, "time": "2019-09-09 09:00:02"}
+        return {
+            "dr": (names.dr_raw, dr.key(dr_fields), dr.raw_record(dr_fields, arrival)),
+            "cdr": (names.cdr_raw, cdr.key(first),
+                    cdr.raw_record(first, window, 1, T0 + timedelta(minutes=5), "t")),
+            "settled": (names.cdr_raw, cdr.key(settled),
+                        cdr.raw_record(settled, window, 1, T0 + timedelta(minutes=30), "t")),
+        }  # fmt: skip
+
+    orders = {"dr-first": ("dr", "cdr", "settled"), "cdr-first": ("cdr", "dr", "settled")}
+    bootstrap = settings.kafka_bootstrap_servers
+    async with topics_and_env(settings, topic_names) as (names, env, producer):
+        calls = {(n, o): records(n, o) for n in numbers for o in orders}
+        worker = start_worker(env, tmp_path / "a")
+        try:
+            await asyncio.to_thread(await_ready, worker)
+            for step in range(3):
+                for (_, order), sent in calls.items():
+                    topic, key, value = sent[orders[order][step]]
+                    await producer.send(topic, value, key=key)
+                await producer.flush()
+                events = await revisions_on(bootstrap, names, step + 1, len(calls))
+        finally:
+            await asyncio.to_thread(stop, worker, signal.SIGTERM)
+    by_message: dict[str, list[Any]] = defaultdict(list)
+    for event in sorted(events, key=lambda e: e["revision"]):
+        valid("call-event.v1.json", event)
+        by_message[event["message_id"]].append(event)
+    assert sorted(by_message) == sorted(f"{n}-{o}" for n, o in calls)
+    same = ("call_id", "message_id", "event_id", "first_seen_at")
+    for name, (code, national, _, _) in numbers.items():
+        finals = []
+        for order in orders:
+            history = by_message[f"{name}-{order}"]
+            assert [e["revision"] for e in history] == [1, 2, 3]
+            assert len({e["call_id"] for e in history}) == 1
+            for field in history[0]:
+                values = [orjson.dumps(e[field]) for e in history]
+                changed = [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
+                assert len(changed) == len(set(changed)), (name, order, field, values)
+            finals.append({k: v for k, v in history[-1].items() if k not in same})
+        assert finals[0] == finals[1], name
+        final = finals[0]
+        assert final["phone"] == f"+{code}{national}"
+        assert final["duration_seconds"] == 19
+        assert final["display_number"] == "085944247"
+        assert final["billing"]["unit_price"] == "0.036"
+        assert final["billing"]["cost_final"] is True
