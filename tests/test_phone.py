@@ -4,6 +4,7 @@ ranges its metadata does not know (as a range allocated after the library was bu
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo
@@ -96,9 +97,9 @@ def test_every_form_of_every_example_number_is_one_call(region: str) -> None:
 def unallocated(region: str, national: str, first: str, rest: int) -> str | None:
     """A number as long as `national`, starting with `first`, that the metadata does not
     know: the first one from `rest` on (in steps that touch every digit). A country can
-    only allocate a range whose trunk-prefixed form does not already dial a number it has
-    (Belarus's 8 10..., Colombia's 0 7 3... with a carrier code), so such a range is not
-    taken."""
+    only allocate a range that does not already dial a number it has, read by its own
+    prefix rule, bare or trunk-prefixed (Brazil's 90..., Belarus's 8 10..., Colombia's
+    0 7 3... with a carrier code), so such a range is not taken."""
     code, trunk = metadata(region)
     width = len(national) - 1
     for step in range(2000):
@@ -106,11 +107,33 @@ def unallocated(region: str, national: str, first: str, rest: int) -> str | None
         number = phonenumbers.parse(f"+{code}{candidate}")
         if phonenumbers.national_significant_number(number) != candidate:
             continue  # the metadata reads it as something else
-        if not (
-            phonenumbers.is_valid_number(number) or (trunk and known(region, candidate, trunk))
-        ):
+        if phonenumbers.is_valid_number(number) or prefixed(region, candidate):
+            continue
+        if not (trunk and known(region, candidate, trunk)):
             return candidate
     return None
+
+
+def prefixed(region: str, national: str) -> bool:
+    """Whether `national` starts with what the country's parsing rule takes for a prefix
+    (Brazil's collect-call 90) before a number of a possible length: a range it cannot
+    allocate."""
+    data = PhoneMetadata.metadata_for_region(region)
+    assert data is not None
+    pattern = data.national_prefix_for_parsing or ""
+    match = re.match(pattern, national) if pattern else None
+    if match is None or match.end() == 0:
+        return False
+    rule = data.national_prefix_transform_rule
+    readings = {national[match.end() :], re.sub(pattern, rule, national, count=1) if rule else ""}
+    return any(
+        reading.isdigit()
+        and phonenumbers.is_possible_number_with_reason(
+            PhoneNumber(country_code=data.country_code, national_number=int(reading))
+        )
+        == phonenumbers.ValidationResult.IS_POSSIBLE
+        for reading in readings
+    )
 
 
 def known(region: str, national: str, trunk: str) -> bool:
