@@ -8,7 +8,7 @@ from typing import Any, Final
 
 import orjson
 
-from connector.merge import BILLING, CallState
+from connector.merge import BILLING, DR_FINAL, CallState
 from connector.normalize import Observation
 
 IDENTITY: Final = ("service", "message_id", "phone", "phone_raw", "country_code")
@@ -68,7 +68,7 @@ def encode_state(state: CallState) -> bytes:
             "first_seen_at": state.first_seen_at.isoformat() if state.first_seen_at else None,
             "updated_at": state.updated_at.isoformat() if state.updated_at else None,
             "cdr_seen_at": state.cdr_seen_at.isoformat() if state.cdr_seen_at else None,
-            "billed_by_dr": sorted(state.billed_by_dr),
+            "given_by_dr": sorted(state.given_by_dr),
         }
     )
 
@@ -86,17 +86,19 @@ def decode_state(data: bytes) -> CallState:
         else None,
         updated_at=datetime.fromisoformat(raw["updated_at"]) if raw["updated_at"] else None,
         cdr_seen_at=_moment(raw.get("cdr_seen_at")),
-        billed_by_dr=frozenset(
-            raw["billed_by_dr"] if "billed_by_dr" in raw else _billed_before(raw)
-        ),
+        given_by_dr=frozenset(raw["given_by_dr"] if "given_by_dr" in raw else _given_before(raw)),
     )
 
 
-def _billed_before(raw: dict[str, Any]) -> list[str]:
-    """A state written before `billed_by_dr` existed: a DR made all its billing final."""
+def _given_before(raw: dict[str, Any]) -> set[str]:
+    """A state written before `given_by_dr`, when a seen DR made final the billing it gave
+    (`billed_by_dr`; before that, all the billing there was) and every other fact there
+    was: the merge then kept the first value it had."""
     if "dr" not in raw["sources"]:
-        return []
-    return [name for name in BILLING if raw["facts"].get(name) is not None]
+        return set()
+    billed = raw.get("billed_by_dr")
+    present = {name for name in DR_FINAL if raw["facts"].get(name) is not None}
+    return present if billed is None else (present - set(BILLING)) | set(billed)
 
 
 def _moment(text: str | None) -> datetime | None:

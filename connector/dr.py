@@ -21,10 +21,12 @@ from connector.clock import parse_provider_time, rfc3339
 from connector.errors import Invalid
 from connector.keys import call_key
 
+# `duration` (a string, "connection duration") is not among them: the call's duration is
+# `second`, which billing follows and the CDR row shares, so a DR whose `duration` is
+# missing or unreadable is stored like any other; it stays on the raw topic as received.
 COMMON_FIELDS: Final = (
     "phone",
     "countryCode",
-    "duration",
     "voice_type",
     "messageid",
     "second",
@@ -41,7 +43,7 @@ REQUIRED: Final[Mapping[str, tuple[str, ...]]] = {
 }
 NOT_BLANK: Final = ("phone", "countryCode", "messageid", "voice_type")
 COUNTS: Final = ("cycle", "size")
-AMOUNTS: Final = ("duration", "second", "customer_price", "basic_price")
+AMOUNTS: Final = ("second", "customer_price", "basic_price")
 TIMES: Final = ("start_time", "end_time")
 PHONE: Final = re.compile(r"\+?[0-9]{4,20}")
 COUNTRY_CODE: Final = re.compile(r"\+?[0-9]{1,4}")

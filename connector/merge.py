@@ -18,12 +18,15 @@ SCHEMA_VERSION: Final = 1
 # A DR with no CDR row after this long: the poller missed the row.
 CDR_GRACE: Final = timedelta(hours=24)
 BILLING: Final = ("cycle_seconds", "cycles", "unit_price", "basic_price")
-CDR_ONLY: Final = ("connected_at", "display_number", "cdr_id")
 FACTS: Final = (
     "display_number", "connected", "result_raw", "hangup_cause", "hangup_disposition",
     "ivr_result", "record_url", "started_at", "ended_at", "connected_at", "duration_seconds",
     *BILLING, "cdr_id",
 )  # fmt: skip
+# Only CDR rows carry these: the newest row's value.
+CDR_ONLY: Final = ("connected_at", "cdr_id")
+# A value the DR gives is final; until the DR gives one, the newest CDR row's counts.
+DR_FINAL: Final = tuple(name for name in FACTS if name not in CDR_ONLY)
 
 
 @dataclass(frozen=True)
@@ -40,31 +43,31 @@ class CallState:
     first_seen_at: datetime | None = None
     updated_at: datetime | None = None
     cdr_seen_at: datetime | None = None
-    billed_by_dr: frozenset[str] = frozenset()
+    given_by_dr: frozenset[str] = frozenset()
 
 
 def _merged_facts(state: CallState, observation: Observation) -> dict[str, Any]:
-    """The DR wins; the newest CDR row gives the billing the DR did not; else first wins."""
+    """The DR's value wins; a field the DR left blank (or the DR not yet seen) follows the
+    newest CDR row.
+
+    The rule depends on which source gave a value, never on the order they came in (an
+    older CDR row after a newer one is stale and dropped before this), so the other source
+    arriving can change a field once but never flip it back."""
     facts = {name: state.facts.get(name) for name in FACTS}
     for name in FACTS:
         value = observation.facts.get(name)
         if value is None:
             continue
-        if (
-            observation.source == "dr"
-            or name in CDR_ONLY
-            or (name in BILLING and name not in state.billed_by_dr)
-            or facts[name] is None
-        ):
+        if observation.source == "dr" or name not in state.given_by_dr:
             facts[name] = value
     return facts
 
 
-def _billed_by_dr(state: CallState, observation: Observation) -> frozenset[str]:
+def _given_by_dr(state: CallState, observation: Observation) -> frozenset[str]:
     if observation.source != "dr":
-        return state.billed_by_dr
-    given = {name for name in BILLING if observation.facts.get(name) is not None}
-    return state.billed_by_dr | given
+        return state.given_by_dr
+    given = {name for name in DR_FINAL if observation.facts.get(name) is not None}
+    return state.given_by_dr | given
 
 
 def _service(current: str, observed: str) -> str:
@@ -102,14 +105,14 @@ def merge(
         message_id=state.message_id,
         phone=state.phone,
         phone_raw=observation.phone_raw if observation.source == "dr" else state.phone_raw,
-        country_code=state.country_code,
+        country_code=observation.country_code if observation.source == "dr" else state.country_code,
         facts=_merged_facts(state, observation),
         sources=state.sources | {observation.source},
         revision=state.revision + 1,
         first_seen_at=state.first_seen_at or now,
         updated_at=max(state.updated_at or now, now),
         cdr_seen_at=cdr_seen_at,
-        billed_by_dr=_billed_by_dr(state, observation),
+        given_by_dr=_given_by_dr(state, observation),
     )
     content = _content(merged)
     if state.revision and content == _content(state):
@@ -130,7 +133,7 @@ def cost(facts: Mapping[str, Any]) -> Decimal | None:
 def cost_final(state: CallState) -> bool:
     """The DR was seen and gave every price the cost is made of: no CDR row can change it."""
     inputs = {"basic_price"} if _costs_basic_price(state.facts) else {"cycles", "unit_price"}
-    return "dr" in state.sources and inputs <= state.billed_by_dr
+    return "dr" in state.sources and inputs <= state.given_by_dr
 
 
 def _costs_basic_price(facts: Mapping[str, Any]) -> bool:

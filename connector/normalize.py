@@ -1,7 +1,8 @@
 """DRs and CDR rows as one kind of observation of a call. Pure: the zone is an argument.
 
-A call is (service family, messageid, phone in E.164). The DR's phone carries the country
-code and the CDR's does not, so each source's form is tried first and the other second.
+A call is (service family, messageid, phone in E.164, by `connector.phone`). A field both
+sources carry is read from the field they share: the duration is `second` in both (the
+DR's `duration` stays on the raw topic, unread), the country code is digits only.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-import phonenumbers
-
 from connector.clock import parse_provider_time
 from connector.errors import Unusable
+from connector.phone import country_code_of, e164
 
 GROUP_CALL: Final = "group_call"
 VERIFICATION: Final = "verification"
@@ -57,33 +56,6 @@ class Observation:
 def call_id(family: str, message_id: str, phone: str) -> str:
     identity = f"{family}|{message_id}|{phone}".encode()
     return hashlib.blake2b(identity, digest_size=16).hexdigest()
-
-
-@lru_cache(maxsize=65536)
-def e164(phone: str, country_code: str, *, national_first: bool) -> str:
-    """The number in E.164, trying the source's own form first, then the other.
-
-    A form counts when it is a valid number in the given country; when neither is, the
-    source's own form is kept as it is.
-    """
-    digits = "".join(ch for ch in phone if ch.isdigit())
-    code = "".join(ch for ch in country_code if ch.isdigit())
-    if not digits:
-        raise Unusable(f"phone has no digits: {phone!r}")
-    national = f"+{code}{digits}"
-    international = f"+{digits}"
-    candidates = (national, international) if national_first else (international, national)
-    for candidate in candidates:
-        try:
-            number = phonenumbers.parse(candidate)
-        except phonenumbers.NumberParseException:
-            continue
-        if phonenumbers.is_valid_number(number) and (not code or number.country_code == int(code)):
-            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    fallback = candidates[0]
-    if len(fallback) > 16:
-        raise Unusable(f"phone is not a number in any form: {phone!r} (country {country_code!r})")
-    return fallback
 
 
 def connected(result: str) -> bool | None:
@@ -138,7 +110,7 @@ def from_dr(fields: Mapping[str, str], zone: ZoneInfo) -> Observation:
         raise Unusable(f"voice_type must be 0 or 1, got {voice_type!r}")
     service = GROUP_CALL if voice_type == "0" else EITHER
     phone_raw = fields.get("phone", "")
-    country_code = fields.get("countryCode", "").strip().lstrip("+")
+    country_code = country_code_of(fields.get("countryCode", ""))
     disposition = fields.get("hangup_disposition", "").strip()
     facts = {
         "connected": connected(fields.get("result", "")),
@@ -149,7 +121,7 @@ def from_dr(fields: Mapping[str, str], zone: ZoneInfo) -> Observation:
         "record_url": fields.get("record_url") or None,
         "started_at": local_time(fields.get("start_time"), zone),
         "ended_at": local_time(fields.get("end_time"), zone),
-        "duration_seconds": whole(fields.get("duration"), "duration"),
+        "duration_seconds": whole(fields.get("second"), "second"),
         "cycle_seconds": whole(fields.get("cycle"), "cycle"),
         "cycles": whole(fields.get("size"), "size"),
         "unit_price": decimal(fields.get("customer_price"), "customer_price"),
@@ -160,7 +132,7 @@ def from_dr(fields: Mapping[str, str], zone: ZoneInfo) -> Observation:
         source="dr",
         service=service,
         message_id=_message_id(fields.get("messageid")),
-        phone=e164(phone_raw, country_code, national_first=False),
+        phone=e164(phone_raw, country_code, international_first=True),
         phone_raw=phone_raw,
         country_code=country_code,
         facts=facts,
@@ -175,7 +147,7 @@ def from_cdr(row: Mapping[str, Any], service_queried: int, zone: ZoneInfo) -> Ob
         kind = whole(row.get("voice_type"), "voice_type")
         service = {1: VERIFICATION, 2: NOTIFICATION}.get(kind or 0, EITHER)
     phone_raw = str(row.get("phone", ""))
-    country_code = str(row.get("countryCode", "")).strip().lstrip("+")
+    country_code = country_code_of(str(row.get("countryCode") or ""))
     ivr = row.get("ivr_result")
     facts = {
         "connected": connected(str(row.get("result", ""))),
@@ -196,7 +168,7 @@ def from_cdr(row: Mapping[str, Any], service_queried: int, zone: ZoneInfo) -> Ob
         source="cdr",
         service=service,
         message_id=_message_id(row.get("messageid")),
-        phone=e164(phone_raw, country_code, national_first=True),
+        phone=e164(phone_raw, country_code, international_first=False),
         phone_raw=phone_raw,
         country_code=country_code,
         facts=facts,

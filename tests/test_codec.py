@@ -18,10 +18,18 @@ def test_call_states_round_trip() -> None:
     assert decode_state(encode_state(state)) == state
 
 
-def test_a_state_from_before_billed_by_dr_takes_the_billing_of_a_seen_dr_as_final() -> None:
+def test_a_state_from_before_given_by_dr_takes_what_a_seen_dr_had_as_final() -> None:
     state, _ = merge(None, CDR, T0)
     state, _ = merge(state, DR, T0 + timedelta(minutes=1))
     written = orjson.loads(encode_state(state))
-    del written["billed_by_dr"]
-    assert decode_state(orjson.dumps(written)) == state
-    assert state.billed_by_dr == {"cycle_seconds", "cycles", "unit_price", "basic_price"}
+    given = written.pop("given_by_dr")
+    assert "duration_seconds" in given
+    assert "cdr_id" not in given
+    assert "display_number" not in given  # the DR had no show_phone, the CDR row had
+    # The merge then kept the first value of every fact once a DR was seen.
+    kept_then = {*given, "display_number"}
+    assert decode_state(orjson.dumps(written)).given_by_dr == kept_then  # before billed_by_dr
+    billing = {"basic_price", "cycle_seconds", "cycles", "unit_price"}
+    written["billed_by_dr"] = ["basic_price", "cycles"]  # a DR that left two prices blank
+    state = decode_state(orjson.dumps(written))
+    assert state.given_by_dr == (kept_then - billing) | {"basic_price", "cycles"}

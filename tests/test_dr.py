@@ -125,8 +125,20 @@ def test_an_unknown_charset_is_invalid() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("cycle", "²"), ("size", "\u0661"), ("second", "\u0661\u0660"), ("duration", "\u0663")],
+    [("cycle", "²"), ("size", "\u0661"), ("second", "\u0661\u0660")],
 )
 def test_digits_must_be_ascii(name: str, value: str) -> None:
     with pytest.raises(Invalid, match=name):
         dr.validate({**EXAMPLE_FIELDS, name: value})
+
+
+@pytest.mark.parametrize("duration", ["\u0663", "00:00:19", "19.5s", "-1", "", None])
+def test_a_dr_is_stored_whatever_its_duration_says_since_second_is_the_duration(
+    duration: str | None,
+) -> None:
+    fields = {name: value for name, value in EXAMPLE_FIELDS.items() if name != "duration"}
+    if duration is not None:
+        fields["duration"] = duration
+    dr.validate(fields)
+    with pytest.raises(Invalid, match="second"):
+        dr.validate({**fields, "second": "0:19"})

@@ -1,5 +1,6 @@
 from dataclasses import replace
 from datetime import timedelta
+from itertools import permutations
 
 from connector.merge import CallState, cost, expired, merge, merge_batch
 from connector.normalize import Observation, from_cdr, from_dr
@@ -157,3 +158,58 @@ def test_a_batch_merges_each_call_on_its_own_earlier_changes_and_keeps_the_last_
     assert batch.changed[DR.call_id][1].revision == 2
     assert batch.changed[other.call_id][0] == "c"
     assert table == {CDR.call_id: earlier}
+
+
+def facts_of(events: list[dict[str, object]]) -> list[dict[str, object]]:
+    drop = ("event_id", "revision", "first_seen_at", "updated_at")
+    return [{k: v for k, v in e.items() if k not in drop} for e in events]
+
+
+def assert_no_flip_back(events: list[dict[str, object]]) -> None:
+    """No field returns to a value it had before it changed."""
+    for name in events[0]:
+        values = [repr(e[name]) for e in events]
+        changes = [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
+        assert len(changes) == len(set(changes)), (name, values)
+
+
+def test_every_field_ends_the_same_in_every_arrival_order_and_never_flips_back() -> None:
+    """A DR and two CDR rows that disagree on every field both carry: the DR's value wins,
+    a field the DR left blank follows the newest CDR row, whatever the order."""
+    dr = from_dr(
+        {**EXAMPLE_FIELDS, "messageid": "784522", "duration": "25", "second": "19",
+         "show_phone": "085944247", "countryCode": "+86", "start_time": "", "size": "1"},
+        ZONE,
+    )  # fmt: skip
+    row = {**CDR_GROUP_ROW, "second": 20, "show_phone": "85944247", "countryCode": 86,
+           "result": "成功接通", "ivr_result": 2, "end_time": "2019-09-09 09:00:21"}  # fmt: skip
+    first = (from_cdr(row, 0, ZONE), T0 + timedelta(minutes=5))
+    later = (from_cdr({**row, "second": 21, "start_time": "2019-09-09 09:00:02"}, 0, ZONE),
+             T0 + timedelta(minutes=30))  # fmt: skip
+    seen = [(dr, T0), first, later]
+    finals = []
+    for order in permutations(seen):
+        state: CallState | None = None
+        events = []
+        for observation, at in order:
+            state, event = merge(state, observation, at)
+            if event is not None:
+                events.append(event)
+        assert_no_flip_back(facts_of(events))
+        finals.append(facts_of(events)[-1])
+    assert all(final == finals[0] for final in finals), finals
+    final = finals[0]
+    assert final["duration_seconds"] == 19  # the DR's second, not its duration
+    assert final["display_number"] == "085944247"  # the DR's
+    assert final["started_at"] == "2019-09-09T01:00:02.000000Z"  # the DR's is blank: newest row
+    assert (final["country_code"], final["phone_raw"]) == ("86", "8615088888888")
+
+
+def test_a_cdr_only_call_follows_its_newest_row_in_every_field() -> None:
+    row = {**CDR_GROUP_ROW, "second": 20}
+    state, _ = merge(None, from_cdr(row, 0, ZONE), T0)
+    state, event = merge(state, from_cdr({**row, "second": 21}, 0, ZONE), T0 + timedelta(hours=1))
+    assert event is not None
+    assert event["duration_seconds"] == 21
+    stale, event = merge(state, from_cdr(row, 0, ZONE), T0 + timedelta(minutes=1))
+    assert (stale, event) == (state, None)

@@ -7,7 +7,8 @@ import pytest
 from connector import normalize
 from connector.clock import rfc3339
 from connector.errors import Unusable
-from connector.normalize import e164, from_cdr, from_dr
+from connector.normalize import from_cdr, from_dr
+from connector.phone import e164
 from tests.support import CDR_GROUP_ROW, CDR_VERIFICATION_ROW, EXAMPLE_FIELDS, VERIFICATION
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -64,20 +65,20 @@ def test_the_dr_and_cdr_of_one_call_share_a_call_id() -> None:
 
 
 @pytest.mark.parametrize(
-    ("phone", "code", "national_first", "expected"),
+    ("phone", "code", "international_first", "expected"),
     [
-        ("8615088888888", "86", False, "+8615088888888"),
-        ("15088888888", "86", True, "+8615088888888"),
-        ("15088888888", "86", False, "+8615088888888"),
         ("8615088888888", "86", True, "+8615088888888"),
-        ("85987053821", "55", True, "+5585987053821"),
-        ("+91 98765 43210", "91", False, "+919876543210"),
+        ("15088888888", "86", False, "+8615088888888"),
+        ("15088888888", "86", True, "+8615088888888"),
+        ("8615088888888", "86", False, "+8615088888888"),
+        ("85987053821", "55", False, "+5585987053821"),
+        ("+91 98765 43210", "91", True, "+919876543210"),
     ],
 )
 def test_phone_forms_fall_back_to_the_other_source_form(
-    phone: str, code: str, national_first: bool, expected: str
+    phone: str, code: str, international_first: bool, expected: str
 ) -> None:
-    assert e164(phone, code, national_first=national_first) == expected
+    assert e164(phone, code, international_first=international_first) == expected
 
 
 def test_both_languages_of_result() -> None:
@@ -155,6 +156,25 @@ def test_a_price_that_is_not_a_finite_number_is_unusable(price: str) -> None:
 def test_a_national_number_with_its_trunk_prefix_becomes_e164(
     phone: str, code: str, expected: str
 ) -> None:
-    assert e164(phone, code, national_first=True) == expected
+    assert e164(phone, code, international_first=False) == expected
     row = {**CDR_GROUP_ROW, "phone": phone, "countryCode": code}
     assert from_cdr(row, 0, SHANGHAI).phone == expected
+
+
+def test_the_duration_is_second_in_both_sources_and_a_dr_duration_is_not_read() -> None:
+    fields = {**EXAMPLE_FIELDS, "messageid": "784522", "duration": "25", "second": "19"}
+    assert from_dr(fields, SHANGHAI).facts["duration_seconds"] == 19
+    assert from_cdr(CDR_GROUP_ROW, 0, SHANGHAI).facts["duration_seconds"] == 19
+    for unreadable in ("00:00:25", "25.5", "", "二十五"):
+        seen = from_dr({**fields, "duration": unreadable}, SHANGHAI)
+        assert seen.facts["duration_seconds"] == 19
+    assert from_cdr({**CDR_GROUP_ROW, "second": 19.0}, 0, SHANGHAI).facts["duration_seconds"] == 19
+    with pytest.raises(Unusable, match="second"):
+        from_dr({**fields, "second": "19.5"}, SHANGHAI)
+
+
+def test_the_country_code_is_read_alike_from_both_sources() -> None:
+    dr = from_dr({**EXAMPLE_FIELDS, "messageid": "784522", "countryCode": "+86"}, SHANGHAI)
+    cdr = from_cdr({**CDR_GROUP_ROW, "countryCode": 86}, 0, SHANGHAI)
+    assert dr.country_code == cdr.country_code == "86"
+    assert dr.call_id == cdr.call_id

@@ -115,7 +115,9 @@ class Call:
         fields = {
             "phone": self.country_code + self.national,
             "countryCode": self.country_code,
-            "duration": str(self.seconds),
+            # "connection duration": here the whole call, ringing included; billing and the
+            # call event follow `second`, so the two differ as they may at the provider.
+            "duration": str(int((self.ended_at - self.started_at).total_seconds())),
             "voice_type": "0" if self.service == "group_call" else "1",
             "messageid": str(self.messageid),
             "second": str(self.seconds),
