@@ -1,13 +1,21 @@
-"""Recovery benchmark: how long a restarted worker holding N calls takes to be ready.
+"""Recovery benchmark: restores, rolling restarts and a lost worker, each with its figure.
 
 The table's changelog is filled with N calls (the state one DR each leaves, written
 straight to the changelog partitions a worker would have used: merging a million DRs
-first would take a quarter of an hour here and measure nothing of the restore). Then,
-one at a time: a worker on the memory store with an empty data directory (it reads the
-whole changelog), one on RocksDB with an empty data directory (a pod that lost its disk:
-a cold restore), and one on RocksDB keeping that directory (a pod restarted with its
-claim: it reads only the changelog's tail). Each prints the time from start to Faust's
-"Ready", the recovery and the restore rate its metrics report, and its resident memory.
+first would take a quarter of an hour here and measure nothing of the restore). Then:
+
+- a worker on the memory store with an empty data directory (it reads the whole
+  changelog), one on RocksDB with an empty data directory (a pod that lost its disk: a cold
+  restore), and one on RocksDB keeping that directory (a pod restarted with its claim: it
+  reads only the changelog's tail); each prints the time from start to Faust's "Ready",
+  the recovery and the restore rate its metrics report, and its resident memory;
+- a rolling restart of two workers (instance ids, RocksDB, their directories kept) while
+  DRs of new calls flow at a steady rate: the longest push-to-event delay, and the
+  changelog records each restarted worker applied (a partition restored in full would
+  be N / partitions of them);
+- a worker killed with its disk lost (and not restarted, like a pod on a lost node) while
+  the second holds standbys: the time from the kill until its partitions emit again.
+
 Run: `make bench-recovery` (or `python -m bench.recovery --calls 1000000`).
 """
 
@@ -18,27 +26,32 @@ import asyncio
 import dataclasses
 import os
 import shutil
+import statistics
 import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.worker import PARTITIONS, T0, ZONE, Process, Stage
-from connector import codec, normalize
+from connector import codec, dr, normalize
 from connector.keys import call_key, partition_of
 from connector.local import sandbox
 from connector.local.broker import BrokerConfig, LocalKafka, free_port
 from connector.merge import merge
 
+FLOW_PER_SECOND = 50  # DRs of new calls while workers restart
+SESSION_SECONDS = 30  # the workers' session timeout in the rolling restart
+LOST_SESSION_SECONDS = 10  # and with a worker lost: how long before its partitions move
+
 
 def scrape(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-        for line in answer.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
+    for line in metrics(port):
+        if line.startswith(name + " "):
+            return float(line.split()[1])
     raise RuntimeError(f"{name} not served")
 
 
@@ -109,8 +122,160 @@ async def run(bootstrap: str, scratch: Path, calls: int) -> None:
         finally:
             process.stop()
         print(f"  {name:50} ready after {seconds:6.1f} s (recovery {recovery:6.1f} s, "
-              f"{rate:8,.0f} records/s), RSS {rss:5.0f} MB, "
+              f"{rate:8,.0f} records/s), RSS {rss:5.0f} MB, {megabytes(data):5.0f} MB on disk, "
               f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    await rolling_restart(stage, scratch, calls)
+    await lost_worker(stage, scratch)
+
+
+def megabytes(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+class Pair:
+    """Two workers with instance ids on RocksDB, their directories under `scratch`."""
+
+    def __init__(self, stage: Stage, scratch: Path, **env: str) -> None:
+        self.stage, self.scratch = stage, scratch
+        self.env = {"NXCLOUD_WORKER_SESSION_TIMEOUT_SECONDS": str(SESSION_SECONDS), **env}
+        self.workers: dict[str, tuple[Process, int]] = {}
+        scratch.mkdir(parents=True, exist_ok=True)
+
+    async def start(self, name: str) -> None:
+        process, port, _ = await asyncio.to_thread(
+            start, self.stage, self.scratch / name, "rocksdb://",
+            self.scratch / f"{name}.{len(self.workers)}.log",
+            NXCLOUD_WORKER_INSTANCE_ID=name, **self.env,
+        )  # fmt: skip
+        self.workers[name] = (process, port)
+
+    def stop(self) -> None:
+        for process, _ in self.workers.values():
+            process.stop()
+
+
+class Flow:
+    """DRs of new calls at a steady rate, and when each one's call event appeared."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        self.sent: dict[str, tuple[float, int]] = {}  # message id: (sent at, partition)
+        self.emitted: dict[str, float] = {}
+        self.done = asyncio.Event()
+
+    async def produce(self) -> None:
+        call = sandbox.World(seed=7, origin=T0, rate=50.0).calls(0)[0]
+        fields = call.dr_fields(ZONE)
+        producer = AIOKafkaProducer(**self.stage.kafka(acks="all", enable_idempotence=True))
+        async with producer:
+            number, started = 0, time.time()
+            while not self.done.is_set():
+                fields["messageid"] = message_id = f"flow-{number}"
+                arrival = dr.Arrival(f"{number:032x}", T0, "127.0.0.1", "b", "POST", "")
+                key = dr.key(fields)
+                self.sent[message_id] = (time.time(), partition_of(key, PARTITIONS))
+                await producer.send_and_wait(
+                    self.stage.names.dr_raw, dr.raw_record(fields, arrival), key=key
+                )
+                number += 1
+                await asyncio.sleep(max(0.0, started + number / FLOW_PER_SECOND - time.time()))
+
+    async def consume(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self.stage.names.call_events,
+            **self.stage.kafka(auto_offset_reset="latest", enable_auto_commit=False),
+        )  # fmt: skip
+        async with consumer:
+            while not (self.done.is_set() and set(self.sent) <= set(self.emitted)):
+                batches = await consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for record in records:
+                        event = orjson.loads(record.value or b"{}")
+                        message_id = event.get("message_id", "")
+                        if message_id.startswith("flow-"):
+                            self.emitted.setdefault(message_id, record.timestamp / 1000)
+
+    def delays(self, partitions: set[int] | None = None) -> dict[str, float]:
+        return {
+            message_id: self.emitted[message_id] - sent_at
+            for message_id, (sent_at, partition) in self.sent.items()
+            if message_id in self.emitted and (partitions is None or partition in partitions)
+        }
+
+
+async def flowing(flow: Flow) -> tuple[asyncio.Task[None], asyncio.Task[None]]:
+    consuming = asyncio.create_task(flow.consume())
+    await asyncio.sleep(2)  # the consumer has its partitions: "latest" starts from here
+    return asyncio.create_task(flow.produce()), consuming
+
+
+async def finish(flow: Flow, tasks: tuple[asyncio.Task[None], asyncio.Task[None]]) -> None:
+    flow.done.set()
+    await tasks[0]
+    await asyncio.wait_for(tasks[1], timeout=600)
+
+
+async def rolling_restart(stage: Stage, scratch: Path, calls: int) -> None:
+    """Both workers restarted in turn with their ids and directories while DRs flow."""
+    pair = Pair(stage, scratch / "rolling")
+    await asyncio.gather(pair.start("worker-0"), pair.start("worker-1"))
+    flow = Flow(stage)
+    tasks = await flowing(flow)
+    restored = []
+    try:
+        await asyncio.sleep(5)
+        for name in ("worker-0", "worker-1"):
+            pair.workers[name][0].stop()
+            await pair.start(name)
+            restored.append(scrape(pair.workers[name][1], "nxcloud_worker_restored_records_total"))
+            await asyncio.sleep(5)
+        await finish(flow, tasks)
+    finally:
+        pair.stop()
+    delays = flow.delays()
+    print(f"  rolling restart of 2 workers, {FLOW_PER_SECOND} DRs/s, {len(delays)} DRs: "
+          f"longest push-to-event delay {max(delays.values()):5.1f} s "
+          f"(median {statistics.median(delays.values()):.2f} s); changelog records applied "
+          f"by the restarted workers {restored[0]:,.0f} and {restored[1]:,.0f} "
+          f"(a whole partition: {calls // PARTITIONS:,}), "
+          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+
+
+async def lost_worker(stage: Stage, scratch: Path) -> None:
+    """One of two workers killed, its directory deleted, not started again; standbys on."""
+    pair = Pair(stage, scratch / "lost", NXCLOUD_WORKER_STANDBY_REPLICAS="1",
+                NXCLOUD_WORKER_SESSION_TIMEOUT_SECONDS=str(LOST_SESSION_SECONDS))  # fmt: skip
+    await asyncio.gather(pair.start("worker-0"), pair.start("worker-1"))
+    flow = Flow(stage)
+    tasks = await flowing(flow)
+    try:
+        await asyncio.sleep(5)
+        process, port = pair.workers["worker-0"]
+        held = {int(line.split('partition="')[1].split('"')[0])
+                for line in metrics(port) if line.startswith("nxcloud_worker_lag{")
+                and stage.names.dr_raw in line}  # fmt: skip
+        process.popen.kill()
+        killed = time.time()
+        shutil.rmtree(scratch / "lost" / "worker-0", ignore_errors=True)
+        await asyncio.sleep(LOST_SESSION_SECONDS + 30)
+        await finish(flow, tasks)
+    finally:
+        pair.stop()
+    after = {
+        m: flow.emitted[m]
+        for m, (sent, partition) in flow.sent.items()
+        if sent > killed and partition in held and m in flow.emitted
+    }
+    print(f"  a worker killed, its disk lost, the other with standbys (session timeout "
+          f"{LOST_SESSION_SECONDS} s): its partitions {sorted(held)} emit again "
+          f"{min(after.values()) - killed:5.1f} s after the kill, "
+          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+
+
+def metrics(port: int) -> list[str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        lines: list[str] = answer.read().decode().splitlines()
+    return lines
 
 
 def main() -> int:

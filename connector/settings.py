@@ -280,7 +280,7 @@ class Settings:
     worker_dr_grace_seconds: int = _env(
         "NXCLOUD_WORKER_DR_GRACE_SECONDS", _int_at_least(1), 4 * 3600
     )
-    # Restarts without a stall (docs/kubernetes.md#the-worker): a stable instance id (the
+    # Restarts without a stall (docs/kubernetes.md): a stable instance id (the
     # pod's name) for static membership, a session that outlasts a restart, standbys.
     worker_instance_id: str = _env("NXCLOUD_WORKER_INSTANCE_ID", _text, "")
     worker_session_timeout_seconds: int = _env(
