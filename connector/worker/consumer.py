@@ -146,18 +146,24 @@ class Consumer(aiokafka.Consumer):
         return await super().wait_first(finish(first, step), *others, timeout=timeout)
 
     async def _restored(self, tp: TP, message: Message) -> bool:
-        """Hands a changelog record straight to the table's recovery as an event, waiting
-        for room in its queue as Faust does: Faust's way (the drain loop, the conductor's
-        lock, a producer check, the deserializers for what are raw bytes) was most of a
-        restore's time (docs/worker.md#restarts). While the flow is suspended the record
-        takes Faust's way, which waits for it to resume."""
+        """Hands a changelog record straight to the table's recovery as an event: Faust's
+        way (the drain loop, the conductor's lock, a producer check, the deserializers for
+        what are raw bytes) was most of a restore's time (docs/worker.md#restarts). A full
+        queue is waited for as Faust's conductor waits, in a task of its own: the queue
+        cancels it when it is cleared at the end of a rebalance, and recovery then reads
+        its changelog partitions again from where it stands. While the flow is suspended
+        the record takes Faust's way, which waits for it to resume."""
         if tp.topic not in self._changelog_topics():
             return False
         app = self.app
         if not app.flow_control.is_active():
             return False
         event = app.create_event(message.key, message.value, message.headers, message)
-        await cast(TableManager, app.tables).changelog_queue.put(event)
+        queue = cast(TableManager, app.tables).changelog_queue
+        if queue.full():
+            await asyncio.wait([asyncio.ensure_future(queue.put(event))])
+        else:
+            queue.put_nowait(event)
         return True
 
     def _changelog_topics(self) -> frozenset[str]:
