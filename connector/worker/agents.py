@@ -44,6 +44,7 @@ BATCH_WITHIN_SECONDS: Final = 0.02
 MIB = 1024 * 1024
 RESTORE_FETCH_BYTES: Final = 8 * MIB  # per partition and fetch (Faust's default: 1 MiB)
 RESTORE_WRITE_BATCH: Final = 10_000  # changelog records per store write (Faust's: 1,000)
+STANDBY_WRITE_BATCH: Final = 1000  # a standby's (Faust's): its last records wait for a batch
 # Faust's RocksDB defaults (per partition: 3 x 64 MiB memtables, a 2 GiB block cache) let
 # the worker's memory grow with its state; these keep it bounded (bench/worker.py).
 ROCKSDB_OPTIONS: Final = {
@@ -146,6 +147,7 @@ def create_app(
         key_type=bytes,
         value_type=bytes,
         recovery_buffer_size=RESTORE_WRITE_BATCH,
+        standby_buffer_size=STANDBY_WRITE_BATCH,
         options=ROCKSDB_OPTIONS if settings.worker_store.startswith("rocksdb") else None,
     )
     app.tables.add(table)
