@@ -172,8 +172,8 @@ class Pair:
 class Flow:
     """DRs of new calls at a steady rate, and when each one's call event appeared."""
 
-    def __init__(self, stage: Stage) -> None:
-        self.stage = stage
+    def __init__(self, stage: Stage, name: str) -> None:
+        self.stage, self.prefix = stage, f"{name}-"  # new calls: no case repeats another's
         self.sent: dict[str, tuple[float, int]] = {}  # message id: (sent at, partition)
         self.emitted: dict[str, float] = {}
         self.done = asyncio.Event()
@@ -185,7 +185,7 @@ class Flow:
         async with producer:
             number, started = 0, time.time()
             while not self.done.is_set():
-                fields["messageid"] = message_id = f"flow-{number}"
+                fields["messageid"] = message_id = f"{self.prefix}{number}"
                 arrival = dr.Arrival(f"{number:032x}", T0, "127.0.0.1", "b", "POST", "")
                 key = dr.key(fields)
                 self.sent[message_id] = (time.time(), partition_of(key, PARTITIONS))
@@ -207,7 +207,7 @@ class Flow:
                     for record in records:
                         event = orjson.loads(record.value or b"{}")
                         message_id = event.get("message_id", "")
-                        if message_id.startswith("flow-"):
+                        if message_id.startswith(self.prefix):
                             self.emitted.setdefault(message_id, record.timestamp / 1000)
 
     def delays(self, partitions: set[int] | None = None) -> dict[str, float]:
@@ -235,7 +235,7 @@ async def rolling_restart(stage: Stage, scratch: Path, calls: int) -> None:
     pair = Pair(stage, scratch / "rolling")
     await asyncio.gather(pair.start("worker-0"), pair.start("worker-1"))
     await pair.settled(calls)
-    flow = Flow(stage)
+    flow = Flow(stage, "rolling")
     tasks = await flowing(flow)
     restored = []
     try:
@@ -263,7 +263,7 @@ async def lost_worker(stage: Stage, scratch: Path, calls: int) -> None:
                 NXCLOUD_WORKER_SESSION_TIMEOUT_SECONDS=str(LOST_SESSION_SECONDS))  # fmt: skip
     await asyncio.gather(pair.start("worker-0"), pair.start("worker-1"))
     await pair.settled(calls)
-    flow = Flow(stage)
+    flow = Flow(stage, "lost")
     tasks = await flowing(flow)
     try:
         await asyncio.sleep(5)
