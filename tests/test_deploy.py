@@ -139,7 +139,7 @@ def test_every_object_is_valid_against_its_schema(overlay: str) -> None:
 
 def test_the_validation_refuses_a_wrong_field() -> None:
     """The checks above can fail: a typo in a workload and a string partition count."""
-    worker = json.loads(json.dumps(one(render("overlays/production"), "Deployment", "worker")))
+    worker = json.loads(json.dumps(one(render("overlays/production"), "StatefulSet", "worker")))
     pod_spec(worker)["containers"][0]["livenesProbe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(worker, KUBERNETES_VERSION, strict=True)
@@ -358,9 +358,9 @@ def test_nxcloud_pushes_reach_the_receiver_through_a_tcp_load_balancer() -> None
 def test_production_scales_within_the_partitions() -> None:
     objects = render("overlays/production")
     _, settings = settings_of(objects)
-    assert one(objects, "Deployment", "worker")["spec"]["replicas"] <= settings.topic_partitions
+    assert one(objects, "StatefulSet", "worker")["spec"]["replicas"] <= settings.topic_partitions
     assert one(objects, "Deployment", "poller")["spec"]["replicas"] == 2
-    worker = pod_spec(one(objects, "Deployment", "worker"))
+    worker = pod_spec(one(objects, "StatefulSet", "worker"))
     assert worker["terminationGracePeriodSeconds"] >= 60
 
 
@@ -524,11 +524,16 @@ def test_production_keeps_the_calls_on_rocksdb_in_a_volume() -> None:
     objects = render("overlays/production")
     _, settings = settings_of(objects)
     assert settings.worker_store == "rocksdb://"
-    worker = pod_spec(one(objects, "Deployment", "worker"))
-    (container,) = worker["containers"]
+    worker = one(objects, "StatefulSet", "worker")
+    (claim,) = worker["spec"]["volumeClaimTemplates"]
+    (container,) = pod_spec(worker)["containers"]
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    data = next(v for v in worker["volumes"] if v["name"] == mounts[str(settings.worker_data_dir)])
-    assert data["emptyDir"]["sizeLimit"] == "8Gi"
+    assert mounts[str(settings.worker_data_dir)] == claim["metadata"]["name"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
+    assert worker["spec"]["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
 
 
 def container_port(workload: Obj, name: str) -> int:
@@ -595,8 +600,8 @@ def test_the_push_load_balancers_source_ranges_are_cidrs_and_the_policys() -> No
     policy = one(objects, "NetworkPolicy", "receiver-dr-push")["spec"]
     (rule,) = policy["ingress"]
     assert sorted(source["ipBlock"]["cidr"] for source in rule["from"]) == sorted(ranges)
-    for name in ("poller", "worker"):  # their metrics ports are never behind it
-        labels = one(objects, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+    for kind, name in (("Deployment", "poller"), ("StatefulSet", "worker")):  # never behind it
+        labels = one(objects, kind, name)["spec"]["template"]["metadata"]["labels"]
         assert not selects({"matchLabels": service["spec"]["selector"]}, labels)
         assert not selects(policy["podSelector"], labels)
 
@@ -624,3 +629,23 @@ def test_the_push_port_speaks_tls_from_a_renewable_secret() -> None:
     ingress = one(objects, "Ingress", "receiver")
     backend = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"]
     assert backend == "HTTPS"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_worker_rejoins_as_itself_one_at_a_time(overlay: str) -> None:
+    """Static membership: the pod's name is its instance id, the session outlasts a
+    restart, a rolling update and a drain take one worker at a time."""
+    objects = render(f"overlays/{overlay}")
+    worker = one(objects, "StatefulSet", "worker")
+    assert worker["spec"]["updateStrategy"]["rollingUpdate"] == {"maxUnavailable": 1}
+    governing = one(objects, "Service", worker["spec"]["serviceName"])
+    assert governing["spec"]["clusterIP"] == "None"
+    (container,) = pod_spec(worker)["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    instance = env["NXCLOUD_WORKER_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert instance == "metadata.name"
+    session = int(env["NXCLOUD_WORKER_SESSION_TIMEOUT_SECONDS"]["value"])
+    assert session >= 60
+    budget = one(objects, "PodDisruptionBudget", "worker")["spec"]
+    assert budget["maxUnavailable"] == 1
+    assert selects(budget["selector"], worker["spec"]["template"]["metadata"]["labels"])

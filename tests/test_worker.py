@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import subprocess
+import time
+import urllib.request
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from connector import normalize
+from connector.local.broker import free_port
 from connector.records import group_id
 from connector.settings import Settings
 from connector.topics import TopicNames
@@ -176,3 +180,82 @@ async def test_a_worker_forgets_the_calls_past_the_state_horizon(
     enveloped = await read_topic(bootstrap, names.call_events, lambda got: len(got) >= 3,
                                  pick=with_headers)  # fmt: skip
     assert_each_event_names_its_schema(enveloped, "/nxcloud-connector/eu-1/acct%207")
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A worker's metrics, by name and labels as served."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        lines = answer.read().decode().splitlines()
+    return {n: float(v) for n, v in (line.rsplit(" ", 1) for line in lines if line[:1] != "#")}
+
+
+def held(port: int, topic: str) -> set[int]:
+    """The partitions of `topic` the worker behind `port` holds (its lag gauges)."""
+    prefix = 'nxcloud_worker_lag{partition="'
+    return {int(name[len(prefix):].split('"')[0]) for name in scrape(port)
+            if name.startswith(prefix) and f'topic="{topic}"' in name}  # fmt: skip
+
+
+def await_holding(port: int, topic: str, count: int, within: float = 120) -> set[int]:
+    """The partitions the worker holds, once it serves its lag for `count` or more."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            partitions = held(port, topic)
+        except OSError:
+            partitions = set()
+        if len(partitions) >= count:
+            return partitions
+        time.sleep(0.2)
+    raise AssertionError(f"the worker on {port} holds no {topic} partitions")
+
+
+async def test_a_worker_restarted_with_its_instance_id_and_data_takes_its_partitions_back(
+    settings: Settings, topic_names: TopicNames, tmp_path: Path
+) -> None:
+    """Static membership: two workers with instance ids on RocksDB; one is stopped and
+    started again with its id and data directory. It holds the same partitions, the other
+    worker sees no rebalance, the restarted one reads (almost) none of the changelog, and
+    every call goes on to its next revision (no revision 1 again)."""
+    calls = list(traffic(30))
+    bootstrap = settings.kafka_bootstrap_servers
+    async with topics_and_env(settings, topic_names) as (names, base, producer):
+        env = {**base, "NXCLOUD_WORKER_STORE": "rocksdb://",
+               "NXCLOUD_WORKER_SESSION_TIMEOUT_SECONDS": "60"}  # fmt: skip
+        ports = {name: free_port() for name in ("a", "b", "a2")}
+
+        def worker(name: str, port: str) -> subprocess.Popen[str]:
+            return start_worker({**env, "NXCLOUD_WORKER_INSTANCE_ID": f"worker-{name}",
+                                 "NXCLOUD_WORKER_METRICS_PORT": port}, tmp_path / name)  # fmt: skip
+
+        first, second = worker("a", str(ports["a"])), worker("b", str(ports["b"]))
+        try:
+            await asyncio.to_thread(await_ready, first)
+            await asyncio.to_thread(await_ready, second)
+            for key, value in (cdr_record(c, False) for c in calls):
+                await producer.send(names.cdr_raw, value, key=key)
+            await producer.flush()
+            await revisions_on(bootstrap, names, 1, len(calls))
+            mine = await asyncio.to_thread(await_holding, ports["a"], names.cdr_raw, 1)
+            theirs = await asyncio.to_thread(await_holding, ports["b"], names.cdr_raw, 1)
+            assert mine | theirs == {0, 1, 2}
+            assert not mine & theirs
+            rebalances = scrape(ports["b"])["nxcloud_worker_rebalances_total"]
+            await asyncio.to_thread(stop, first, signal.SIGTERM)
+            first = worker("a", str(ports["a2"]))
+            await asyncio.to_thread(await_ready, first)
+            again = await asyncio.to_thread(await_holding, ports["a2"], names.cdr_raw, len(mine))
+            assert again == mine
+            assert held(ports["b"], names.cdr_raw) == theirs
+            assert scrape(ports["b"])["nxcloud_worker_rebalances_total"] == rebalances
+            restored = scrape(ports["a2"])["nxcloud_worker_restored_records_total"]
+            assert restored < len(calls) / 3, restored  # only the tail, not its partitions
+            for key, value in (cdr_record(c, True) for c in calls):
+                await producer.send(names.cdr_raw, value, key=key)
+            await producer.flush()
+            events = await revisions_on(bootstrap, names, 2, len(calls))
+        finally:
+            for process in (first, second):
+                if process.poll() is None:
+                    await asyncio.to_thread(stop, process, signal.SIGTERM)
+    assert sorted(e["revision"] for e in events) == [1] * len(calls) + [2] * len(calls)

@@ -32,6 +32,7 @@ from connector.settings import Settings
 from connector.topics import TopicNames
 from connector.worker import heartbeat, telemetry
 from connector.worker.consumer import SCHEME
+from connector.worker.recovery import Tables
 from connector.worker.table import CallTable
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ EXIT_REFUSED: Final = KafkaAccessError.exit_code
 BATCH: Final = 1000
 BATCH_WITHIN_SECONDS: Final = 0.02
 MIB = 1024 * 1024
+RESTORE_FETCH_BYTES: Final = 8 * MIB  # per partition and fetch (Faust's default: 1 MiB)
+RESTORE_WRITE_BATCH: Final = 10_000  # changelog records per store write (Faust's: 1,000)
+STANDBY_WRITE_BATCH: Final = 1000  # a standby's (Faust's): its last records wait for a batch
 # Faust's RocksDB defaults (per partition: 3 x 64 MiB memtables, a 2 GiB block cache) let
 # the worker's memory grow with its state; these keep it bounded (bench/worker.py).
 ROCKSDB_OPTIONS: Final = {
@@ -126,8 +130,16 @@ def new_app(settings: Settings) -> faust.App:
         processing_guarantee="at_least_once",
         broker_commit_every=1000,
         broker_commit_interval=1.0,
-        broker_session_timeout=10.0,
+        broker_session_timeout=float(settings.worker_session_timeout_seconds),
+        broker_request_timeout=max(90.0, settings.worker_session_timeout_seconds + 30.0),
         broker_heartbeat_interval=1.0,
+        # Static membership: a restarted worker with the same id takes its partitions
+        # back without a rebalance while its session lasts (docs/kubernetes.md).
+        consumer_group_instance_id=settings.worker_instance_id or None,
+        table_standby_replicas=settings.worker_standby_replicas,
+        # The restore: bigger fetches, changelog records taken in chunks (recovery.py).
+        consumer_max_fetch_size=RESTORE_FETCH_BYTES,
+        TableManager=Tables,
         key_serializer="raw",
         value_serializer="raw",
     )
@@ -154,6 +166,8 @@ def create_app(
         partitions=settings.topic_partitions,
         key_type=bytes,
         value_type=bytes,
+        recovery_buffer_size=RESTORE_WRITE_BATCH,
+        standby_buffer_size=STANDBY_WRITE_BATCH,
         options=ROCKSDB_OPTIONS if settings.worker_store.startswith("rocksdb") else None,
     )
     app.tables.add(table)

@@ -125,6 +125,15 @@ class WorkerMetrics:
             "nxcloud_worker_recovery_seconds",
             "Time the last table recovery took (assignment to ready)", registry=registry,
         )  # fmt: skip
+        self.restored = Counter(
+            "nxcloud_worker_restored_records",
+            "Changelog records applied to the table (recovery and standbys)", registry=registry,
+        )  # fmt: skip
+        self.restore_rate = Gauge(
+            "nxcloud_worker_restore_records_per_second",
+            "Changelog records applied per second by the last table recovery",
+            registry=registry,
+        )  # fmt: skip
         self.calls = Gauge(
             "nxcloud_worker_calls", "Calls in state on the partitions this worker owns",
             registry=registry,
@@ -147,6 +156,7 @@ class WorkerMetrics:
         self.processed: dict[TP, tuple[int, float]] = {}
         self.held_since: dict[TP, float] = {}
         self._lag_labels: set[tuple[str, str]] = set()
+        self._restored = 0
 
     def serve(self, port: int) -> None:
         try:
@@ -205,6 +215,12 @@ class WorkerMetrics:
         self.oldest.set(oldest)
         self.ready.set(1)
 
+    def restored_up_to(self, applied: int) -> None:
+        """Count the changelog records applied since the last call (`applied` so far)."""
+        if applied > self._restored:
+            self.restored.inc(applied - self._restored)
+            self._restored = applied
+
     def census(self, census: Census) -> None:
         self.calls.set(census.calls)
         self.dr_missing.set(census.dr_missing)
@@ -226,11 +242,23 @@ class RebalanceSensor(Sensor):
 
     def on_rebalance_return(self, app: AppT, state: dict[str, Any]) -> None:
         state["returned"] = time.monotonic()
+        state["applied"] = applied(app)
 
     def on_rebalance_end(self, app: AppT, state: dict[str, Any]) -> None:
         now = time.monotonic()
         self.metrics.rebalance_seconds.observe(now - state["started"])
-        self.metrics.recovery_seconds.set(now - state.get("returned", state["started"]))
+        seconds = now - state.get("returned", state["started"])
+        self.metrics.recovery_seconds.set(seconds)
+        records = applied(app) - state.get("applied", 0)
+        if records > 0:
+            self.metrics.restore_rate.set(records / max(seconds, 1e-3))
+        self.metrics.restored_up_to(applied(app))
+
+
+def applied(app: AppT) -> int:
+    """Changelog records the table's recovery applied so far (`ChunkedRecovery`)."""
+    recovery = getattr(app.tables, "recovery", None)
+    return int(getattr(recovery, "applied", 0))
 
 
 def install(app: AppT, metrics: WorkerMetrics, sources: Iterable[str]) -> None:
@@ -244,3 +272,4 @@ def install(app: AppT, metrics: WorkerMetrics, sources: Iterable[str]) -> None:
         held = [tp for tp in consumer.assignment() if tp.topic in topics]
         positions: Mapping[TP, int] = getattr(consumer, "next_offsets", {})
         metrics.sample({tp: consumer.highwater(tp) for tp in held}, positions, time.time())
+        metrics.restored_up_to(applied(app))
