@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
 from connector.errors import BrokerError
 from connector.local.security import Security
@@ -266,6 +266,25 @@ def die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def stop_process(process: subprocess.Popen[Any] | None, timeout: float) -> bool:
+    """SIGTERM, then SIGKILL after `timeout`; False when it had to be killed."""
+    if process is None or process.poll() is not None:
+        return True
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        kill_process(process)
+        return False
+    return True
+
+
+def kill_process(process: subprocess.Popen[Any] | None) -> None:
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait()
+
+
 class _Started(abc.ABC):
     """Started on entering, stopped on leaving, killed if it fails to start."""
 
@@ -369,22 +388,13 @@ class LocalKafka(_Started):
 
     def stop(self, timeout: float = 60.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise BrokerError(f"Kafka did not stop within {timeout:.0f} s and was killed") from None
+        if not stop_process(process, timeout):
+            raise BrokerError(f"Kafka did not stop within {timeout:.0f} s and was killed")
 
     def kill(self) -> None:
         """Stop abruptly, as a crash would."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_process(process)
 
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): connections stay open, nothing answers."""

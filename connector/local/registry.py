@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tarfile
 import time
@@ -27,6 +26,8 @@ from connector.local.broker import (
     default_cache_dir,
     die_with_parent,
     free_port,
+    kill_process,
+    stop_process,
 )
 
 APICURIO_VERSION: Final = "3.3.3"
@@ -132,17 +133,8 @@ class LocalRegistry(_Started):
 
     def stop(self, timeout: float = 30.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout)
 
     def kill(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_process(process)
