@@ -179,6 +179,24 @@ async def test_raw_bytes_that_are_not_utf8_are_refused_and_kept_exactly(server: 
     assert letter["fields"] is None
 
 
+async def test_a_refused_upgrade_request_with_a_body_keeps_its_query_exactly(
+    server: Server,
+) -> None:
+    """What follows an Upgrade header reaches the parser as a new message (found by
+    tests/test_fuzz.py): the dead letter still holds the query as it was sent."""
+    query = b"result=\xb3\xc9 x&" + example("upgrade-raw")
+    raw = (
+        b"POST %s?%s HTTP/1.1\r\n%sConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: 3\r\n\r\nabc" % (DR, query, HOST)
+    )
+    reply = await server.send(raw)
+
+    assert (reply.status, reply.body) == (400, b"error")
+    (letter,) = await server.letters(1)
+    assert letter["reason"] == "field 'result' is not valid utf-8"
+    assert base64.b64decode(letter["query_base64"]) == query
+
+
 async def test_a_non_utf8_escape_keeps_query_and_body_and_names_the_reason(server: Server) -> None:
     body = example("gbk-escaped")
     query = b"result=%B3%C9%B9%A6%BD%D3%CD%A8&x=%FF"

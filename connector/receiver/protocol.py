@@ -234,10 +234,11 @@ class EdgeProtocol(HttpToolsProtocol):
                 self._head = bytearray(self._raw)
                 self._refuse(400, "unreadable HTTP request: the parser took no request head")
                 return
+            # On the cycle's own scope, before the body is fed: what follows an Upgrade
+            # header reaches the parser as a new message, which gives the protocol a new scope.
+            target: dict[object, object] = {"target": head.target(received)}
+            self.cycle.scope.setdefault("extensions", {})[TARGET] = target
             self._feed(rest)
-            if self.cycle is not None:  # its task has not run yet
-                target: dict[object, object] = {"target": head.target(received)}
-                self.scope.setdefault("extensions", {})[TARGET] = target
 
     def _feed(self, data: bytes) -> None:
         if self._body_left is not None:
