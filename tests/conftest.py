@@ -9,12 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from connector.local.broker import BrokerConfig, LocalKafka, free_port
-from connector.local.security import Security
 from connector.settings import Settings
 from connector.topics import TopicNames
 from tests.kafka_helpers import start_local_kafka
-from tests.secure_helpers import SecureKafka, grant_everyone
+from tests.secure_helpers import SecureKafka, started_secure_kafka
 
 
 @pytest.fixture(scope="session")
@@ -32,14 +30,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
     """A second local broker, secured as in production: SASL_SSL (SCRAM-SHA-512) and
     mutual TLS, ACLs enforced, one user per component with the grants of connector.acls."""
-    data = tmp_path_factory.mktemp("secure-kafka")
-    security = Security(data / "tls", free_port(), free_port(), SecureKafka.USERS)
-    config = BrokerConfig(
-        data_dir=data, port=free_port(), controller_port=free_port(), security=security
-    )
-    with LocalKafka(config) as local:
-        secure = SecureKafka(local, security)
-        grant_everyone(secure)
+    with started_secure_kafka(tmp_path_factory.mktemp("secure-kafka")) as secure:
         yield secure
 
 

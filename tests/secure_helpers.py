@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from connector import acls, admin, clients
-from connector.local.broker import LocalKafka
+from connector.local.broker import BrokerConfig, LocalKafka, free_port
 from connector.local.security import Security
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
@@ -78,3 +81,17 @@ async def _until_granted(settings: Settings, deadline: float = 30.0) -> None:
             await asyncio.sleep(0.2)
         finally:
             await producer.stop()
+
+
+@contextmanager
+def started_secure_kafka(data: Path, **options: Any) -> Iterator[SecureKafka]:
+    """A secured local broker in `data`, with every component's user and grants;
+    `options` go to its Security (re-authentication, an OAuth listener)."""
+    security = Security(data / "tls", free_port(), free_port(), SecureKafka.USERS, **options)
+    config = BrokerConfig(
+        data_dir=data, port=free_port(), controller_port=free_port(), security=security
+    )
+    with LocalKafka(config) as local:
+        secure = SecureKafka(local, security)
+        grant_everyone(secure)
+        yield secure

@@ -33,13 +33,12 @@ from aiokafka.protocol.types import (
 from connector import admin
 from connector.clock import utcnow
 from connector.local import sandbox
-from connector.local.broker import BrokerConfig, LocalKafka, free_port
-from connector.local.security import Security
+from connector.local.broker import free_port
 from connector.receiver.app import create_app
 from connector.settings import Settings
 from tests.kafka_helpers import read_topic, serving
 from tests.oidc_helpers import Client, Issuer
-from tests.secure_helpers import SecureKafka, grant_everyone
+from tests.secure_helpers import SecureKafka, started_secure_kafka
 from tests.support import ZONE
 from tests.worker_helpers import await_ready, start_worker
 
@@ -131,14 +130,8 @@ def reauthenticating(
     tmp_path_factory: pytest.TempPathFactory, issuer: Issuer
 ) -> Iterator[SecureKafka]:
     data = tmp_path_factory.mktemp("rotating-kafka")
-    security = Security(data / "tls", free_port(), free_port(), SecureKafka.USERS,
-                        reauth_ms=3000, oauth_port=free_port(), issuer=issuer.url)  # fmt: skip
-    config = BrokerConfig(
-        data_dir=data, port=free_port(), controller_port=free_port(), security=security
-    )
-    with LocalKafka(config) as local:
-        secure = SecureKafka(local, security)
-        grant_everyone(secure)
+    oauth = free_port()
+    with started_secure_kafka(data, reauth_ms=3000, oauth_port=oauth, issuer=issuer.url) as secure:
         yield secure
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.local.broker import free_port
+from connector.local.broker import free_port, stop_process
 from connector.local.certs import Authority
 from connector.receiver.protocol import HANDSHAKES
 from connector.settings import Settings
@@ -64,12 +64,7 @@ def receiver(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 30)
 
 
 def wait_ready(process: subprocess.Popen[bytes], port: int) -> None:

@@ -115,12 +115,7 @@ def _running(
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        broker.stop_process(process, 30)
 
 
 def _report_until_stopped(
