@@ -65,3 +65,14 @@ def test_a_cluster_is_one_quorum_of_all_nodes_with_production_replication(tmp_pa
     assert all("controlled.shutdown.enable=true\n" in text for text in properties)
     assert len({config.cluster_id for config in configs}) == 1
     assert len({config.data_dir for config in configs}) == 3
+
+
+def test_free_ports_are_outside_the_ephemeral_range_and_never_repeat() -> None:
+    """An outgoing connection takes its local port from the ephemeral range: a port picked
+    there could be taken by a client before its server binds it (the sandbox of `up` once
+    exited with status 3 that way)."""
+    low, high = broker._ephemeral_range()
+    ports = [broker.free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert not set(ports) & {port + 1 for port in ports}
+    assert all(not low <= port <= high and 1024 < port < 65535 for port in ports)

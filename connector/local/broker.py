@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -166,9 +167,36 @@ def _resolve_with_maven(cache: Path, target: Path) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port free now and outside the kernel's ephemeral range, so that no outgoing
+    connection (a client of the broker started meanwhile) takes it before its server binds.
+    Never the same port twice in one process, nor the one after a port handed out (a broker
+    given only `port` puts its controller there)."""
+    low, high = _ephemeral_range()
+    for _ in range(1000):
+        port = secrets.choice(range(PORTS_FROM, PORTS_TO))
+        if low - 1 <= port <= high or {port, port + 1} & _handed_out:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.update((port, port + 1))
+        return port
+    raise BrokerError(f"no free port between {PORTS_FROM} and {PORTS_TO} on 127.0.0.1")
+
+
+PORTS_FROM: Final = 20000
+PORTS_TO: Final = 32000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 65535
 
 
 @dataclass(frozen=True)
