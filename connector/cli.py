@@ -446,6 +446,7 @@ def run_worker(_args: argparse.Namespace) -> int:
     sources = [names.dr_raw, names.cdr_raw, names.observations]
     asyncio.run(admin.await_topics(settings, sources))
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    settings.worker_data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last
     app = create_app(settings, names, metrics)
     # Our JSON logging, no banner, no spinner (then Faust logs "Ready").
     worker = faust.Worker(

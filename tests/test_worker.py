@@ -259,3 +259,20 @@ async def test_a_worker_restarted_with_its_instance_id_and_data_takes_its_partit
                 if process.poll() is None:
                     await asyncio.to_thread(stop, process, signal.SIGTERM)
     assert sorted(e["revision"] for e in events) == [1] * len(calls) + [2] * len(calls)
+
+
+async def test_a_worker_on_a_fresh_machine_makes_its_data_directory(
+    settings: Settings, topic_names: TopicNames, tmp_path: Path
+) -> None:
+    """No ~/.local/share yet: Faust makes only the last directory of its data dir."""
+    home = tmp_path / "fresh" / "share"
+    async with topics_and_env(settings, topic_names) as (_names, env, _producer):
+        fresh = {**env, "XDG_DATA_HOME": str(home)}
+        fresh.pop("NXCLOUD_WORKER_DATA_DIR", None)
+        log = tmp_path / "worker.log"
+        process = start_worker(fresh, home, log=log, default_data_dir=True)
+        try:
+            await asyncio.to_thread(await_ready, process)
+        finally:
+            await asyncio.to_thread(stop, process, signal.SIGTERM)
+    assert (home / "nxcloud-connector" / "worker").is_dir()

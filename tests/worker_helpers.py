@@ -31,21 +31,22 @@ T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 LOGS: dict[int, Path] = {}
 
 
-def start_worker(env: dict[str, str], data: Path) -> subprocess.Popen[str]:
-    """A worker whose output goes to `<data>.log` (a pipe nobody reads would stall it)."""
-    with data.with_suffix(".log").open("a") as log:
+def start_worker(
+    env: dict[str, str], data: Path, *, log: Path | None = None, default_data_dir: bool = False
+) -> subprocess.Popen[str]:
+    """A worker whose output goes to `log` (default `<data>.log`; a pipe nobody reads would
+    stall it), its state in `data` (or, with `default_data_dir`, where the settings put it)."""
+    log = log or data.with_suffix(".log")
+    state = {} if default_data_dir else {"NXCLOUD_WORKER_DATA_DIR": str(data)}
+    with log.open("a") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "connector", "worker"],
-            env={
-                "NXCLOUD_WORKER_METRICS_PORT": str(free_port()),
-                **env,
-                "NXCLOUD_WORKER_DATA_DIR": str(data),
-            },
-            stdout=log,
+            env={"NXCLOUD_WORKER_METRICS_PORT": str(free_port()), **env, **state},
+            stdout=output,
             stderr=subprocess.STDOUT,
             text=True,
         )
-    LOGS[process.pid] = data.with_suffix(".log")
+    LOGS[process.pid] = log
     return process
 
 
