@@ -361,7 +361,7 @@ def test_production_scales_within_the_partitions() -> None:
     assert one(objects, "StatefulSet", "worker")["spec"]["replicas"] <= settings.topic_partitions
     assert one(objects, "Deployment", "poller")["spec"]["replicas"] == 2
     worker = pod_spec(one(objects, "StatefulSet", "worker"))
-    assert worker["terminationGracePeriodSeconds"] >= 60
+    assert worker["terminationGracePeriodSeconds"] > 60  # Faust waits 60 s on a gone broker
 
 
 def test_production_traffic_is_denied_unless_allowed() -> None:
