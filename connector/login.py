@@ -60,8 +60,8 @@ def _scram(connection: Any) -> ScramAuthenticator:
 @functools.cache
 def install() -> None:
     """aiokafka's connections log in with the password as it reads at login (once)."""
-    AIOKafkaConnection.authenticator_plain = _plain  # type: ignore[method-assign]
-    AIOKafkaConnection.authenticator_scram = _scram  # type: ignore[method-assign]
+    AIOKafkaConnection.authenticator_plain = _plain
+    AIOKafkaConnection.authenticator_scram = _scram
 
 
 def password(secret: Secret) -> str:

@@ -7,16 +7,19 @@ whatever its file or its token endpoint gives by then."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import for_code
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import (
@@ -30,17 +33,18 @@ from aiokafka.protocol.types import (
     TaggedFields,
 )
 
-from connector import admin
+from connector import admin, clients
 from connector.clock import utcnow
 from connector.local import sandbox
 from connector.local.broker import free_port
+from connector.poller.loop import Poller
 from connector.receiver.app import create_app
-from connector.settings import Settings
+from connector.settings import Secret, Settings
 from tests.kafka_helpers import read_topic, serving
 from tests.oidc_helpers import Client, Issuer
 from tests.secure_helpers import SecureKafka, started_secure_kafka
 from tests.support import ZONE
-from tests.worker_helpers import await_ready, start_worker
+from tests.worker_helpers import await_ready, dr_record, start_worker
 
 DR_PATH = "/nxcloud/voice/dr"
 SCRAM_SHA_512 = 2  # org.apache.kafka.clients.admin.ScramMechanism
@@ -216,9 +220,10 @@ async def test_a_rotated_scram_password_is_taken_from_the_mounted_file_without_a
         operator, secure.names.dr_raw, lambda values: answered <= message_ids(values)
     )
     assert answered <= message_ids(stored)
+    # Its producer logged in again with the file's password by itself (connector/login.py):
+    # the receiver rebuilds it only for rotated TLS files.
     line = "kafka credentials changed, reconnecting with them"
-    changed = [record for record in caplog.records if record.getMessage() == line]
-    assert len(changed) == 1
+    assert not [record for record in caplog.records if record.getMessage() == line]
     assert new not in caplog.text
 
 
@@ -317,3 +322,132 @@ async def test_a_token_refused_by_its_endpoint_or_by_kafka_is_one_line_and_not_r
     for token in issuer.issued:
         assert token.rsplit(".", 1)[-1] not in caplog.text
     assert "not-the-secret" not in caplog.text
+
+
+def password_file_env(secure: SecureKafka, user: str, path: Path) -> dict[str, str]:
+    """`user`'s settings with its SCRAM password from the mounted file at `path`."""
+    mount(path, secure.security.passwords()[user])
+    env = {key: value for key, value in secure.env(user).items() if key != "KAFKA_SASL_PASSWORD"}
+    return {**env, "KAFKA_SASL_PASSWORD_FILE": str(path)}
+
+
+async def rotate_while(
+    secure: SecureKafka, user: str, path: Path, alive: Callable[[], bool]
+) -> str:
+    """Rotate `user`'s SCRAM password as Strimzi and the kubelet do: on the broker first, in
+    the mounted file 5 s later (logins with the old one are refused meanwhile: the broker
+    disconnects every session after 3 s); then 15 s for the client to log in again with the
+    file's. `alive` must hold throughout."""
+    new = "rotated-" + secrets.token_urlsafe(18)
+    await change_password(secure.settings("admin"), user, new)
+    loop = asyncio.get_running_loop()
+    for step in (5, 15):
+        if step == 15:
+            mount(path, new)
+        until = loop.time() + step
+        while loop.time() < until:
+            assert alive(), f"the {user} stopped after its password was rotated"
+            await asyncio.sleep(0.2)
+    return new
+
+
+async def test_the_poller_logs_in_again_with_a_rotated_password_and_loses_no_row(
+    reauthenticating: SecureKafka, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secure = reauthenticating
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("aiokafka").setLevel(logging.DEBUG)
+    password_file = tmp_path / "password"
+    world = sandbox.World(seed=47, origin=utcnow() - timedelta(seconds=40), rate=1.0,
+                          max_seconds=2)  # fmt: skip
+    stand_in = sandbox.Sandbox(world, cdr_delay=timedelta(seconds=1))
+    operator = secure.settings("operator")
+
+    def ids(values: list[Any]) -> set[int]:
+        return {value["row"]["id"] for value in values}
+
+    async with (
+        serving(sandbox.create_app(stand_in)) as url,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        settings = dataclasses.replace(
+            Settings.from_env(password_file_env(secure, "poller", password_file)),
+            nxcloud_appkey=Secret("sandbox"),
+            nxcloud_secretkey=Secret("sandbox"),
+            nxcloud_cdr_url=url + "/api/voiceSms/getVoiceCdr",
+            poller_window_seconds=10,
+            poller_settle_seconds=4,
+            poller_first_lookback_seconds=40,
+            poller_repoll_after_seconds=(30,),
+            poller_page_size=8,
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(Poller(settings, secure.names, http).run(stop))
+        try:
+            before = {call.cdr_id for call in world.calls_between(world.origin, utcnow())}
+            await read_topic(operator, secure.names.cdr_raw, lambda v: before <= ids(v),
+                             deadline=120)  # fmt: skip
+            new = await rotate_while(secure, "poller", password_file, lambda: not running.done())
+            rotated = len(caplog.records)
+            rotated_at = utcnow()
+            wanted = {call.cdr_id for call in world.calls_between(world.origin, rotated_at)}
+            stored = await read_topic(operator, secure.names.cdr_raw,
+                                      lambda v: wanted <= ids(v), deadline=120)  # fmt: skip
+            assert not running.done()
+        finally:
+            stop.set()
+            await running
+    assert wanted <= ids(stored)
+    assert len(wanted) > len(before)  # rows that came only after the rotation
+    # Sessions from before the rotation ended within 3 s: rows since came with new logins.
+    logins = [r for r in caplog.records[rotated:]
+              if r.getMessage().startswith("Authenticated as poller")]  # fmt: skip
+    assert logins
+    assert new not in caplog.text
+    assert secure.security.passwords()["poller"] not in caplog.text
+
+
+async def test_the_worker_logs_in_again_with_a_rotated_password_and_loses_no_event(
+    reauthenticating: SecureKafka, tmp_path: Path
+) -> None:
+    secure = reauthenticating
+    password_file = tmp_path / "password"
+    env = password_file_env(secure, "worker", password_file)
+    worker = start_worker({**env, "NXCLOUD_LOG_LEVEL": "DEBUG"}, tmp_path / "worker")
+    calls = [call for n in range(40) for call in
+             sandbox.World(seed=53, origin=utcnow(), rate=1.0).calls(n)]  # fmt: skip
+    operator = secure.settings("operator")
+    producer = AIOKafkaProducer(**clients.options(operator, acks="all", enable_idempotence=True))
+
+    async def send(batch: list[sandbox.Call], first: int) -> None:
+        for number, call in enumerate(batch, first):
+            key, value = dr_record(call, number)
+            await producer.send_and_wait(secure.names.dr_raw, value, key=key)
+
+    def events_of(batch: list[sandbox.Call]) -> Callable[[list[Any]], bool]:
+        wanted = {str(call.messageid) for call in batch}
+        return lambda values: wanted <= {event["message_id"] for event in values}
+
+    try:
+        await asyncio.to_thread(await_ready, worker)
+        await producer.start()
+        half = len(calls) // 2
+        await send(calls[:half], 0)
+        await read_topic(operator, secure.names.call_events, events_of(calls[:half]),
+                         deadline=120)  # fmt: skip
+        new = await rotate_while(secure, "worker", password_file, lambda: worker.poll() is None)
+        # Every session from before the rotation has ended (3 s): these records are read
+        # and their events written through logins with the file's new password.
+        await send(calls[half:], half)
+        events = await read_topic(operator, secure.names.call_events, events_of(calls),
+                                  deadline=120)  # fmt: skip
+        assert worker.poll() is None
+    finally:
+        await producer.stop()
+        worker.terminate()
+        await asyncio.to_thread(worker.wait, 60)
+    assert events_of(calls)(events)
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert "kafka refuses the worker" not in log
+    assert new not in log
+    assert secure.security.passwords()["worker"] not in log

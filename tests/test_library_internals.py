@@ -118,18 +118,32 @@ RELIED_ON: dict[str, tuple[str, Check]] = {
         "login.py: each login builds its authenticator with the password as it reads then",
         lambda: (
             _methods(AIOKafkaConnection, "authenticator_plain", "authenticator_scram")()
-            and _sets(AIOKafkaConnection.__init__, "_loop", "_sasl_mechanism",
-                      "_sasl_plain_username", "_sasl_plain_password")()  # fmt: skip
+            and _sets(
+                AIOKafkaConnection.__init__,
+                "_loop",
+                "_sasl_mechanism",
+                "_sasl_plain_username",
+                "_sasl_plain_password",
+            )()
             and "self.authenticator_scram()" in inspect.getsource(AIOKafkaConnection)
         ),
     ),
     "aiokafka SaslPlainAuthenticator/ScramAuthenticator(*, loop, password, username, ...)": (
         "login.py: builds them as aiokafka's connection does",
         lambda: (
-            _parameters(SaslPlainAuthenticator.__init__, "loop", "sasl_plain_password",
-                        "sasl_plain_username")()  # fmt: skip
-            and _parameters(ScramAuthenticator.__init__, "loop", "sasl_plain_password",
-                            "sasl_plain_username", "sasl_mechanism")()  # fmt: skip
+            _parameters(
+                SaslPlainAuthenticator.__init__,
+                "loop",
+                "sasl_plain_password",
+                "sasl_plain_username",
+            )()
+            and _parameters(
+                ScramAuthenticator.__init__,
+                "loop",
+                "sasl_plain_password",
+                "sasl_plain_username",
+                "sasl_mechanism",
+            )()
         ),
     ),
     "aiokafka AIOKafkaConsumer._client.force_metadata_update": (

@@ -84,9 +84,7 @@ async def test_every_login_sends_the_password_as_its_file_holds_then(tmp_path: P
 def test_the_clients_fingerprint_changes_with_a_rotated_certificate(tmp_path: Path) -> None:
     path = tmp_path / "ca.crt"
     rotate(path, "first")
-    settings = Settings.from_env(
-        {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_FILE": str(path)}
-    )
+    settings = Settings.from_env({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_FILE": str(path)})
     before = clients.fingerprint(settings)
     rotate(path, "second")
     assert clients.fingerprint(settings) != before
