@@ -125,6 +125,11 @@ SECRETS = {user: secrets.token_urlsafe(18) for user in ("receiver", "worker", "f
 def issuer() -> Iterator[Issuer]:
     clients = {user: Client(secret, user) for user, secret in SECRETS.items()}
     clients["foreign"] = Client(SECRETS["foreign"], "receiver", audience="another-cluster")
+    # Signed with the key the brokers trust, for a user they know, yet refused: issued by
+    # another issuer; expired 300 s ago (the issuer's clock 6 minutes behind), well past the
+    # brokers' allowance for clock skew (sasl.oauthbearer.clock.skew.seconds, 30 s).
+    clients["misissued"] = Client(SECRETS["foreign"], "receiver", issuer="https://elsewhere")
+    clients["expired"] = Client(SECRETS["foreign"], "receiver", lifetime=60, behind=360)
     with Issuer(clients) as serving_tokens:
         yield serving_tokens
 
@@ -451,3 +456,41 @@ async def test_the_worker_logs_in_again_with_a_rotated_password_and_loses_no_eve
     assert "kafka refuses the worker" not in log
     assert new not in log
     assert secure.security.passwords()["worker"] not in log
+
+
+@pytest.mark.parametrize("client", ["expired", "misissued"])
+async def test_a_token_kafka_refuses_is_one_line_and_not_ready_with_no_token_logged(
+    reauthenticating: SecureKafka, issuer: Issuer, client: str, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    secure = reauthenticating
+    caplog.set_level(logging.DEBUG)
+    for name in ("aiokafka", "connector", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    issued = len(issuer.issued)
+    refused = Settings.from_env({**oauth_env(secure, client, SECRETS["foreign"]),
+                                 "NXCLOUD_SPOOL_DIR": str(tmp_path / "spool")})  # fmt: skip
+    wanted = f"not ready: Kafka refused the OAUTHBEARER token of client {client!r}"
+    call = sandbox.World(seed=59, origin=utcnow(), rate=1.0).calls(0)[0]
+    async with (
+        serving(create_app(refused, secure.names)) as receiver,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        pushed = await http.post(receiver + DR_PATH, data=call.dr_fields(ZONE))
+        assert "success" in pushed.text  # spooled
+        answer = await ready_text(http, receiver, wanted)
+        status = (await http.get(receiver + "/readyz")).status_code
+    assert answer == (
+        f"{wanted} (expired, or not for these brokers): check KAFKA_SASL_OAUTHBEARER_AUDIENCE, "
+        "KAFKA_SASL_OAUTHBEARER_SCOPE and the token endpoint's client"
+    )
+    assert status == 503
+    lines = [r for r in caplog.records if r.getMessage().startswith("kafka refuses the receiver")]
+    assert len(lines) == 1
+    tokens = issuer.issued[issued:]
+    assert tokens  # the receiver had tokens; the brokers refused them
+    for token in tokens:
+        for part in token.split("."):
+            assert part not in caplog.text
+            assert not any(part in str(record.__dict__) for record in caplog.records)
+    assert SECRETS["foreign"] not in caplog.text
