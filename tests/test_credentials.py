@@ -7,7 +7,6 @@ whatever its file or its token endpoint gives by then."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import logging
 import os
@@ -39,11 +38,11 @@ from connector.local import sandbox
 from connector.local.broker import free_port
 from connector.poller.loop import Poller
 from connector.receiver.app import create_app
-from connector.settings import Secret, Settings
+from connector.settings import Settings
 from tests.kafka_helpers import read_topic, serving
 from tests.oidc_helpers import Client, Issuer
 from tests.secure_helpers import SecureKafka, started_secure_kafka
-from tests.support import ZONE
+from tests.support import ZONE, sandboxed_poller
 from tests.worker_helpers import await_ready, dr_record, start_worker
 
 DR_PATH = "/nxcloud/voice/dr"
@@ -158,6 +157,13 @@ def mount(path: Path, value: str) -> None:
     os.replace(fresh, path)
 
 
+def password_file_env(secure: SecureKafka, user: str, path: Path) -> dict[str, str]:
+    """`user`'s settings with its SCRAM password from the mounted file at `path`."""
+    mount(path, secure.security.passwords()[user])
+    env = {key: value for key, value in secure.env(user).items() if key != "KAFKA_SASL_PASSWORD"}
+    return {**env, "KAFKA_SASL_PASSWORD_FILE": str(path)}
+
+
 async def metrics(http: httpx.AsyncClient, receiver: str) -> str:
     return (await http.get(receiver + "/metrics")).text
 
@@ -172,13 +178,8 @@ async def test_a_rotated_scram_password_is_taken_from_the_mounted_file_without_a
     secure = reauthenticating
     caplog.set_level(logging.INFO, logger="connector")
     password_file = tmp_path / "password"
-    mount(password_file, secure.security.passwords()["receiver"])
-    env = {key: value for key, value in secure.env("receiver").items()
-           if key != "KAFKA_SASL_PASSWORD"}  # fmt: skip
-    receiving = Settings.from_env(
-        {**env, "KAFKA_SASL_PASSWORD_FILE": str(password_file),
-         "NXCLOUD_SPOOL_DIR": str(tmp_path / "spool")}
-    )  # fmt: skip
+    receiving = Settings.from_env({**password_file_env(secure, "receiver", password_file),
+                                   "NXCLOUD_SPOOL_DIR": str(tmp_path / "spool")})  # fmt: skip
     world = sandbox.World(seed=31, origin=utcnow(), rate=1.0)
     answered: set[str] = set()
 
@@ -329,13 +330,6 @@ async def test_a_token_refused_by_its_endpoint_or_by_kafka_is_one_line_and_not_r
     assert "not-the-secret" not in caplog.text
 
 
-def password_file_env(secure: SecureKafka, user: str, path: Path) -> dict[str, str]:
-    """`user`'s settings with its SCRAM password from the mounted file at `path`."""
-    mount(path, secure.security.passwords()[user])
-    env = {key: value for key, value in secure.env(user).items() if key != "KAFKA_SASL_PASSWORD"}
-    return {**env, "KAFKA_SASL_PASSWORD_FILE": str(path)}
-
-
 async def rotate_while(
     secure: SecureKafka, user: str, path: Path, alive: Callable[[], bool]
 ) -> str:
@@ -375,16 +369,8 @@ async def test_the_poller_logs_in_again_with_a_rotated_password_and_loses_no_row
         serving(sandbox.create_app(stand_in)) as url,
         httpx.AsyncClient(timeout=10) as http,
     ):
-        settings = dataclasses.replace(
-            Settings.from_env(password_file_env(secure, "poller", password_file)),
-            nxcloud_appkey=Secret("sandbox"),
-            nxcloud_secretkey=Secret("sandbox"),
-            nxcloud_cdr_url=url + "/api/voiceSms/getVoiceCdr",
-            poller_window_seconds=10,
-            poller_settle_seconds=4,
-            poller_first_lookback_seconds=40,
-            poller_repoll_after_seconds=(30,),
-            poller_page_size=8,
+        settings = sandboxed_poller(
+            Settings.from_env(password_file_env(secure, "poller", password_file)), url
         )
         stop = asyncio.Event()
         running = asyncio.create_task(Poller(settings, secure.names, http).run(stop))
