@@ -30,7 +30,7 @@ from aiokafka.errors import (
 )
 from aiokafka.protocol.admin import ApiVersionRequest
 
-from connector import iam, oauth
+from connector import iam, login, oauth
 from connector.errors import KafkaAccessError
 from connector.settings import TOKEN_MECHANISMS, Settings
 
@@ -81,7 +81,7 @@ def security(settings: Settings) -> dict[str, Any]:
         assert settings.kafka_sasl_password is not None  # Settings checked it
         options["sasl_mechanism"] = settings.kafka_sasl_mechanism
         options["sasl_plain_username"] = settings.kafka_sasl_username
-        options["sasl_plain_password"] = settings.kafka_sasl_password.reveal()
+        options["sasl_plain_password"] = login.password(settings.kafka_sasl_password)
     return options
 
 
@@ -107,11 +107,12 @@ def token_provider(settings: Settings) -> AbstractTokenProvider:
 
 
 def fingerprint(settings: Settings) -> str:
-    """What the Kafka clients authenticate with, as a digest: it changes when a mounted
-    secret or certificate file is rotated, so a client is rebuilt with the new one."""
+    """The TLS material the Kafka clients are built with, as a digest: it changes when a
+    mounted certificate, key or key password is rotated, so a client is rebuilt with it.
+    (A SASL password needs no rebuild: every login reads it again, connector/login.py.)"""
     digest = hashlib.sha256()
-    for secret in (settings.kafka_sasl_password, settings.kafka_ssl_key_password):
-        digest.update(b"\0" + (b"" if secret is None else secret.reveal().encode()))
+    secret = settings.kafka_ssl_key_password
+    digest.update(b"\0" + (b"" if secret is None else secret.reveal().encode()))
     for path in (settings.kafka_ssl_ca_file, settings.kafka_ssl_cert_file,
                  settings.kafka_ssl_key_file):  # fmt: skip
         digest.update(b"\0" + (b"" if path is None else _contents(path)))
@@ -147,7 +148,7 @@ def broker_credentials(settings: Settings) -> CredentialsT | None:
         oauth.hide_sasl_payloads()
         return SASLCredentials(
             username=settings.kafka_sasl_username,
-            password=settings.kafka_sasl_password.reveal(),
+            password=login.password(settings.kafka_sasl_password),
             mechanism=settings.kafka_sasl_mechanism,
             ssl_context=context,
         )

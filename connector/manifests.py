@@ -23,7 +23,10 @@ from connector.errors import ConfigError, ConnectorError, TopicError
 from connector.settings import Settings
 from connector.topics import TopicSpec, declare
 
-API_VERSION: Final = "kafka.strimzi.io/v1beta2"
+# Strimzi's current API for KafkaTopics (0.49 and later; 1.0 removes v1beta2). KafkaUsers
+# stay on v1beta2 until their v1 schema can be checked here (docs/kubernetes.md).
+TOPIC_API_VERSION: Final = "kafka.strimzi.io/v1"
+USER_API_VERSION: Final = "kafka.strimzi.io/v1beta2"
 CLUSTER_LABEL: Final = "strimzi.io/cluster"
 DESCRIPTION_ANNOTATION: Final = "nxcloud-connector/description"
 # A DNS subdomain (RFC 1123), which Kubernetes requires of a KafkaTopic's name.
@@ -49,7 +52,7 @@ def kafka_topic(spec: TopicSpec, cluster: str, namespace: str | None = None) -> 
     if spec.description:
         metadata["annotations"] = {DESCRIPTION_ANNOTATION: spec.description}
     return {
-        "apiVersion": API_VERSION,
+        "apiVersion": TOPIC_API_VERSION,
         "kind": "KafkaTopic",
         "metadata": metadata,
         "spec": {
@@ -89,7 +92,7 @@ def kafka_user(
         for grant in grants
     ]
     return {
-        "apiVersion": API_VERSION,
+        "apiVersion": USER_API_VERSION,
         "kind": "KafkaUser",
         "metadata": metadata,
         "spec": {

@@ -32,6 +32,8 @@ class Client:
     sub: str
     lifetime: int = 60  # seconds
     audience: str | None = None  # another than the issuer's: tokens the brokers refuse
+    issuer: str | None = None  # another than the one the brokers expect: refused too
+    behind: int = 0  # seconds the issuer's clock is behind: `exp` already past if > lifetime
 
 
 @dataclass
@@ -100,15 +102,18 @@ class Issuer:
         client = self.clients.get(client_id)
         if scheme != "Basic" or client is None or client.secret != secret:
             return 401, {"error": "invalid_client"}
-        token = self.sign(client.sub, client.lifetime, client.audience or self.audience)
+        token = self.sign(client.sub, client.lifetime, client.audience or self.audience,
+                          issuer=client.issuer, behind=client.behind)  # fmt: skip
         self.issued.append(token)
         return 200, {"access_token": token, "token_type": "Bearer",
                      "expires_in": client.lifetime}  # fmt: skip
 
-    def sign(self, sub: str, lifetime: int, audience: str) -> str:
-        now = int(time.time())
+    def sign(
+        self, sub: str, lifetime: int, audience: str, issuer: str | None = None, behind: int = 0
+    ) -> str:
+        now = int(time.time()) - behind
         header = {"alg": "RS256", "typ": "JWT", "kid": KID}
-        claims = {"iss": self.url, "sub": sub, "aud": audience, "iat": now - 5,
+        claims = {"iss": issuer or self.url, "sub": sub, "aud": audience, "iat": now - 5,
                   "exp": now + lifetime, "scope": "kafka"}  # fmt: skip
         signing_input = ".".join(
             b64url(json.dumps(part, separators=(",", ":")).encode()) for part in (header, claims)

@@ -3,6 +3,7 @@ checks; plain values, no broker."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ from jsonschema import Draft202012Validator
 
 from connector import dr, schema
 from connector.normalize import from_cdr, from_dr
+from connector.settings import Secret, Settings
 
 PROVIDER_EXAMPLE = (
     "phone=8615088888888&countryCode=86&duration=10&voice_type=0"
@@ -101,3 +103,18 @@ def gauge(metrics: str, name: str) -> float:
     match = re.search(rf"^{name} (\S+)$", metrics, re.MULTILINE)
     assert match, name
     return float(match.group(1))
+
+
+def sandboxed_poller(settings: Settings, url: str) -> Settings:
+    """`settings` for a poller of the sandbox at `url`: small windows that settle fast."""
+    return dataclasses.replace(
+        settings,
+        nxcloud_appkey=Secret("sandbox"),
+        nxcloud_secretkey=Secret("sandbox"),
+        nxcloud_cdr_url=url + "/api/voiceSms/getVoiceCdr",
+        poller_window_seconds=10,
+        poller_settle_seconds=4,
+        poller_first_lookback_seconds=40,
+        poller_repoll_after_seconds=(30,),
+        poller_page_size=8,
+    )

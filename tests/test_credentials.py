@@ -11,12 +11,14 @@ import hashlib
 import logging
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import for_code
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import (
@@ -30,17 +32,18 @@ from aiokafka.protocol.types import (
     TaggedFields,
 )
 
-from connector import admin
+from connector import admin, clients
 from connector.clock import utcnow
 from connector.local import sandbox
 from connector.local.broker import free_port
+from connector.poller.loop import Poller
 from connector.receiver.app import create_app
 from connector.settings import Settings
 from tests.kafka_helpers import read_topic, serving
 from tests.oidc_helpers import Client, Issuer
 from tests.secure_helpers import SecureKafka, started_secure_kafka
-from tests.support import ZONE
-from tests.worker_helpers import await_ready, start_worker
+from tests.support import ZONE, sandboxed_poller
+from tests.worker_helpers import await_ready, dr_record, start_worker
 
 DR_PATH = "/nxcloud/voice/dr"
 SCRAM_SHA_512 = 2  # org.apache.kafka.clients.admin.ScramMechanism
@@ -121,6 +124,11 @@ SECRETS = {user: secrets.token_urlsafe(18) for user in ("receiver", "worker", "f
 def issuer() -> Iterator[Issuer]:
     clients = {user: Client(secret, user) for user, secret in SECRETS.items()}
     clients["foreign"] = Client(SECRETS["foreign"], "receiver", audience="another-cluster")
+    # Signed with the key the brokers trust, for a user they know, yet refused: issued by
+    # another issuer; expired 300 s ago (the issuer's clock 6 minutes behind), well past the
+    # brokers' allowance for clock skew (sasl.oauthbearer.clock.skew.seconds, 30 s).
+    clients["misissued"] = Client(SECRETS["foreign"], "receiver", issuer="https://elsewhere")
+    clients["expired"] = Client(SECRETS["foreign"], "receiver", lifetime=60, behind=360)
     with Issuer(clients) as serving_tokens:
         yield serving_tokens
 
@@ -149,6 +157,13 @@ def mount(path: Path, value: str) -> None:
     os.replace(fresh, path)
 
 
+def password_file_env(secure: SecureKafka, user: str, path: Path) -> dict[str, str]:
+    """`user`'s settings with its SCRAM password from the mounted file at `path`."""
+    mount(path, secure.security.passwords()[user])
+    env = {key: value for key, value in secure.env(user).items() if key != "KAFKA_SASL_PASSWORD"}
+    return {**env, "KAFKA_SASL_PASSWORD_FILE": str(path)}
+
+
 async def metrics(http: httpx.AsyncClient, receiver: str) -> str:
     return (await http.get(receiver + "/metrics")).text
 
@@ -163,13 +178,8 @@ async def test_a_rotated_scram_password_is_taken_from_the_mounted_file_without_a
     secure = reauthenticating
     caplog.set_level(logging.INFO, logger="connector")
     password_file = tmp_path / "password"
-    mount(password_file, secure.security.passwords()["receiver"])
-    env = {key: value for key, value in secure.env("receiver").items()
-           if key != "KAFKA_SASL_PASSWORD"}  # fmt: skip
-    receiving = Settings.from_env(
-        {**env, "KAFKA_SASL_PASSWORD_FILE": str(password_file),
-         "NXCLOUD_SPOOL_DIR": str(tmp_path / "spool")}
-    )  # fmt: skip
+    receiving = Settings.from_env({**password_file_env(secure, "receiver", password_file),
+                                   "NXCLOUD_SPOOL_DIR": str(tmp_path / "spool")})  # fmt: skip
     world = sandbox.World(seed=31, origin=utcnow(), rate=1.0)
     answered: set[str] = set()
 
@@ -216,9 +226,10 @@ async def test_a_rotated_scram_password_is_taken_from_the_mounted_file_without_a
         operator, secure.names.dr_raw, lambda values: answered <= message_ids(values)
     )
     assert answered <= message_ids(stored)
+    # Its producer logged in again with the file's password by itself (connector/login.py):
+    # the receiver rebuilds it only for rotated TLS files.
     line = "kafka credentials changed, reconnecting with them"
-    changed = [record for record in caplog.records if record.getMessage() == line]
-    assert len(changed) == 1
+    assert not [record for record in caplog.records if record.getMessage() == line]
     assert new not in caplog.text
 
 
@@ -317,3 +328,155 @@ async def test_a_token_refused_by_its_endpoint_or_by_kafka_is_one_line_and_not_r
     for token in issuer.issued:
         assert token.rsplit(".", 1)[-1] not in caplog.text
     assert "not-the-secret" not in caplog.text
+
+
+async def rotate_while(
+    secure: SecureKafka, user: str, path: Path, alive: Callable[[], bool]
+) -> str:
+    """Rotate `user`'s SCRAM password as Strimzi and the kubelet do: on the broker first, in
+    the mounted file 5 s later (logins with the old one are refused meanwhile: the broker
+    disconnects every session after 3 s); then 15 s for the client to log in again with the
+    file's. `alive` must hold throughout."""
+    new = "rotated-" + secrets.token_urlsafe(18)
+    await change_password(secure.settings("admin"), user, new)
+    loop = asyncio.get_running_loop()
+    for step in (5, 15):
+        if step == 15:
+            mount(path, new)
+        until = loop.time() + step
+        while loop.time() < until:
+            assert alive(), f"the {user} stopped after its password was rotated"
+            await asyncio.sleep(0.2)
+    return new
+
+
+async def test_the_poller_logs_in_again_with_a_rotated_password_and_loses_no_row(
+    reauthenticating: SecureKafka, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secure = reauthenticating
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("aiokafka").setLevel(logging.DEBUG)
+    password_file = tmp_path / "password"
+    world = sandbox.World(seed=47, origin=utcnow() - timedelta(seconds=40), rate=1.0,
+                          max_seconds=2)  # fmt: skip
+    stand_in = sandbox.Sandbox(world, cdr_delay=timedelta(seconds=1))
+    operator = secure.settings("operator")
+
+    def ids(values: list[Any]) -> set[int]:
+        return {value["row"]["id"] for value in values}
+
+    async with (
+        serving(sandbox.create_app(stand_in)) as url,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        settings = sandboxed_poller(
+            Settings.from_env(password_file_env(secure, "poller", password_file)), url
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(Poller(settings, secure.names, http).run(stop))
+        try:
+            before = {call.cdr_id for call in world.calls_between(world.origin, utcnow())}
+            await read_topic(operator, secure.names.cdr_raw, lambda v: before <= ids(v),
+                             deadline=120)  # fmt: skip
+            new = await rotate_while(secure, "poller", password_file, lambda: not running.done())
+            rotated = len(caplog.records)
+            rotated_at = utcnow()
+            wanted = {call.cdr_id for call in world.calls_between(world.origin, rotated_at)}
+            stored = await read_topic(operator, secure.names.cdr_raw,
+                                      lambda v: wanted <= ids(v), deadline=120)  # fmt: skip
+            assert not running.done()
+        finally:
+            stop.set()
+            await running
+    assert wanted <= ids(stored)
+    assert len(wanted) > len(before)  # rows that came only after the rotation
+    # Sessions from before the rotation ended within 3 s: rows since came with new logins.
+    logins = [r for r in caplog.records[rotated:]
+              if r.getMessage().startswith("Authenticated as poller")]  # fmt: skip
+    assert logins
+    assert new not in caplog.text
+    assert secure.security.passwords()["poller"] not in caplog.text
+
+
+async def test_the_worker_logs_in_again_with_a_rotated_password_and_loses_no_event(
+    reauthenticating: SecureKafka, tmp_path: Path
+) -> None:
+    secure = reauthenticating
+    password_file = tmp_path / "password"
+    env = password_file_env(secure, "worker", password_file)
+    worker = start_worker({**env, "NXCLOUD_LOG_LEVEL": "DEBUG"}, tmp_path / "worker")
+    calls = [call for n in range(40) for call in
+             sandbox.World(seed=53, origin=utcnow(), rate=1.0).calls(n)]  # fmt: skip
+    operator = secure.settings("operator")
+    producer = AIOKafkaProducer(**clients.options(operator, acks="all", enable_idempotence=True))
+
+    async def send(batch: list[sandbox.Call], first: int) -> None:
+        for number, call in enumerate(batch, first):
+            key, value = dr_record(call, number)
+            await producer.send_and_wait(secure.names.dr_raw, value, key=key)
+
+    def events_of(batch: list[sandbox.Call]) -> Callable[[list[Any]], bool]:
+        wanted = {str(call.messageid) for call in batch}
+        return lambda values: wanted <= {event["message_id"] for event in values}
+
+    try:
+        await asyncio.to_thread(await_ready, worker)
+        await producer.start()
+        half = len(calls) // 2
+        await send(calls[:half], 0)
+        await read_topic(operator, secure.names.call_events, events_of(calls[:half]),
+                         deadline=120)  # fmt: skip
+        new = await rotate_while(secure, "worker", password_file, lambda: worker.poll() is None)
+        # Every session from before the rotation has ended (3 s): these records are read
+        # and their events written through logins with the file's new password.
+        await send(calls[half:], half)
+        events = await read_topic(operator, secure.names.call_events, events_of(calls),
+                                  deadline=120)  # fmt: skip
+        assert worker.poll() is None
+    finally:
+        await producer.stop()
+        worker.terminate()
+        await asyncio.to_thread(worker.wait, 60)
+    assert events_of(calls)(events)
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert "kafka refuses the worker" not in log
+    assert new not in log
+    assert secure.security.passwords()["worker"] not in log
+
+
+@pytest.mark.parametrize("client", ["expired", "misissued"])
+async def test_a_token_kafka_refuses_is_one_line_and_not_ready_with_no_token_logged(
+    reauthenticating: SecureKafka, issuer: Issuer, client: str, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    secure = reauthenticating
+    caplog.set_level(logging.DEBUG)
+    for name in ("aiokafka", "connector", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    issued = len(issuer.issued)
+    refused = Settings.from_env({**oauth_env(secure, client, SECRETS["foreign"]),
+                                 "NXCLOUD_SPOOL_DIR": str(tmp_path / "spool")})  # fmt: skip
+    wanted = f"not ready: Kafka refused the OAUTHBEARER token of client {client!r}"
+    call = sandbox.World(seed=59, origin=utcnow(), rate=1.0).calls(0)[0]
+    async with (
+        serving(create_app(refused, secure.names)) as receiver,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        pushed = await http.post(receiver + DR_PATH, data=call.dr_fields(ZONE))
+        assert "success" in pushed.text  # spooled
+        answer = await ready_text(http, receiver, wanted)
+        status = (await http.get(receiver + "/readyz")).status_code
+    assert answer == (
+        f"{wanted} (expired, or not for these brokers): check KAFKA_SASL_OAUTHBEARER_AUDIENCE, "
+        "KAFKA_SASL_OAUTHBEARER_SCOPE and the token endpoint's client"
+    )
+    assert status == 503
+    lines = [r for r in caplog.records if r.getMessage().startswith("kafka refuses the receiver")]
+    assert len(lines) == 1
+    tokens = issuer.issued[issued:]
+    assert tokens  # the receiver had tokens; the brokers refused them
+    for token in tokens:
+        for part in token.split("."):
+            assert part not in caplog.text
+            assert not any(part in str(record.__dict__) for record in caplog.records)
+    assert SECRETS["foreign"] not in caplog.text

@@ -34,7 +34,7 @@ OVERLAYS = ("dev", "production")
 # its schemas; the package is pinned in pyproject.toml).
 KUBERNETES_VERSION = "1.33.0"
 CRD_SCHEMAS = {
-    ("kafka.strimzi.io/v1beta2", "KafkaTopic"): "kafkatopic-kafka.strimzi.io-v1beta2.json",
+    ("kafka.strimzi.io/v1", "KafkaTopic"): "kafkatopic-kafka.strimzi.io-v1.json",
     ("kafka.strimzi.io/v1beta2", "KafkaUser"): "kafkauser-kafka.strimzi.io-v1beta2.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring.coreos.com-v1.json",
 }
@@ -146,7 +146,7 @@ def test_the_validation_refuses_a_wrong_field() -> None:
     topic = json.loads(json.dumps(of_kind(render("overlays/production"), "KafkaTopic")[0]))
     topic["spec"]["partitions"] = "12"
     schema = json.loads((ROOT / "tests" / "crds" / CRD_SCHEMAS[
-        ("kafka.strimzi.io/v1beta2", "KafkaTopic")]).read_text())  # fmt: skip
+        ("kafka.strimzi.io/v1", "KafkaTopic")]).read_text())  # fmt: skip
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(topic, schema)
 

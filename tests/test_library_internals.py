@@ -15,6 +15,7 @@ import uvicorn._types
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
+from aiokafka.conn import AIOKafkaConnection, SaslPlainAuthenticator, ScramAuthenticator
 from aiokafka.producer.sender import Sender
 from starlette.formparsers import MultiPartParser
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -112,6 +113,38 @@ RELIED_ON: dict[str, tuple[str, Check]] = {
     "aiokafka AIOKafkaAdminClient has no public ACL call": (
         "acls.py: once it has one (create_acls), use it instead of _send_request",
         lambda: not hasattr(AIOKafkaAdminClient, "create_acls"),
+    ),
+    "aiokafka AIOKafkaConnection.authenticator_plain/authenticator_scram": (
+        "login.py: each login builds its authenticator with the password as it reads then",
+        lambda: (
+            _methods(AIOKafkaConnection, "authenticator_plain", "authenticator_scram")()
+            and _sets(
+                AIOKafkaConnection.__init__,
+                "_loop",
+                "_sasl_mechanism",
+                "_sasl_plain_username",
+                "_sasl_plain_password",
+            )()
+            and "self.authenticator_scram()" in inspect.getsource(AIOKafkaConnection)
+        ),
+    ),
+    "aiokafka SaslPlainAuthenticator/ScramAuthenticator(*, loop, password, username, ...)": (
+        "login.py: builds them as aiokafka's connection does",
+        lambda: (
+            _parameters(
+                SaslPlainAuthenticator.__init__,
+                "loop",
+                "sasl_plain_password",
+                "sasl_plain_username",
+            )()
+            and _parameters(
+                ScramAuthenticator.__init__,
+                "loop",
+                "sasl_plain_password",
+                "sasl_plain_username",
+                "sasl_mechanism",
+            )()
+        ),
     ),
     "aiokafka AIOKafkaConsumer._client.force_metadata_update": (
         "admin.py partitions_of: fresh metadata for a topic the consumer is not subscribed to",

@@ -15,7 +15,7 @@ def test_one_kafkatopic_per_declared_topic_with_its_partitions_replicas_and_conf
     specs = declare(settings)
     assert [topic["spec"]["topicName"] for topic in topics] == [spec.name for spec in specs]
     for topic, spec in zip(topics, specs, strict=True):
-        assert topic["apiVersion"] == "kafka.strimzi.io/v1beta2"
+        assert topic["apiVersion"] == "kafka.strimzi.io/v1"
         assert topic["kind"] == "KafkaTopic"
         assert topic["metadata"]["name"] == spec.name
         assert topic["metadata"]["namespace"] == "kafka"

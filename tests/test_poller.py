@@ -22,6 +22,7 @@ from connector.poller.loop import Poller
 from connector.settings import Secret, Settings
 from connector.topics import TopicNames, declare
 from tests.kafka_helpers import read_topic, serving
+from tests.support import sandboxed_poller
 
 
 @dataclass
@@ -40,16 +41,7 @@ async def rig(settings: Settings, topic_names: TopicNames) -> AsyncIterator[Rig]
         await admin.ensure(client, declare(settings, topic_names))
     async with serving(sandbox.create_app(stand_in)) as url:
         poller_settings = dataclasses.replace(
-            settings,
-            nxcloud_appkey=Secret("sandbox"),
-            nxcloud_secretkey=Secret("sandbox"),
-            nxcloud_cdr_url=url + "/api/voiceSms/getVoiceCdr",
-            poller_window_seconds=10,
-            poller_settle_seconds=4,
-            poller_first_lookback_seconds=40,
-            poller_repoll_after_seconds=(30,),
-            poller_page_size=8,
-            account=topic_names.dr_raw.rsplit(".", 1)[-1],
+            sandboxed_poller(settings, url), account=topic_names.dr_raw.rsplit(".", 1)[-1]
         )
         yield Rig(poller_settings, topic_names, stand_in, url)
 

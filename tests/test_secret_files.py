@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
+from aiokafka.conn import AIOKafkaConnection
 
-from connector import clients
+from connector import clients, login
 from connector.errors import ConfigError
 from connector.settings import REREAD_SECONDS, Secret, Settings
 
@@ -58,19 +59,35 @@ def test_a_secret_file_is_read_again_once_rotated(tmp_path: Path) -> None:
     assert secret.reveal() == "second"
 
 
-def test_the_clients_fingerprint_changes_with_a_rotated_password(tmp_path: Path) -> None:
+async def test_every_login_sends_the_password_as_its_file_holds_then(tmp_path: Path) -> None:
     path = tmp_path / "password"
     rotate(path, "first")
     settings = Settings.from_env(
         {"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
          "KAFKA_SASL_USERNAME": "receiver", "KAFKA_SASL_PASSWORD_FILE": str(path)}
     )  # fmt: skip
-    before = clients.fingerprint(settings)
-    assert clients.security(settings)["sasl_plain_password"] == "first"
+    given = clients.security(settings)["sasl_plain_password"]  # once, when a client is built
+    assert given == login.MASK
+    assert "first" not in repr(given)
+    connection = AIOKafkaConnection("127.0.0.1", 9092, **clients.security(settings))
+    assert connection.authenticator_scram()._sasl_plain_password == b"first"
     rotate(path, "second")
     later()
+    assert connection.authenticator_scram()._sasl_plain_password == b"second"
+    plain = replace(settings, kafka_sasl_mechanism="PLAIN")
+    connection = AIOKafkaConnection("127.0.0.1", 9092, **clients.security(plain))
+    assert connection.authenticator_plain()._sasl_plain_password == "second"
+    credentials = clients.broker_credentials(settings)
+    assert login.current(getattr(credentials, "password", None)) == "second"
+
+
+def test_the_clients_fingerprint_changes_with_a_rotated_certificate(tmp_path: Path) -> None:
+    path = tmp_path / "ca.crt"
+    rotate(path, "first")
+    settings = Settings.from_env({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_FILE": str(path)})
+    before = clients.fingerprint(settings)
+    rotate(path, "second")
     assert clients.fingerprint(settings) != before
-    assert clients.security(settings)["sasl_plain_password"] == "second"
     assert "second" not in clients.fingerprint(settings)
 
 
