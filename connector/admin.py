@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -48,12 +49,31 @@ async def running(consumer: AIOKafkaConsumer) -> AsyncIterator[AIOKafkaConsumer]
     try:
         await consumer.start()
     except BaseException:
-        await consumer.stop()
+        await stop(consumer)
         raise
     try:
         yield consumer
     finally:
+        await stop(consumer)
+
+
+async def stop(consumer: AIOKafkaConsumer) -> None:
+    """`consumer.stop()`, carried to its end. aiokafka's fetcher, closing, cancels a fetch
+    waiting out its retry backoff (a connection the broker just closed) and re-raises that
+    cancellation as its own (aio-libs/aiokafka#647): the stop ended there, the other fetch
+    tasks and the connections left open. Then they are closed here; a cancellation of our
+    own task still propagates."""
+    try:
         await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        for pending in list(consumer._fetcher._pending_tasks):
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
+        await consumer._client.close()
 
 
 async def describe(client: AIOKafkaAdminClient, names: Sequence[str]) -> dict[str, ExistingTopic]:
@@ -169,7 +189,7 @@ async def record_counts(settings: Settings, topics: Sequence[str]) -> dict[str, 
         where = settings.kafka_bootstrap_servers
         raise TopicError(f"cannot reach Kafka at {where}: {exc}") from exc
     finally:
-        await consumer.stop()
+        await stop(consumer)
     counts = dict.fromkeys(topics, 0)
     for tp, end in ends.items():
         counts[tp.topic] += end - starts[tp]

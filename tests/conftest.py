@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -88,24 +92,39 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.kafka)
 
 
-@pytest.fixture(autouse=True)
-def no_kafka_unless_marked(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _no_kafka_unless_marked(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _no_kafka_unless_marked(item):
+        return (yield)
+
+
+@contextmanager
+def _no_kafka_unless_marked(item: pytest.Item) -> Iterator[None]:
     """Keeps the marking honest: a test not marked `kafka` finds, in this process and in
-    every process it starts, a `java` that refuses to run, so starting Kafka fails at once
-    and names the missing mark."""
-    if request.node.get_closest_marker("kafka") is not None:
+    every process it starts, while its fixtures (of any scope) are set up and while it runs,
+    a `java` that refuses to run, so starting Kafka fails at once and names the missing mark."""
+    if item.get_closest_marker("kafka") is not None:
         yield
         return
-    java = tmp_path_factory.getbasetemp() / NOT_MARKED / "bin" / "java"
-    if not java.exists():
-        java.parent.mkdir(parents=True, exist_ok=True)
-        java.write_text(f'#!/bin/sh\necho "{NOT_MARKED}: mark the test kafka" >&2\nexit 1\n')
-        java.chmod(0o755)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("JAVA_HOME", str(java.parent.parent))
+        patch.setenv("JAVA_HOME", str(_refusing_java_home()))
         yield
+
+
+@functools.cache
+def _refusing_java_home() -> Path:
+    home = Path(tempfile.mkdtemp(prefix=f"{NOT_MARKED}-"))
+    java = home / "bin" / "java"
+    java.parent.mkdir()
+    java.write_text(f'#!/bin/sh\necho "{NOT_MARKED}: mark the test kafka" >&2\nexit 1\n')
+    java.chmod(0o755)
+    return home
 
 
 @pytest.fixture(autouse=True)

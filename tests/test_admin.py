@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 
-from connector import admin
+from aiokafka import AIOKafkaConsumer
+
+from connector import admin, clients
 from connector.settings import Settings
 from connector.topics import DAY_MS, TopicNames, declare
 
@@ -78,3 +80,20 @@ async def test_drift_is_reported_and_nothing_is_changed(
     assert (topic_names.dr_raw, "retention.ms") in settings_drifted
     assert drifted.created == ()
     assert after[topic_names.dr_raw].partitions == 3
+
+
+async def test_a_consumer_stops_in_full_when_its_fetcher_breaks_off_at_a_fetch_in_backoff(
+    settings: Settings,
+) -> None:
+    """aio-libs/aiokafka#647: the fetcher's close re-raises the cancellation of a fetch that
+    waits out its retry backoff (the broker had just closed its connection: a
+    re-authentication, a restart), which ended a poller's stop with CancelledError and left
+    its connections open."""
+    consumer = AIOKafkaConsumer(**clients.options(settings))
+    await consumer.start()
+    await consumer.topics()  # a connection to the broker
+    backoffs = {asyncio.create_task(asyncio.sleep(60)) for _ in range(2)}
+    consumer._fetcher._pending_tasks.update(backoffs)
+    await admin.stop(consumer)
+    assert all(task.cancelled() for task in backoffs)
+    assert all(not connection.connected() for connection in consumer._client._conns.values())

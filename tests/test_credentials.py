@@ -45,6 +45,8 @@ from tests.secure_helpers import SecureKafka, started_secure_kafka
 from tests.support import ZONE, sandboxed_poller
 from tests.worker_helpers import await_ready, dr_record, start_worker
 
+pytestmark = pytest.mark.kafka  # a broker of its own (`reauthenticating`)
+
 DR_PATH = "/nxcloud/voice/dr"
 SCRAM_SHA_512 = 2  # org.apache.kafka.clients.admin.ScramMechanism
 ITERATIONS = 4096

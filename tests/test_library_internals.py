@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
 from aiokafka.conn import AIOKafkaConnection, SaslPlainAuthenticator, ScramAuthenticator
+from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.producer.sender import Sender
 from starlette.formparsers import MultiPartParser
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -144,6 +145,15 @@ RELIED_ON: dict[str, tuple[str, Check]] = {
                 "sasl_plain_username",
                 "sasl_mechanism",
             )()
+        ),
+    ),
+    "aiokafka AIOKafkaConsumer._fetcher._pending_tasks, re-raised on close (#647)": (
+        "admin.py stop: finishes a stop the fetcher's close broke off; once close suppresses "
+        "the cancellation of its pending tasks, admin.stop can be plain consumer.stop()",
+        lambda: (
+            _sets(AIOKafkaConsumer.start, "_fetcher")()
+            and _sets(Fetcher.__init__, "_pending_tasks")()
+            and "x.cancel()\n            await x" in inspect.getsource(Fetcher.close)
         ),
     ),
     "aiokafka AIOKafkaConsumer._client.force_metadata_update": (

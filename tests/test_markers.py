@@ -27,3 +27,21 @@ def test_nor_can_a_command_it_runs(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 5, result.stderr
     assert NOT_MARKED in result.stderr
+
+
+@pytest.fixture(scope="module")
+def what_a_module_fixture_got(tmp_path_factory: pytest.TempPathFactory) -> str:
+    data = tmp_path_factory.mktemp("unmarked-module-broker")
+    kafka = LocalKafka(BrokerConfig(data, port=free_port(), controller_port=free_port()))
+    try:
+        kafka.start()
+    except BrokerError as exc:
+        return str(exc)
+    kafka.stop()
+    return "a broker"
+
+
+def test_nor_can_a_fixture_of_a_wider_scope_it_uses(what_a_module_fixture_got: str) -> None:
+    """A module's own broker fixture is set up before a function-scoped fixture could
+    hide Java: the check wraps the setup of every fixture the test uses."""
+    assert NOT_MARKED in what_a_module_fixture_got

@@ -10,7 +10,7 @@ from typing import TextIO
 
 import httpx
 
-from connector import cdr, clients
+from connector import admin, cdr, clients
 from connector.errors import ConfigError, ConnectorError
 from connector.poller.loop import Leadership, Poller
 from connector.schedule import LOOKBACK_MARGIN
@@ -116,4 +116,4 @@ async def backfill(
             out.write("\n")
             return progress.pages_done, rows
         finally:
-            await asyncio.gather(consumer.stop(), producer.stop())
+            await asyncio.gather(admin.stop(consumer), producer.stop())

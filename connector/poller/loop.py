@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from connector import cdr, clients, release, schedule
+from connector import admin, cdr, clients, release, schedule
 from connector.clock import utcnow
 from connector.errors import Malformed
 from connector.ratelimit import TokenBucket
@@ -246,7 +246,7 @@ class Poller:
                     work = asyncio.create_task(self._lead(checkpoint, producer))
         finally:
             await step_down()
-            await consumer.stop()
+            await admin.stop(consumer)
             await producer.stop()
 
     async def _caught_up(self, consumer: AIOKafkaConsumer) -> bool:
