@@ -19,7 +19,6 @@ import orjson
 
 from connector.clock import parse_provider_time, rfc3339
 from connector.errors import Invalid
-from connector.keys import call_key
 
 # `duration` (a string, "connection duration") is not among them: the call's duration is
 # `second`, which billing follows and the CDR row shares, so a DR whose `duration` is
@@ -166,11 +165,6 @@ class Arrival:
     receiver: str
     method: str
     content_type: str
-
-
-def key(fields: Mapping[str, str]) -> bytes:
-    """The call's key (`connector.keys`): its receipts and CDR rows share a partition."""
-    return call_key(fields["messageid"], fields["phone"])
 
 
 def cut(value: str, limit: int = HEADER_CHARS) -> str:

@@ -66,10 +66,6 @@ def test_blank_optional_times_and_unknown_fields_are_accepted() -> None:
     dr.validate({**EXAMPLE_FIELDS, "start_time": "", "end_time": "", "show_phone": "123"})
 
 
-def test_the_key_keeps_one_call_on_one_partition() -> None:
-    assert dr.key(EXAMPLE_FIELDS) == b"74078a0090f17e011505297261994|8888"
-
-
 def test_the_raw_record_keeps_the_fields_exactly_and_says_where_they_came_from() -> None:
     record = orjson.loads(dr.raw_record(EXAMPLE_FIELDS, ARRIVAL))
     assert record == {

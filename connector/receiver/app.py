@@ -26,7 +26,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from connector import clients, dr, head
+from connector import clients, dr, head, identity
 from connector.clock import utcnow
 from connector.errors import Invalid, Refused, SpoolError
 from connector.guard import (
@@ -248,7 +248,7 @@ class DrEndpoint:
             return await self._refuse(Refused(400, str(exc), body), arrival, fields, query)
         except Refused as refused_body:
             return await self._refuse(refused_body, arrival, fields, query)
-        return await self._store(dr.key(fields), dr.raw_record(fields, arrival))
+        return await self._store(identity.dr_key(fields), dr.raw_record(fields, arrival))
 
     async def _fields(self, headers: Headers, query: bytes, body: bytes) -> dr.Fields:
         limit = self.settings.receiver_max_fields
