@@ -22,11 +22,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from connector import admin, clients, codec, dr, envelope, normalize, registry, wire
+from connector import admin, clients, codec, deadletters, dr, envelope, normalize, registry, wire
 from connector.errors import ConnectorError, Invalid, Unusable
 from connector.identity import call_key, dr_key
 from connector.merge import CallState, merge
-from connector.records import dead_letter, group_id, observe
+from connector.records import group_id, observe
 from connector.settings import Settings
 from connector.topics import TopicNames, TopicSpec, declare
 
@@ -180,7 +180,9 @@ async def _normalized(
         return observe(record.topic, value, names, settings)
     except Unusable as exc:
         summary.dead_letters += 1
-        letter = dead_letter(str(exc), record.topic, record.partition, record.offset, value)
+        letter = deadletters.unusable_record(
+            str(exc), record.topic, record.partition, record.offset, value
+        )
         if ids is not None:
             letter = await ids.frame(names.dead_letter, letter)
         await producer.send(names.dead_letter, letter)

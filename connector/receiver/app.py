@@ -26,7 +26,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from connector import clients, dr, head, identity
+from connector import clients, deadletters, dr, head, identity
 from connector.clock import utcnow
 from connector.errors import Invalid, Refused, SpoolError
 from connector.guard import (
@@ -290,7 +290,9 @@ class DrEndpoint:
         status: int = refused["status"]
         arrival = self._arrival(head.method(raw), str(address) if address else "", Headers())
         reason = self._scrub(str(refused["reason"]).encode()).decode()
-        record = dr.dead_letter(reason, arrival, None, request=self._scrub(raw), limit=len(raw))
+        record = deadletters.refused_push(
+            reason, arrival, None, request=self._scrub(raw), limit=len(raw)
+        )
         log.info("request unreadable", extra={"status": status, "receipt_id": arrival.receipt_id})
         log.debug("request unreadable", extra={"reason": reason})
         return await self._publish(
@@ -322,7 +324,7 @@ class DrEndpoint:
     ) -> Response:
         body = None if refused.body is None else self._scrub(refused.body)
         reason = self._scrub(refused.reason.encode()).decode()
-        record = dr.dead_letter(
+        record = deadletters.refused_push(
             reason,
             arrival,
             fields,

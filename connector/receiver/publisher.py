@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from connector import delivery
+from connector import deadletters, delivery
 from connector.delivery import Outcome, classify
 from connector.errors import SpoolError
 from connector.frames import Damage, Entry
@@ -195,7 +195,7 @@ class Publisher:
         )  # fmt: skip
         if entry.topic == self._dead_letter:
             return
-        report = delivery.refused_record(why, entry, kept=kept, receiver=self._receiver)
+        report = deadletters.refused_by_kafka(why, entry, kept=kept, receiver=self._receiver)
         await self.publish(self._dead_letter, None, report)
 
     async def _connect(self) -> None:
@@ -327,7 +327,7 @@ class Publisher:
                    "kept": str(damage.kept)},
         )  # fmt: skip
         await self._spool.append(
-            self._dead_letter, None, delivery.damage_record(damage, self._receiver)
+            self._dead_letter, None, deadletters.spool_damage(damage, self._receiver)
         )
 
     async def _deliver(self) -> None:
