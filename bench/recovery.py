@@ -38,8 +38,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.worker import PARTITIONS, T0, ZONE, Process, Stage
-from connector import codec, dr, normalize
-from connector.keys import call_key, partition_of
+from connector import codec, dr, identity, normalize
+from connector.identity import call_key, partition_of
 from connector.local import sandbox
 from connector.local.broker import BrokerConfig, LocalKafka, free_port
 from connector.merge import merge
@@ -76,7 +76,7 @@ def states(calls: int) -> Iterator[tuple[int, bytes, bytes]]:
     template, _ = merge(None, normalize.from_dr(call.dr_fields(ZONE), ZONE), T0)
     for number in range(calls):
         message_id = f"bench-{number}"
-        call_id = normalize.call_id(template.service, message_id, template.phone)
+        call_id = identity.call_id(template.service, message_id, template.phone)
         state = dataclasses.replace(template, message_id=message_id, call_id=call_id)
         partition = partition_of(call_key(message_id, state.phone_raw), PARTITIONS)
         yield partition, call_id.encode(), codec.encode_state(state)
@@ -187,7 +187,7 @@ class Flow:
             while not self.done.is_set():
                 fields["messageid"] = message_id = f"{self.prefix}{number}"
                 arrival = dr.Arrival(f"{number:032x}", T0, "127.0.0.1", "b", "POST", "")
-                key = dr.key(fields)
+                key = identity.dr_key(fields)
                 self.sent[message_id] = (time.time(), partition_of(key, PARTITIONS))
                 await producer.send_and_wait(
                     self.stage.names.dr_raw, dr.raw_record(fields, arrival), key=key

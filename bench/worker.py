@@ -32,7 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faust.types import TP, EventT
 
-from connector import admin, cdr, clients, dr
+from connector import admin, cdr, clients, dr, identity
 from connector.local import sandbox
 from connector.local.broker import BrokerConfig, LocalKafka, free_port
 from connector.settings import Settings
@@ -90,7 +90,7 @@ def mixed_records(calls: int) -> Iterator[tuple[str, bytes, bytes]]:
             service = 0 if call.service == "group_call" else 1
             window = cdr.Window(service, T0, T0 + timedelta(hours=1))
             fields = call.dr_fields(ZONE)
-            key = dr.key(fields)
+            key = identity.dr_key(fields)
             for settled in (False, True):
                 fetched = call.ended_at + timedelta(minutes=30 if settled else 5)
                 row = call.cdr_row(ZONE, settled)
@@ -109,7 +109,7 @@ def one_dr_per_call(calls: int) -> Iterator[tuple[str, bytes, bytes]]:
     for number in range(calls):
         fields["messageid"] = f"bench-{number}"
         arrival = dr.Arrival(f"{number:032x}", T0, "127.0.0.1", "b", "POST", "")
-        yield "dr", dr.key(fields), dr.raw_record(fields, arrival)
+        yield "dr", identity.dr_key(fields), dr.raw_record(fields, arrival)
 
 
 async def produce(stage: Stage, records: Iterator[tuple[str, bytes, bytes]]) -> int:

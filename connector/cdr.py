@@ -14,7 +14,6 @@ import orjson
 
 from connector.clock import provider_time, rfc3339
 from connector.errors import Malformed
-from connector.keys import call_key
 
 MAX_WINDOW: Final = timedelta(hours=24)
 LOOKBACK: Final = timedelta(days=7)
@@ -112,11 +111,6 @@ def parse_answer(body: bytes) -> Page | Refusal:
         raise Malformed(f"info.total is not a number: {info.get('total')!r}") from None
     rows = tuple(row for row in info.get("rows", []) if isinstance(row, dict))
     return Page(total, rows)
-
-
-def key(row: Mapping[str, Any]) -> bytes:
-    """The call's key (`connector.keys`): its CDR rows and receipts share a partition."""
-    return call_key(row.get("messageid"), row.get("phone"))
 
 
 def raw_record(

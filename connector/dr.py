@@ -5,7 +5,6 @@ Pure: no I/O, the clock and the receipt id are passed in.
 
 from __future__ import annotations
 
-import base64
 import codecs
 import re
 from collections.abc import Mapping
@@ -19,7 +18,6 @@ import orjson
 
 from connector.clock import parse_provider_time, rfc3339
 from connector.errors import Invalid
-from connector.keys import call_key
 
 # `duration` (a string, "connection duration") is not among them: the call's duration is
 # `second`, which billing follows and the CDR row shares, so a DR whose `duration` is
@@ -168,11 +166,6 @@ class Arrival:
     content_type: str
 
 
-def key(fields: Mapping[str, str]) -> bytes:
-    """The call's key (`connector.keys`): its receipts and CDR rows share a partition."""
-    return call_key(fields["messageid"], fields["phone"])
-
-
 def cut(value: str, limit: int = HEADER_CHARS) -> str:
     """`value`, or its first `limit` characters and a visible note of how much was cut."""
     if len(value) <= limit:
@@ -180,7 +173,7 @@ def cut(value: str, limit: int = HEADER_CHARS) -> str:
     return f"{value[:limit]}...[cut {len(value) - limit} chars]"
 
 
-def _provenance(arrival: Arrival) -> dict[str, str]:
+def provenance(arrival: Arrival) -> dict[str, str]:
     """Where a push came from; header-borne values are cut so a record stays small."""
     return {
         "receipt_id": arrival.receipt_id,
@@ -194,44 +187,4 @@ def _provenance(arrival: Arrival) -> dict[str, str]:
 
 def raw_record(fields: Mapping[str, str], arrival: Arrival) -> bytes:
     """The record stored on the raw DR topic: the fields exactly as received, with provenance."""
-    return orjson.dumps({**_provenance(arrival), "fields": dict(fields)})
-
-
-def kept(name: str, data: bytes | None, limit: int) -> dict[str, object]:
-    """`data` as received, at most `limit` bytes: as text when it is UTF-8, else base64."""
-    if data is None:
-        return {name: None}
-    cut = data[:limit]
-    entry: dict[str, object] = {f"{name}_bytes": len(data)}
-    try:
-        entry[name] = cut.decode("utf-8")
-    except UnicodeDecodeError:
-        entry[name] = None
-        entry[f"{name}_base64"] = base64.b64encode(cut).decode("ascii")
-    return entry
-
-
-def dead_letter(
-    reason: str,
-    arrival: Arrival,
-    fields: Mapping[str, str] | None,
-    body: bytes | None = None,
-    *,
-    query: bytes | None = None,
-    request: bytes | None = None,
-    limit: int = 65536,
-) -> bytes:
-    """The dead-letter record: what arrived (exact bytes, bounded), why it was refused.
-
-    The caller scrubs secrets from what it passes in."""
-    return orjson.dumps(
-        {
-            "source": "receiver",
-            "reason": reason,
-            **_provenance(arrival),
-            "fields": None if fields is None else dict(fields),
-            **kept("query", query, limit),
-            **kept("body", body, limit),
-            **({} if request is None else kept("request", request, limit)),
-        }
-    )
+    return orjson.dumps({**provenance(arrival), "fields": dict(fields)})

@@ -1,13 +1,13 @@
 """DRs and CDR rows as one kind of observation of a call. Pure: the zone is an argument.
 
-A call is (service family, messageid, phone in E.164, by `connector.phone`). A field both
-sources carry is read from the field they share: the duration is `second` in both (the
-DR's `duration` stays on the raw topic, unread), the country code is digits only.
+A call is (service family, messageid, phone in E.164, by `connector.phone`), its id by
+`connector.identity.call_id`. A field both sources carry is read from the field they share:
+the duration is `second` in both (the DR's `duration` stays on the raw topic, unread), the
+country code is digits only.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from connector.clock import parse_provider_time
 from connector.errors import Unusable
+from connector.identity import call_id
 from connector.phone import country_code_of, e164
 
 GROUP_CALL: Final = "group_call"
@@ -51,11 +52,6 @@ class Observation:
     @property
     def call_id(self) -> str:
         return call_id(self.family, self.message_id, self.phone)
-
-
-def call_id(family: str, message_id: str, phone: str) -> str:
-    identity = f"{family}|{message_id}|{phone}".encode()
-    return hashlib.blake2b(identity, digest_size=16).hexdigest()
 
 
 def connected(result: str) -> bool | None:

@@ -1,5 +1,6 @@
-"""What the worker reads, as plain values: a raw record as an observation, the dead letter
-of one that cannot be used, and the consumer group whose commits say what was merged.
+"""What the worker reads, as plain values: a raw record as an observation (its dead letter
+when it cannot be used: `connector.deadletters`), and the consumer group whose commits say
+what was merged.
 Shared by the worker and replay; no Faust, no I/O."""
 
 from __future__ import annotations
@@ -32,19 +33,6 @@ def observe(
         if isinstance(exc, Unusable):
             raise
         raise Unusable(f"not a raw record: {type(exc).__name__}: {exc}") from None
-
-
-def dead_letter(reason: str, topic: str, partition: int, offset: int, value: bytes) -> bytes:
-    return orjson.dumps(
-        {
-            "source": "worker",
-            "reason": reason,
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "value": value.decode("utf-8", errors="replace"),
-        }
-    )
 
 
 def group_id(settings: Settings) -> str:

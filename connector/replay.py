@@ -22,11 +22,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from connector import admin, clients, codec, dr, envelope, normalize, registry, wire
+from connector import admin, clients, codec, deadletters, dr, envelope, normalize, registry, wire
 from connector.errors import ConnectorError, Invalid, Unusable
-from connector.keys import call_key
+from connector.identity import call_key, dr_key
 from connector.merge import CallState, merge
-from connector.records import dead_letter, group_id, observe
+from connector.records import group_id, observe
 from connector.settings import Settings
 from connector.topics import TopicNames, TopicSpec, declare
 
@@ -180,7 +180,9 @@ async def _normalized(
         return observe(record.topic, value, names, settings)
     except Unusable as exc:
         summary.dead_letters += 1
-        letter = dead_letter(str(exc), record.topic, record.partition, record.offset, value)
+        letter = deadletters.unusable_record(
+            str(exc), record.topic, record.partition, record.offset, value
+        )
         if ids is not None:
             letter = await ids.frame(names.dead_letter, letter)
         await producer.send(names.dead_letter, letter)
@@ -194,7 +196,7 @@ async def _hand_over(
     producer: AIOKafkaProducer,
     summary: Summary,
 ) -> None:
-    """To the running worker, keyed like the call's raw records (`connector.keys`)."""
+    """To the running worker, keyed like the call's raw records (`connector.identity`)."""
     summary.observations += 1
     summary.calls.add(observation.call_id)
     encoded = codec.encode_observation(observation, seen_at)
@@ -326,7 +328,7 @@ async def _redriven(
             letter["receipt_id"], datetime.fromisoformat(letter["received_at"]),
             letter["remote_addr"], letter["receiver"], letter["method"], letter["content_type"],
         )  # fmt: skip
-        await producer.send(names.dr_raw, dr.raw_record(fields, arrival), key=dr.key(fields))
+        await producer.send(names.dr_raw, dr.raw_record(fields, arrival), key=dr_key(fields))
         summary.observations += 1
         return True
     topic, value = letter.get("topic"), str(letter.get("value", "")).encode()

@@ -1,13 +1,10 @@
 import logging
-from pathlib import Path
 
-import orjson
 import pytest
 from aiokafka import errors
 
 from connector import dr
-from connector.delivery import Outcome, classify, damage_record, reason, refused_record
-from connector.frames import Damage, Entry
+from connector.delivery import Outcome, classify
 from connector.outage import Outage, Throttle
 
 
@@ -45,22 +42,6 @@ def test_what_kafka_refuses_for_good(exc: BaseException) -> None:
 )
 def test_what_means_kafka_is_down(exc: BaseException) -> None:
     assert classify(exc) is Outcome.UNAVAILABLE
-
-
-def test_reports_are_bounded_and_name_the_reason(tmp_path: Path) -> None:
-    entry = Entry("nxcloud.voice.dr.raw", b"k", b"v" * 2_000_000)
-    report = orjson.loads(
-        refused_record(
-            reason(errors.MessageSizeTooLargeError("too big")), entry, kept=tmp_path, receiver="r"
-        )
-    )
-    assert (
-        report["reason"] == "MessageSizeTooLargeError: [Error 10] MessageSizeTooLargeError: too big"
-    )
-    assert report["value_bytes"] == 2_000_000
-    assert len(report["value_head"]) == 4096
-    damage = orjson.loads(damage_record(Damage(3, 100, 140, tmp_path / "q"), "r"))
-    assert damage["reason"] == "corrupt spool frame: 40 bytes at offset 100 of segment 3"
 
 
 def test_header_values_in_a_record_are_cut_visibly() -> None:

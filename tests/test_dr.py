@@ -1,5 +1,3 @@
-import base64
-
 import orjson
 import pytest
 
@@ -66,10 +64,6 @@ def test_blank_optional_times_and_unknown_fields_are_accepted() -> None:
     dr.validate({**EXAMPLE_FIELDS, "start_time": "", "end_time": "", "show_phone": "123"})
 
 
-def test_the_key_keeps_one_call_on_one_partition() -> None:
-    assert dr.key(EXAMPLE_FIELDS) == b"74078a0090f17e011505297261994|8888"
-
-
 def test_the_raw_record_keeps_the_fields_exactly_and_says_where_they_came_from() -> None:
     record = orjson.loads(dr.raw_record(EXAMPLE_FIELDS, ARRIVAL))
     assert record == {
@@ -81,23 +75,6 @@ def test_the_raw_record_keeps_the_fields_exactly_and_says_where_they_came_from()
         "content_type": "",
         "fields": EXAMPLE_FIELDS,
     }
-
-
-def test_a_dead_letter_keeps_the_raw_input_exactly_and_the_reason() -> None:
-    letter = orjson.loads(
-        dr.dead_letter("bad", ARRIVAL, {"a": ""}, b"a=&b=\xff", query=b"q=%FF&r=1")
-    )
-    assert letter["reason"] == "bad"
-    assert letter["fields"] == {"a": ""}
-    assert letter["body"] is None
-    assert base64.b64decode(letter["body_base64"]) == b"a=&b=\xff"
-    assert (letter["query"], letter["query_bytes"]) == ("q=%FF&r=1", 9)
-    assert letter["source"] == "receiver"
-
-
-def test_a_dead_letter_is_bounded_and_says_how_much_arrived() -> None:
-    letter = orjson.loads(dr.dead_letter("big", ARRIVAL, None, b"x" * 100, limit=10))
-    assert (letter["body"], letter["body_bytes"]) == ("x" * 10, 100)
 
 
 def test_a_percent_escape_that_is_not_utf8_is_named_not_counted_as_too_many_fields() -> None:

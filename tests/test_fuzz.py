@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from connector.settings import Settings
 from connector.topics import TopicNames
 from tests.kafka_helpers import read_topic
+from tests.receiver_helpers import DR, Reply, Server, edge_settings_of, read_reply, start
 from tests.support import EXAMPLE_FIELDS
-from tests.test_edge import DR, Reply, Server, edge_settings_of, read_reply, start
 
 BATCHES = 10
 BATCH = 210

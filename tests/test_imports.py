@@ -7,10 +7,10 @@ import sys
 import pytest
 
 FREE_OF_FAUST = [
-    "acls", "admin", "cdr", "cli", "clients", "codec", "compat", "delivery", "dr", "envelope",
-    "frames", "guard", "head", "keys", "manifests", "merge", "normalize", "outage", "records",
-    "replay", "schedule", "schema", "settings", "tail", "topics",
-    "receiver.app", "receiver.protocol", "receiver.publisher", "receiver.spool",
+    "acls", "admin", "cdr", "cli", "clients", "codec", "compat", "deadletters", "delivery", "dr",
+    "envelope", "frames", "guard", "head", "identity", "manifests", "merge", "normalize", "outage",
+    "records", "replay", "schedule", "schema", "settings", "tail", "topics",
+    "receiver.app", "receiver.protocol", "receiver.publisher", "receiver.push", "receiver.spool",
     "poller.loop", "poller.backfill", "local.sandbox", "local.broker", "local.stack",
 ]  # fmt: skip
 

@@ -90,7 +90,7 @@ RELIED_ON: dict[str, tuple[str, Check]] = {
         ),
     ),
     "starlette MultiPartParser._current_part/_charset/on_part_end": (
-        "receiver/app.py: StrictMultiPartParser refuses a part its charset cannot decode",
+        "receiver/push.py: StrictMultiPartParser refuses a part its charset cannot decode",
         lambda: (
             _sets(MultiPartParser.__init__, "_current_part", "_charset")()
             and "self._current_part = MultipartPart()" in inspect.getsource(MultiPartParser)

@@ -17,7 +17,7 @@ import pytest
 from connector.local.certs import Authority
 from connector.settings import Settings
 from connector.topics import TopicNames
-from tests.test_edge import (
+from tests.receiver_helpers import (
     DR,
     HOST,
     Server,

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from connector import admin, dr, envelope, replay
+from connector import admin, dr, envelope, identity, replay
 from connector.clock import utcnow
 from connector.local import sandbox
 from connector.settings import Settings
@@ -104,7 +104,7 @@ async def test_replay_with_a_corrected_zone_revises_exactly_the_affected_calls(
             fields |= {"start_time": "", "end_time": ""}
         stored_at = now - timedelta(hours=2) if number < 10 else now - timedelta(minutes=10)
         await pipeline.producer.send(
-            names.dr_raw, dr_value(fields, number, stored_at), key=dr.key(fields),
+            names.dr_raw, dr_value(fields, number, stored_at), key=identity.dr_key(fields),
             timestamp_ms=int(stored_at.timestamp() * 1000),
         )  # fmt: skip
     await pipeline.producer.flush()

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from connector import cdr, delivery, dr, envelope, schema
+from connector import cdr, deadletters, dr, envelope, schema
 from connector.errors import SchemaError
 from connector.frames import Damage, Entry
 from connector.merge import merge
@@ -55,9 +55,11 @@ def test_an_event_missing_a_field_does_not_match() -> None:
 
 def test_raw_dr_records_and_dead_letters_match() -> None:
     valid("dr-raw.v1.json", orjson.loads(dr.raw_record(EXAMPLE_FIELDS, ARRIVAL)))
-    letter = dr.dead_letter("bad", ARRIVAL, {"a": ""}, b"a=")
+    letter = deadletters.refused_push("bad", ARRIVAL, {"a": ""}, b"a=")
     valid("dead-letter.v1.json", orjson.loads(letter))
-    unreadable = dr.dead_letter("x", ARRIVAL, None, b"\xff", query=b"a=\xb3", request=b"G\xff")
+    unreadable = deadletters.refused_push(
+        "x", ARRIVAL, None, b"\xff", query=b"a=\xb3", request=b"G\xff"
+    )
     valid("dead-letter.v1.json", orjson.loads(unreadable))
 
 
@@ -141,8 +143,13 @@ def test_the_wheel_ships_the_schemas_and_reads_them_from_itself(tmp_path: Path) 
 
 def test_the_spools_dead_letters_match(tmp_path: Path) -> None:
     entry = Entry("nxcloud.voice.dr.raw", b"m|8888", b"x" * 5000)
-    refused = delivery.refused_record("MessageSizeTooLargeError", entry, kept=tmp_path / "r",
+    refused = deadletters.refused_by_kafka("MessageSizeTooLargeError", entry, kept=tmp_path / "r",
                                       receiver="receiver-1")  # fmt: skip
     valid("dead-letter.v1.json", orjson.loads(refused))
-    damaged = delivery.damage_record(Damage(3, 100, 164, tmp_path / "q"), "receiver-1")
+    damaged = deadletters.spool_damage(Damage(3, 100, 164, tmp_path / "q"), "receiver-1")
     valid("dead-letter.v1.json", orjson.loads(damaged))
+
+
+def test_the_workers_dead_letters_match() -> None:
+    letter = deadletters.unusable_record("not a raw record", "nxcloud.voice.dr.raw", 0, 7, b"\xff")
+    valid("dead-letter.v1.json", orjson.loads(letter))

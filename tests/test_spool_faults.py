@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from connector import admin, dr
+from connector import admin, dr, identity
 from connector.frames import HEADER, encode
 from connector.local.broker import free_port
 from connector.receiver.app import create_app
@@ -31,7 +31,7 @@ def record(messageid: str, padding: int = 0) -> tuple[bytes, bytes]:
     if padding:
         fields["ivr_result"] = "p" * padding
     arrival = dr.Arrival(uuid.uuid4().hex, datetime.now(UTC), "192.0.2.1", "r", "POST", "")
-    return dr.key(fields), dr.raw_record(fields, arrival)
+    return identity.dr_key(fields), dr.raw_record(fields, arrival)
 
 
 async def prepared(kafka_bootstrap: str, tmp_path: Path) -> tuple[Settings, TopicNames]:

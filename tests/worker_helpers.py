@@ -18,7 +18,7 @@ import orjson
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from jsonschema import Draft202012Validator
 
-from connector import admin, cdr, dr, normalize, schema
+from connector import admin, cdr, dr, identity, normalize, schema
 from connector.local import sandbox
 from connector.local.broker import free_port
 from connector.merge import merge
@@ -74,7 +74,7 @@ def dr_record(
     fields = call.dr_fields(ZONE)
     received_at = received_at or call.ended_at
     arrival = dr.Arrival(f"{number:032x}", received_at, "127.0.0.1", "t", "POST", "")
-    return dr.key(fields), dr.raw_record(fields, arrival)
+    return identity.dr_key(fields), dr.raw_record(fields, arrival)
 
 
 def cdr_record(call: sandbox.Call, settled: bool) -> tuple[bytes, bytes]:
@@ -83,7 +83,7 @@ def cdr_record(call: sandbox.Call, settled: bool) -> tuple[bytes, bytes]:
     window = cdr.Window(service, T0, T0 + timedelta(hours=1))
     fetched = call.ended_at + timedelta(minutes=30 if settled else 5)
     row = call.cdr_row(ZONE, settled)
-    return cdr.key(row), cdr.raw_record(row, window, 1, fetched, "t")
+    return identity.cdr_key(row), cdr.raw_record(row, window, 1, fetched, "t")
 
 
 def stop(process: subprocess.Popen[str], sig: signal.Signals) -> None:

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from connector import admin, cdr, clients, release, schedule
+from connector import admin, cdr, clients, identity, release, schedule
 from connector.clock import utcnow
 from connector.errors import Malformed
 from connector.ratelimit import TokenBucket
@@ -294,7 +294,9 @@ class Poller:
             fetched_at = self.clock()
             for row in page.rows:
                 record = cdr.raw_record(row, window, number, fetched_at, self.settings.account)
-                deliveries.append(await producer.send(self.names.cdr_raw, record, key=cdr.key(row)))
+                deliveries.append(
+                    await producer.send(self.names.cdr_raw, record, key=identity.cdr_key(row))
+                )
             if on_page is not None:
                 on_page(pages, number, len(page.rows))
             number += 1

@@ -6,10 +6,8 @@ in the local spool on its way there.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,19 +16,16 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from connector import clients, dr, head
+from connector import clients, deadletters, dr, head, identity
 from connector.clock import utcnow
-from connector.errors import Invalid, Refused, SpoolError
+from connector.errors import Refused, SpoolError
 from connector.guard import (
-    REDACTED,
     client_address,
     network_ok,
     scrub,
@@ -39,18 +34,17 @@ from connector.guard import (
 )
 from connector.receiver.metrics import ReceiverMetrics
 from connector.receiver.protocol import (
-    BODY_ERROR,
     LISTENER,
     MANAGEMENT,
     METRICS,
     PUSH,
     REFUSED,
-    TARGET,
     EdgeProtocol,
     Gate,
     Limits,
 )
 from connector.receiver.publisher import Publisher, Readiness, Store, new_producer
+from connector.receiver.push import Push, Reader
 from connector.receiver.spool import Spool
 from connector.receiver.tls import Certificate
 from connector.settings import Settings
@@ -110,89 +104,6 @@ class ListenerRoutes:
         await self.app(scope, receive, send)
 
 
-async def read_body(request: Request, limit: int, patience: float) -> bytes:
-    """The body, refusing it as soon as it exceeds `limit`, arrives too slowly or is cut off;
-    the refusal keeps what arrived."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and declared.isascii() and int(declared) > limit:
-        raise Refused(413, f"body of {declared} bytes exceeds the {limit}-byte limit", b"")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(patience):
-            async for chunk in request.stream():
-                size += len(chunk)
-                chunks.append(chunk)
-                if size > limit:
-                    body = b"".join(chunks)[:limit]
-                    raise Refused(413, f"body exceeds the {limit}-byte limit", body)
-    except TimeoutError:
-        body = b"".join(chunks)
-        raise Refused(408, f"body not received within {patience:g} s", body) from None
-    except ClientDisconnect:
-        body = b"".join(chunks)
-        raise Refused(400, f"body cut off after {size} bytes: client gone", body) from None
-    body = b"".join(chunks)
-    cut = request.scope.get("extensions", {}).get(BODY_ERROR)
-    if cut is not None:
-        raise Refused(400, f"body cut off after {size} bytes: {cut['reason']}", body)
-    return body
-
-
-async def body_fields(
-    headers: Headers, body: bytes, max_fields: int, charset: str
-) -> tuple[dr.Fields, int]:
-    """The body's fields and how many there were."""
-    if not body:
-        return {}, 0
-    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        fields = await _multipart(headers, body, max_fields)
-        return fields, len(fields)
-    pairs = dr.split_form(body, max_fields)
-    return dr.decode_form(pairs, charset), len(pairs)
-
-
-class StrictMultiPartParser(MultiPartParser):
-    """Starlette's parser, refusing a value its charset cannot decode (instead of Latin-1)."""
-
-    def on_part_end(self) -> None:
-        part = self._current_part
-        if part.file is None:
-            charset = self._charset or "utf-8"
-            try:
-                bytes(part.data).decode(charset)
-            except (UnicodeDecodeError, LookupError):
-                raise Invalid(f"field {part.field_name[:40]!r} is not valid {charset}") from None
-        super().on_part_end()
-
-
-async def _multipart(headers: Headers, body: bytes, max_fields: int) -> dr.Fields:
-    async def stream() -> AsyncGenerator[bytes, None]:
-        yield body
-
-    parser = StrictMultiPartParser(headers, stream(), max_files=0, max_fields=max_fields)
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise Invalid(f"unreadable multipart body: {exc.message}") from None
-    fields: dr.Fields = {}
-    for name, value in form.multi_items():
-        if not isinstance(value, str):
-            raise Invalid(f"unexpected file in field {name!r}")
-        fields[name] = value
-    return fields
-
-
-def raw_query(scope: Scope) -> bytes:
-    """The query string exactly as sent (the edge has %-encoded raw spaces for the parser)."""
-    sent = scope.get("extensions", {}).get(TARGET)
-    if sent is None:
-        query: bytes = scope["query_string"]
-        return query
-    return bytes(sent["target"]).partition(b"?")[2]
-
-
 class AnyMethod:
     """An endpoint every method reaches (Starlette's routes answer others 405 themselves)."""
 
@@ -210,6 +121,9 @@ class DrEndpoint:
     metrics: ReceiverMetrics
     clock: Callable[[], datetime]
     publisher: Store | None = None
+
+    def __post_init__(self) -> None:
+        self.reader = Reader(self.settings, self.clock)
 
     async def handle(self, request: Request) -> Response:
         refused = request.scope.get("extensions", {}).get(REFUSED)
@@ -232,42 +146,12 @@ class DrEndpoint:
         if request.method == "HEAD":
             self.metrics.requests.labels("refused_405").inc()
             return answer(False, 405, {"allow": "GET, POST"})
-        arrival = self._arrival(request.method, str(address) if address else "", request.headers)
-        query = raw_query(request.scope)
-        body: bytes | None = None
-        fields: dr.Fields | None = None
-        try:
-            body = await read_body(
-                request, settings.receiver_max_body_bytes, settings.receiver_read_timeout_seconds
-            )
-            if request.method not in ("GET", "POST"):
-                raise Refused(405, f"method {request.method} is not GET or POST", body)
-            fields = self._scrub_fields(await self._fields(request.headers, query, body))
-            dr.validate(fields)
-        except Invalid as exc:
-            return await self._refuse(Refused(400, str(exc), body), arrival, fields, query)
-        except Refused as refused_body:
-            return await self._refuse(refused_body, arrival, fields, query)
-        return await self._store(dr.key(fields), dr.raw_record(fields, arrival))
-
-    async def _fields(self, headers: Headers, query: bytes, body: bytes) -> dr.Fields:
-        limit = self.settings.receiver_max_fields
-        charset = dr.charset_of(headers.get("content-type", ""))
-        query_pairs = dr.split_form(query, limit)
-        from_body, count = await body_fields(headers, body, limit, charset)
-        if len(query_pairs) + count > limit:
-            total = len(query_pairs) + count
-            raise Invalid(f"too many fields ({total}, at most {limit}) in query and body")
-        return dr.merge(dr.decode_form(query_pairs, charset), from_body)
-
-    def _arrival(self, method: str, remote_addr: str, headers: Headers) -> dr.Arrival:
-        return dr.Arrival(
-            receipt_id=uuid.uuid4().hex,
-            received_at=self.clock(),
-            remote_addr=remote_addr,
-            receiver=self.settings.receiver_id,
-            method=method,
-            content_type=headers.get("content-type", ""),
+        push, stopped = await self.reader.read(request, str(address) if address else "")
+        if stopped is not None:
+            return await self._refuse(stopped, push)
+        assert push.fields is not None  # read() stops at a push without valid fields
+        return await self._store(
+            identity.dr_key(push.fields), dr.raw_record(push.fields, push.arrival)
         )
 
     async def _unreadable(self, request: Request, refused: dict[str, Any]) -> Response:
@@ -288,23 +172,16 @@ class DrEndpoint:
             self.metrics.requests.labels("forbidden").inc()
             return answer(False, 403)
         status: int = refused["status"]
-        arrival = self._arrival(head.method(raw), str(address) if address else "", Headers())
+        arrival = self.reader.arrival(head.method(raw), str(address) if address else "", "")
         reason = self._scrub(str(refused["reason"]).encode()).decode()
-        record = dr.dead_letter(reason, arrival, None, request=self._scrub(raw), limit=len(raw))
+        record = deadletters.refused_push(
+            reason, arrival, None, request=self._scrub(raw), limit=len(raw)
+        )
         log.info("request unreadable", extra={"status": status, "receipt_id": arrival.receipt_id})
         log.debug("request unreadable", extra={"reason": reason})
         return await self._publish(
             self.names.dead_letter, None, record, f"unreadable_{status}", answer(False, status)
         )
-
-    def _scrub_fields(self, fields: dr.Fields) -> dr.Fields:
-        """The fields with the token, as decoded, replaced wherever a value holds it."""
-        token = self.settings.receiver_token
-        if token is None:
-            return fields
-        secret = token.reveal()
-        redacted = REDACTED.decode()
-        return {name: value.replace(secret, redacted) for name, value in fields.items()}
 
     def _scrub(self, data: bytes) -> bytes:
         token = self.settings.receiver_token
@@ -313,24 +190,19 @@ class DrEndpoint:
     async def _store(self, key: bytes, record: bytes) -> Response:
         return await self._publish(self.names.dr_raw, key, record, "success", answer(True, 200))
 
-    async def _refuse(
-        self,
-        refused: Refused,
-        arrival: dr.Arrival,
-        fields: dr.Fields | None,
-        query: bytes,
-    ) -> Response:
+    async def _refuse(self, refused: Refused, push: Push) -> Response:
         body = None if refused.body is None else self._scrub(refused.body)
         reason = self._scrub(refused.reason.encode()).decode()
-        record = dr.dead_letter(
+        record = deadletters.refused_push(
             reason,
-            arrival,
-            fields,
+            push.arrival,
+            push.fields,
             body,
-            query=self._scrub(query),
+            query=self._scrub(push.query),
             limit=self.settings.receiver_max_body_bytes,
         )
-        log.info("push refused", extra={"status": refused.status, "receipt_id": arrival.receipt_id})
+        receipt_id = push.arrival.receipt_id
+        log.info("push refused", extra={"status": refused.status, "receipt_id": receipt_id})
         log.debug("push refused", extra={"reason": reason})
         headers = {"allow": "GET, POST"} if refused.status == 405 else None
         return await self._publish(

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from connector import delivery
+from connector import deadletters, delivery
 from connector.delivery import Outcome, classify
 from connector.errors import SpoolError
 from connector.frames import Damage, Entry
@@ -42,6 +42,35 @@ ROOM_FOR_A_PUSH = 256 << 10
 class StoredIn(enum.Enum):
     KAFKA = "kafka"
     SPOOL = "spool"
+
+
+class Mode(enum.Enum):
+    """Where a push goes: DIRECT to Kafka while the spool is empty; SPOOLING from the first
+    push Kafka did not take until the drain has emptied the spool."""
+
+    DIRECT = "direct"
+    SPOOLING = "spooling"
+
+
+class Sending(enum.Enum):
+    """How the drain sends the batch in hand: TOGETHER, or ONE_BY_ONE after Kafka refused a
+    record in it (the refusal hits the whole producer batch; a batch-mate may be fine alone)."""
+
+    TOGETHER = "together"
+    ONE_BY_ONE = "one_by_one"
+
+
+@dataclass
+class InHand:
+    """The batch the drain read and has not acknowledged yet, and what of it is still to
+    deliver: a failure part way neither skips a record nor sends again one that went through."""
+
+    batch: Batch
+    undelivered: list[Entry]
+    sending: Sending = Sending.TOGETHER
+
+    def next_send(self) -> list[Entry]:
+        return self.undelivered[:1] if self.sending is Sending.ONE_BY_ONE else self.undelivered
 
 
 @dataclass(frozen=True)
@@ -106,15 +135,13 @@ class Publisher:
         self._asked_at = -REFUSED_RETRY_SECONDS
         self._refusal: str | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._direct = False
+        self._mode = Mode.SPOOLING
         self._wake = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
         self._outage = Outage(log)
         self._wedged: str | None = None
         self._renew_producer = False
-        self._batch: Batch | None = None
-        self._undelivered: list[Entry] = []
-        self._one_by_one = False
+        self._in_hand: InHand | None = None
 
     async def _note_refusal(self, exc: BaseException) -> None:
         refusal = await self._explain(exc)
@@ -126,8 +153,10 @@ class Publisher:
         self._spool.open()
         self._update_gauges()
         await self._connect()
-        self._direct = self._producer is not None and self._spool.empty()
-        self._metrics.kafka_up.set(int(self._direct))
+        if self._producer is not None and self._spool.empty():
+            self._go_direct()
+        else:
+            self._metrics.kafka_up.set(0)
         self._drainer = asyncio.create_task(self._drain_forever())
         return self
 
@@ -148,25 +177,23 @@ class Publisher:
         started = time.perf_counter()
         stored = StoredIn.SPOOL
         producer = self._producer
-        if self._direct and producer is not None:
+        if self._mode is Mode.DIRECT and producer is not None:
             try:
                 await self._send(producer, topic, key, value)
                 stored = StoredIn.KAFKA
             except Exception as exc:
                 self._renew_producer |= delivery.breaks_producer(exc)
                 if classify(exc) is Outcome.UNAVAILABLE:
-                    self._fall_back(exc)
+                    self._go_spooling(exc)
                     if delivery.denied(exc):  # not ready from now on, naming the ACL
                         await self._note_refusal(exc)
                 else:
                     # The producer may have refused a whole batch for one record in it:
                     # the drain sends again alone what was refused, and sets aside the culprit.
                     log.info("refused by kafka, spooled", extra={"error": delivery.reason(exc)})
-                    self._direct = False
+                    self._mode = Mode.SPOOLING
         if stored is StoredIn.SPOOL:
-            await self._spool.append(topic, key, value)
-            self._wake.set()
-            self._update_gauges()
+            await self._to_spool(topic, key, value)
         self._metrics.publish_latency.labels(stored.value).observe(time.perf_counter() - started)
         return stored
 
@@ -177,11 +204,23 @@ class Publisher:
             delivery_: asyncio.Future[object] = await producer.send(topic, value, key=key)
             await asyncio.shield(delivery_)
 
-    def _fall_back(self, exc: BaseException) -> None:
+    async def _to_spool(self, topic: str, key: bytes | None, value: bytes) -> None:
+        await self._spool.append(topic, key, value)
+        self._wake.set()
+        self._update_gauges()
+
+    def _go_spooling(self, exc: BaseException) -> None:
+        """DIRECT -> SPOOLING: Kafka did not take a push; the drain takes over."""
         self._outage.failed(exc, self._spool.depth)
-        self._direct = False
+        self._mode = Mode.SPOOLING
         self._metrics.kafka_up.set(0)
         self._wake.set()
+
+    def _go_direct(self) -> None:
+        """SPOOLING -> DIRECT: nothing is spooled nor on its way to the spool."""
+        self._mode = Mode.DIRECT
+        self._refusal = None
+        self._metrics.kafka_up.set(1)
 
     async def _set_aside(self, entry: Entry, exc: BaseException) -> None:
         """Keep a record Kafka refused on disk and report it on the dead-letter topic."""
@@ -195,8 +234,8 @@ class Publisher:
         )  # fmt: skip
         if entry.topic == self._dead_letter:
             return
-        report = delivery.refused_record(why, entry, kept=kept, receiver=self._receiver)
-        await self.publish(self._dead_letter, None, report)
+        report = deadletters.refused_by_kafka(why, entry, kept=kept, receiver=self._receiver)
+        await self._to_spool(self._dead_letter, None, report)
 
     async def _connect(self) -> None:
         if self._producer is not None:
@@ -271,7 +310,7 @@ class Publisher:
         if self._wedged is None:
             log.error("spool cannot drain", exc_info=exc)
         self._wedged = delivery.reason(exc)
-        self._batch, self._undelivered, self._one_by_one = None, [], False
+        self._in_hand = None
         self._spool.rewind()
 
     async def _pause(self, backoff: float) -> None:
@@ -279,10 +318,8 @@ class Publisher:
 
     def _idle(self) -> None:
         """Nothing left to drain: once nothing is on its way to the spool either, go direct."""
-        if not self._direct and self._spool.empty():
-            self._direct = True
-            self._refusal = None
-            self._metrics.kafka_up.set(1)
+        if self._mode is Mode.SPOOLING and self._spool.empty():
+            self._go_direct()
             self._outage.ended(self._spool.depth)
 
     async def _renew(self) -> None:
@@ -304,17 +341,18 @@ class Publisher:
 
         A batch stays in hand until acknowledged, with what is left to deliver, so a
         failure part way never skips records and never sends again what went through."""
-        if self._batch is None:
+        in_hand = self._in_hand
+        if in_hand is None:
             batch = await self._spool.read(DRAIN_BATCH, DRAIN_BYTES)
             if not batch.entries and not batch.damage:
                 raise SpoolError("spool reports records but none could be read")
             for damage in batch.damage:
                 await self._report(damage)
-            self._batch, self._undelivered = batch, list(batch.entries)
-        await self._deliver()
-        batch, self._batch = self._batch, None
-        await self._spool.acknowledge(batch)
-        self._metrics.drained.inc(len(batch.entries))
+            in_hand = self._in_hand = InHand(batch, list(batch.entries))
+        await self._deliver(in_hand)
+        self._in_hand = None
+        await self._spool.acknowledge(in_hand.batch)
+        self._metrics.drained.inc(len(in_hand.batch.entries))
         self._update_gauges()
         self._outage.ended(self._spool.depth)
 
@@ -327,17 +365,17 @@ class Publisher:
                    "kept": str(damage.kept)},
         )  # fmt: skip
         await self._spool.append(
-            self._dead_letter, None, delivery.damage_record(damage, self._receiver)
+            self._dead_letter, None, deadletters.spool_damage(damage, self._receiver)
         )
 
-    async def _deliver(self) -> None:
+    async def _deliver(self, in_hand: InHand) -> None:
         """Every undelivered entry in Kafka or set aside; only failed sends are sent again."""
         backoff = 0.1
-        while self._undelivered:
+        while in_hand.undelivered:
             if self._renew_producer or self._producer is None:
                 await self._renew()
             assert self._producer is not None
-            sending = self._undelivered[:1] if self._one_by_one else self._undelivered
+            sending = in_hand.next_send()
             failures = await self._send_all(self._producer, sending)
             self._renew_producer = any(
                 e is not None and delivery.breaks_producer(e) for e in failures
@@ -348,8 +386,8 @@ class Publisher:
                 await self._set_aside(*refused[0])
                 failed = []
             elif refused:
-                self._one_by_one = True  # refused in a batch: a batch-mate may be fine alone
-            self._undelivered = [e for e, _ in failed] + self._undelivered[len(sending) :]
+                in_hand.sending = Sending.ONE_BY_ONE
+            in_hand.undelivered = [e for e, _ in failed] + in_hand.undelivered[len(sending) :]
             unavailable = [x for _, x in failed if classify(x) is Outcome.UNAVAILABLE]
             denied = [x for x in unavailable if delivery.denied(x)]
             if denied:  # until an ACL is granted: the drain says why, and asks rarely
@@ -361,7 +399,6 @@ class Publisher:
                     raise KafkaError(self._refusal)
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 5.0)
-        self._one_by_one = False
 
     async def _send_all(
         self, producer: AIOKafkaProducer, entries: list[Entry]
@@ -406,7 +443,7 @@ class Publisher:
             return Readiness(False, self._refusal)
         if self._wedged is not None:
             return Readiness(False, f"the spool cannot drain: {self._wedged}")
-        if self._direct:
+        if self._mode is Mode.DIRECT:
             return Readiness(True, "ready")
         if not spool.writable():
             return Readiness(False, "the spool directory is not writable")

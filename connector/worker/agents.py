@@ -1,7 +1,7 @@
 """The Faust worker: wires normalize and merge to topics and a table; no logic of its own.
 
 One agent reads both raw topics (and the observations `replay` hands over). They are keyed
-alike (`connector.keys`) and co-partitioned, so one call's DR and CDR rows reach the same
+alike (`connector.identity`) and co-partitioned, so one call's DR and CDR rows reach the same
 worker. Each batch is normalized and merged with the calls' state in a table; the events
 are written first and the state after, so a state never claims an event Kafka lost.
 """
@@ -22,12 +22,12 @@ import orjson
 from aiokafka.errors import KafkaError
 from faust.types import EventT, RecordMetadata
 
-from connector import clients, codec, envelope, registry, wire
+from connector import clients, codec, deadletters, envelope, registry, wire
 from connector.clock import utcnow
 from connector.errors import KafkaAccessError, Unusable
-from connector.keys import call_key, partition_of
+from connector.identity import call_key, partition_of
 from connector.merge import CallState, expired, merge_batch, missing
-from connector.records import dead_letter, group_id, observe
+from connector.records import group_id, observe
 from connector.settings import Settings
 from connector.topics import TopicNames
 from connector.worker import heartbeat, telemetry
@@ -189,8 +189,8 @@ def create_app(
 
     async def reject(record: EventT[bytes], reason: str) -> Awaitable[RecordMetadata]:
         message = record.message
-        letter = dead_letter(reason, message.topic, message.partition, message.offset,
-                             record.value)  # fmt: skip
+        letter = deadletters.unusable_record(reason, message.topic, message.partition,
+                                             message.offset, record.value)  # fmt: skip
         if metrics is not None:
             metrics.dead_letter(reason)
         return await producer.send(names.dead_letter, None, letter if framed is None else

@@ -1,8 +1,10 @@
-"""Every record of a call must land on one partition: expiry and the merge depend on it."""
+"""Every record of a call must land on one partition: expiry and the merge depend on it; and
+a call's id and key never change (the data already stored holds them)."""
 
 import pytest
 
-from connector.keys import call_key, partition_of
+from connector.identity import call_id, call_key, cdr_key, dr_key, partition_of
+from tests.support import EXAMPLE_FIELDS
 
 # Kafka's own UtilsTest.testMurmur2 vectors: (key, signed 32-bit hash)
 JAVA_MURMUR2 = [
@@ -57,3 +59,15 @@ def test_both_forms_of_a_call_land_on_one_partition() -> None:
     dr = call_key("74078a0090f17e011505297261994", "8615088888888")
     cdr = call_key("74078a0090f17e011505297261994", "15088888888")
     assert {partition_of(dr, 6), partition_of(cdr, 6)} == {partition_of(dr, 6)}
+
+
+def test_the_ids_and_keys_of_stored_data_stay_the_same() -> None:
+    assert call_id("group_call", "74078a0090f17e011505297261994", "+8615088888888") == (
+        "fcde04cd953b63e43d4c82406e358ef9"
+    )
+    assert call_id("verification_or_notification", "784522", "+8615088888888") == (
+        "d01edd8529acf83b7c35f3dd04a441ef"
+    )
+    assert dr_key(EXAMPLE_FIELDS) == b"74078a0090f17e011505297261994|8888"
+    assert cdr_key({"messageid": 784522, "phone": 15088888888}) == b"784522|8888"
+    assert cdr_key({}) == b"|"
