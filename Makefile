@@ -12,7 +12,7 @@ PROMTOOL := .tools/promtool-$(PROMTOOL_VERSION)/promtool
 KAFKA_CLUSTER ?= my-cluster
 KAFKA_NAMESPACE ?= kafka
 
-.PHONY: install tools up test check image sbom manifests bench-receiver bench-spool bench-backfill bench-worker bench-topic-size bench-recovery clean
+.PHONY: install tools up test test-fast check image sbom manifests bench-receiver bench-spool bench-backfill bench-worker bench-topic-size bench-recovery clean
 
 $(BIN)/nxcloud-connector: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ up: install
 
 test: install tools
 	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) PROMTOOL=$(CURDIR)/$(PROMTOOL) $(BIN)/pytest
+
+# The tests that need no Kafka (no broker, no Java): about two minutes.
+test-fast: install tools
+	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) PROMTOOL=$(CURDIR)/$(PROMTOOL) $(BIN)/pytest -m "not kafka"
 
 # The KafkaTopics under deploy/, from connector/topics.py and each overlay's settings;
 # the KafkaUsers, from connector/acls.py.
