@@ -41,7 +41,8 @@ REQUIRED: Final[Mapping[str, tuple[str, ...]]] = {
 }
 NOT_BLANK: Final = ("phone", "countryCode", "messageid", "voice_type")
 COUNTS: Final = ("cycle", "size")
-AMOUNTS: Final = ("second", "customer_price", "basic_price")
+AMOUNTS: Final = ("customer_price", "basic_price")
+SECONDS: Final = "second"  # whole, as the worker reads it (billing counts whole seconds)
 TIMES: Final = ("start_time", "end_time")
 PHONE: Final = re.compile(r"\+?[0-9]{4,20}")
 COUNTRY_CODE: Final = re.compile(r"\+?[0-9]{1,4}")
@@ -130,20 +131,24 @@ def validate(fields: Mapping[str, str]) -> None:
     for name in AMOUNTS:
         if name in fields and not _is_amount(fields[name]):
             raise Invalid(f"{name} is not a non-negative number: {fields[name]!r}")
+    if SECONDS in fields and not _is_amount(fields[SECONDS], whole=True):
+        raise Invalid(f"{SECONDS} is not a whole non-negative number: {fields[SECONDS]!r}")
     for name in TIMES:
         value = fields.get(name, "").strip()
         if value and not _is_time(value):
             raise Invalid(f"{name} is not yyyy-MM-dd HH:mm:ss: {value!r}")
 
 
-def _is_amount(raw: str) -> bool:
+def _is_amount(raw: str, *, whole: bool = False) -> bool:
     if not raw.isascii():
         return False
     try:
         value = Decimal(raw.strip())
     except InvalidOperation:
         return False
-    return value.is_finite() and value >= 0
+    if not value.is_finite() or value < 0:
+        return False
+    return not whole or value == value.to_integral_value()
 
 
 def _is_time(raw: str) -> bool:

@@ -1,9 +1,11 @@
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from connector import dr
+from connector import dr, normalize
 from connector.errors import Invalid
-from tests.support import ARRIVAL, EXAMPLE_FIELDS, PROVIDER_EXAMPLE, VERIFICATION
+from tests.support import ARRIVAL, EXAMPLE_FIELDS, PROVIDER_EXAMPLE, VERIFICATION, ZONE
 
 
 def test_the_provider_example_parses_with_its_blank_ivr_result() -> None:
@@ -44,7 +46,8 @@ def test_voice_type_1_needs_neither_basic_price_nor_ivr_result() -> None:
         ({"phone": "86-150"}, "phone is not a phone number"),
         ({"countryCode": "86a"}, "countryCode is not a country code"),
         ({"size": "1.5"}, "size is not a whole number"),
-        ({"second": "-1"}, "second is not a non-negative number"),
+        ({"second": "-1"}, "second is not a whole non-negative number"),
+        ({"second": "19.5"}, "second is not a whole non-negative number"),
         ({"customer_price": "NaN"}, "customer_price is not a non-negative number"),
         ({"start_time": "2020-12-01T00:00:00"}, "start_time is not yyyy-MM-dd HH:mm:ss"),
     ],
@@ -119,3 +122,28 @@ def test_a_dr_is_stored_whatever_its_duration_says_since_second_is_the_duration(
     dr.validate(fields)
     with pytest.raises(Invalid, match="second"):
         dr.validate({**fields, "second": "0:19"})
+
+
+SECONDS_SAID = st.one_of(
+    st.from_regex(r"\A *-?[0-9]{0,3}(\.[0-9]{0,2})?([eE]-?[0-9])? *\Z"),
+    st.decimals(allow_nan=True, allow_infinity=True).map(str),
+    st.text(max_size=4),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(SECONDS_SAID)
+def test_a_second_the_receiver_takes_is_one_the_worker_can_read(second: str) -> None:
+    """A DR the receiver answers `success` must not be dead-lettered by the worker for its
+    `second` (a "19.5" once was); what the receiver refuses is dead-lettered there, with
+    the request it came in."""
+    fields = {**EXAMPLE_FIELDS, "second": second}
+    refusal = ""
+    try:
+        dr.validate(fields)
+    except Invalid as refused:
+        refusal = str(refused)
+    if refusal:
+        assert "second" in refusal
+    else:
+        assert normalize.from_dr(fields, ZONE).facts["duration_seconds"] is not None
