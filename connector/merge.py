@@ -213,7 +213,11 @@ def _time(moment: datetime | None) -> str | None:
 
 
 def _money(amount: Decimal | None) -> str | None:
-    return None if amount is None else format(amount, "f")
+    """One spelling per amount, whichever source gave it: the DR's "0.050" and the CDR's
+    0.05 are the same price, and a call must not change revision for a trailing zero."""
+    if amount is None:
+        return None
+    return "0" if amount.is_zero() else format(amount.normalize(), "f")
 
 
 Seen = TypeVar("Seen")

@@ -213,3 +213,22 @@ def test_a_cdr_only_call_follows_its_newest_row_in_every_field() -> None:
     assert event["duration_seconds"] == 21
     stale, event = merge(state, from_cdr(row, 0, ZONE), T0 + timedelta(minutes=1))
     assert (stale, event) == (state, None)
+
+
+def test_an_amount_has_one_spelling_whichever_source_gave_it() -> None:
+    """The CDR's 0.05 and the DR's "0.050" are one price: the DR arriving must not show it
+    as changed, nor the cost made of it."""
+    state, first = merge(None, CDR, T0)
+    dr = from_dr({**EXAMPLE_FIELDS, "messageid": "784522", "customer_price": "0.050",
+                  "basic_price": "0.0050", "cycle": "20", "size": "1"}, ZONE)  # fmt: skip
+    _, second = merge(state, dr, T0 + timedelta(seconds=5))
+    assert first is not None
+    assert second is not None
+    assert second["billing"] | {"cost_final": False} == first["billing"]
+    assert first["billing"]["unit_price"] == "0.05"
+    for said, spelled in [("1.000", "1"), ("0.000", "0"), ("10", "10"), ("1E+2", "100"),
+                          ("0.10", "0.1"), ("12.3400", "12.34")]:  # fmt: skip
+        call = from_dr({**EXAMPLE_FIELDS, "customer_price": said}, ZONE)
+        _, event = merge(None, call, T0)
+        assert event is not None
+        assert event["billing"]["unit_price"] == spelled
