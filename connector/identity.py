@@ -25,10 +25,21 @@ def call_id(family: str, message_id: str, phone: str) -> str:
     return hashlib.blake2b(identity, digest_size=16).hexdigest()
 
 
+def spelled(value: object) -> str:
+    """A provider's value as text, the same whichever JSON type it came as: a whole number
+    sent as a float (15088888888.0, 1.5088888888e10) is its digits, not "15088888888.0"
+    (one digit more) or "1.5088888888e10"."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return str(value)
+
+
 def call_key(message_id: object, phone: object) -> bytes:
     """The key of every record of the call on the topics the worker reads."""
-    message = "" if message_id is None else str(message_id).strip()
-    digits = "".join(ch for ch in str(phone or "") if ch.isdigit())
+    message = spelled(message_id).strip()
+    digits = "".join(ch for ch in spelled(phone) if ch.isdigit())
     return f"{message}|{digits[-PHONE_DIGITS:]}".encode()
 
 

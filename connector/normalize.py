@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from connector.clock import parse_provider_time
 from connector.errors import Unusable
-from connector.identity import call_id
+from connector.identity import call_id, spelled
 from connector.phone import country_code_of, e164
 
 GROUP_CALL: Final = "group_call"
@@ -142,8 +142,8 @@ def from_cdr(row: Mapping[str, Any], service_queried: int, zone: ZoneInfo) -> Ob
     else:
         kind = whole(row.get("voice_type"), "voice_type")
         service = {1: VERIFICATION, 2: NOTIFICATION}.get(kind or 0, EITHER)
-    phone_raw = str(row.get("phone", ""))
-    country_code = country_code_of(str(row.get("countryCode") or ""))
+    phone_raw = spelled(row.get("phone"))
+    country_code = country_code_of(spelled(row.get("countryCode")))
     ivr = row.get("ivr_result")
     facts = {
         "connected": connected(str(row.get("result", ""))),
@@ -158,7 +158,7 @@ def from_cdr(row: Mapping[str, Any], service_queried: int, zone: ZoneInfo) -> Ob
         "unit_price": decimal(row.get("customer_price"), "customer_price"),
         "basic_price": decimal(row.get("basic_price"), "basic_price"),
         "display_number": text(row.get("show_phone")) or None,
-        "cdr_id": text(row.get("id")),
+        "cdr_id": spelled(row.get("id")) or None,
     }
     return Observation(
         source="cdr",
@@ -172,6 +172,7 @@ def from_cdr(row: Mapping[str, Any], service_queried: int, zone: ZoneInfo) -> Ob
 
 
 def _message_id(value: Any) -> str:
-    if value is None or not str(value).strip():
+    message_id = spelled(value).strip()
+    if not message_id:
         raise Unusable("messageid is missing")
-    return str(value).strip()
+    return message_id

@@ -4,7 +4,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from connector import normalize
+from connector import identity, normalize
 from connector.clock import rfc3339
 from connector.errors import Unusable
 from connector.normalize import from_cdr, from_dr
@@ -178,3 +178,14 @@ def test_the_country_code_is_read_alike_from_both_sources() -> None:
     cdr = from_cdr({**CDR_GROUP_ROW, "countryCode": 86}, 0, SHANGHAI)
     assert dr.country_code == cdr.country_code == "86"
     assert dr.call_id == cdr.call_id
+
+
+def test_a_cdr_row_with_whole_numbers_sent_as_floats_is_the_same_call() -> None:
+    """JSON does not say int from float: a provider (or a proxy) that sends 15088888888.0
+    or 1.5088888888e10 must not give the phone one digit more, nor the call another key."""
+    floats = {**CDR_GROUP_ROW, "phone": 15088888888.0, "messageid": 7.84522e5,
+              "countryCode": 86.0, "id": 11112.0}  # fmt: skip
+    as_sent = from_cdr(CDR_GROUP_ROW, 0, SHANGHAI)
+    as_floats = from_cdr(floats, 0, SHANGHAI)
+    assert as_floats == as_sent
+    assert identity.cdr_key(floats) == identity.cdr_key(CDR_GROUP_ROW) == b"784522|8888"
