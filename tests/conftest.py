@@ -93,13 +93,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
-    with _no_kafka_unless_marked(item):
-        return (yield)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[object]:
+    """Setup, call and teardown alike: a test's own monkeypatch of JAVA_HOME is undone in
+    its teardown, inside this."""
     with _no_kafka_unless_marked(item):
         return (yield)
 
@@ -107,8 +103,9 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 @contextmanager
 def _no_kafka_unless_marked(item: pytest.Item) -> Iterator[None]:
     """Keeps the marking honest: a test not marked `kafka` finds, in this process and in
-    every process it starts, while its fixtures (of any scope) are set up and while it runs,
-    a `java` that refuses to run, so starting Kafka fails at once and names the missing mark."""
+    every process it starts, while its fixtures (of any scope) are set up, while it runs and
+    while it is torn down, a `java` that refuses to run, so starting Kafka fails at once and
+    names the missing mark."""
     if item.get_closest_marker("kafka") is not None:
         yield
         return
