@@ -145,6 +145,15 @@ RELIED_ON: dict[str, tuple[str, Check]] = {
             )
         ),
     ),
+    "RocksDB Store._db_for_partition/offset_key/use_rocksdict": (
+        "changelog.py: a restore's write batches carry the offset as Faust keeps it",
+        lambda: (
+            _parameters(RocksDBStore._db_for_partition, "partition")()
+            and RocksDBStore.offset_key == b"__faust\0offset__"
+            and "self.use_rocksdict" in inspect.getsource(RocksDBStore.__init__)
+            and "self.offset_key, str(offset).encode()" in inspect.getsource(RocksDBStore)
+        ),
+    ),
     "Table.on_rebalance(assigned, revoked, newly_assigned, generation_id)": (
         "table.py: the memory store starts each assignment afresh",
         _parameters(

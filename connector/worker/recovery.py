@@ -79,41 +79,37 @@ class ChunkedRecovery(Recovery):
         total, count = sum(end - start for start, end in spans.values()), 0
         log.info("restoring straight from the changelog",
                  extra={"records": total, "partitions": len(spans)})  # fmt: skip
+        written: dict[int, Any] = {}  # RocksDB databases, flushed before anything else writes
         try:
-            async for changes, finished in changelog.read(options, spans):
+            async for batches, finished in changelog.read(options, spans):
                 if generation != self.app.consumer_generation_id:
                     return  # a rebalance: its own recovery reads from the store's offsets
-                self._write(changes)
+                for tp, records in batches.items():
+                    db = changelog.write(self.tp_to_table[tp], tp, records)
+                    if db is not None:
+                        written[id(db)] = db
+                    self.active_offsets[tp] = records[-1].offset
+                    count += len(records)
+                    self.applied += len(records)
                 for tp in finished:
                     self.active_offsets[tp] = max(self.active_offsets[tp], spans[tp][1] - 1)
                 self.reading -= finished
-                count += len(changes)
         except Exception as exc:
             log.warning("restoring straight from the changelog failed: the rest Faust's way",
                         extra={"error": repr(exc)})  # fmt: skip
+            changelog.flush(written.values())
             left, self.reading = self.reading, frozenset()
             offsets = {tp: self.active_offsets[tp] + 1 for tp in left}
             await self.app.consumer.seek_wait(offsets)
             return
+        finally:
+            changelog.flush(written.values())
         seconds = monotonic() - started
         log.info("restored straight from the changelog", extra={
             "records": count, "seconds": round(seconds, 1),
             "per_second": round(count / max(seconds, 1e-3)),
         })  # fmt: skip
         self._maybe_end()
-
-    def _write(self, changes: list[changelog.Change]) -> None:
-        """Into each table's store, and the offsets as Faust's recovery keeps them."""
-        if not changes:
-            return
-        by_table: dict[Any, list[changelog.Change]] = {}
-        for change in changes:
-            by_table.setdefault(self.tp_to_table[change.tp], []).append(change)
-        for table, batch in by_table.items():
-            table.apply_changelog_batch(batch)
-        for change in changes:
-            self.active_offsets[change.tp] = change.offset
-        self.applied += len(changes)
 
     def _stop_reading(self) -> asyncio.Task[None] | None:
         reader, self._reader, self.reading = self._reader, None, frozenset()
