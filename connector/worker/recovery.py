@@ -11,10 +11,10 @@ written to the store in batches of the table's `recovery_buffer_size`), and chec
 the end once per chunk. It also counts the records it applied, for the restore-rate
 metric.
 
-A restore of more than `STRAIGHT_FROM` records goes faster still: the active partitions
-are read straight from Kafka by a consumer of their own (`changelog.read`), written to the
-store in batches with Faust's own `apply_changelog_batch` (which keeps the store's offsets
-as Faust does), and Faust's consumer is sought to their end, so it reads none of them.
+A restore of `STRAIGHT_FROM` records or more goes faster still: the active partitions
+are read straight from Kafka by a consumer of their own (`changelog.read`) and written to
+the store batch by batch with the offsets Faust keeps (`changelog.write`), and Faust's
+consumer is sought to their end, so it reads none of them.
 Recovery ends as Faust's does: once every active partition is at the end taken at the
 assignment. The reader stops at a rebalance or a revocation (what it wrote up to then is
 in the store with its offset, as a Faust batch is), and if it fails, Faust's consumer is
