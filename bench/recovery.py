@@ -17,7 +17,9 @@ first would take a quarter of an hour here and measure nothing of the restore). 
 - a worker killed with its disk lost (and not restarted, like a pod on a lost node) while
   the second holds standbys: the time from the kill until its partitions emit again.
 
-Run: `make bench-recovery` (or `python -m bench.recovery --calls 1000000`).
+Run: `make bench-recovery` (or `python -m bench.recovery --calls 1000000`); `--only cold`
+(repeatable: memory, cold, kept, rolling, lost) runs some cases, `--profile PATH` samples
+each restart with py-spy (installed separately) into PATH.<case>, collapsed stacks.
 """
 
 from __future__ import annotations
