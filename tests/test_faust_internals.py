@@ -32,6 +32,10 @@ def _parameters(function: Callable[..., object], *names: str) -> Check:
     return lambda: tuple(inspect.signature(function).parameters)[1:] == names
 
 
+def _inits(cls: type, *names: str) -> Check:
+    return lambda: all(f"self.{name}" in inspect.getsource(cls.__init__) for name in names)  # type: ignore[misc]
+
+
 def _in_order(text: str, *parts: str) -> bool:
     at = [text.find(part) for part in parts]
     return -1 not in at and at == sorted(at)
@@ -106,10 +110,7 @@ RELIED_ON: dict[str, tuple[str, Check]] = {
     ),
     "Recovery.active_offsets/standby_offsets": (
         "table.py: the memory store re-reads its whole changelog",
-        lambda: all(
-            f"self.{name}" in inspect.getsource(Recovery.__init__)
-            for name in ("active_offsets", "standby_offsets")
-        ),
+        _inits(Recovery, "active_offsets", "standby_offsets"),
     ),
     "Recovery._seek_offsets(consumer, tps, offsets, title), before need_recovery": (
         "recovery.py: the active partitions read straight are sought to their end",
@@ -125,10 +126,7 @@ RELIED_ON: dict[str, tuple[str, Check]] = {
     ),
     "Recovery.active_highwaters/tp_to_table": (
         "recovery.py: where the straight read ends, which table a partition fills",
-        lambda: all(
-            f"self.{name}" in inspect.getsource(Recovery.__init__)
-            for name in ("active_highwaters", "tp_to_table")
-        ),
+        _inits(Recovery, "active_highwaters", "tp_to_table"),
     ),
     "stores' apply_changelog_batch reads event.key/value, message.tp/offset/partition": (
         "changelog.py: a Change is both the event and its message",
