@@ -97,7 +97,8 @@ class ChunkedRecovery(Recovery):
         except Exception as exc:
             log.warning("restoring straight from the changelog failed: the rest Faust's way",
                         extra={"error": repr(exc)})  # fmt: skip
-            changelog.flush(written.values())
+            changelog.flush(written.values())  # before Faust's way writes with the log
+            written.clear()
             left, self.reading = self.reading, frozenset()
             offsets = {tp: self.active_offsets[tp] + 1 for tp in left}
             await self.app.consumer.seek_wait(offsets)
