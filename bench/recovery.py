@@ -17,7 +17,9 @@ first would take a quarter of an hour here and measure nothing of the restore). 
 - a worker killed with its disk lost (and not restarted, like a pod on a lost node) while
   the second holds standbys: the time from the kill until its partitions emit again.
 
-Run: `make bench-recovery` (or `python -m bench.recovery --calls 1000000`).
+Run: `make bench-recovery` (or `python -m bench.recovery --calls 1000000`); `--only cold`
+(repeatable: memory, cold, kept, rolling, lost) runs some cases, `--profile PATH` samples
+each restart with py-spy (installed separately) into PATH.<case>, collapsed stacks.
 """
 
 from __future__ import annotations
@@ -27,12 +29,16 @@ import asyncio
 import dataclasses
 import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Final
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -57,16 +63,36 @@ def scrape(port: int, name: str) -> float:
 
 
 def start(
-    stage: Stage, data: Path, store: str, log: Path, **env: str
+    stage: Stage,
+    data: Path,
+    store: str,
+    log: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    profile: Path | None = None,
 ) -> tuple[Process, int, float]:
+    """A worker, once ready: with `profile`, py-spy samples it until then (collapsed stacks,
+    every thread, into that file)."""
     port = free_port()
     environment = stage.env(
         NXCLOUD_WORKER_DATA_DIR=str(data), NXCLOUD_WORKER_STORE=store,
-        NXCLOUD_WORKER_METRICS_PORT=str(port), **env,
+        NXCLOUD_WORKER_METRICS_PORT=str(port), **(env or {}),
     )  # fmt: skip
     started = time.monotonic()
     process = Process(["worker"], environment, log)
-    process.await_line("[^Worker]: Ready", timeout=3600)
+    spy = None
+    if profile is not None:
+        spy = subprocess.Popen([
+            str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+            str(process.popen.pid), "--format", "raw", "--threads", "--rate", "50",
+            "--output", str(profile),
+        ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        process.await_line("[^Worker]: Ready", timeout=3600)
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
     return process, port, time.monotonic() - started
 
 
@@ -101,21 +127,32 @@ async def fill(stage: Stage, scratch: Path, calls: int) -> float:
     return time.monotonic() - started
 
 
-async def run(bootstrap: str, scratch: Path, calls: int) -> None:
+RESTARTS: Final = (
+    ("memory", "memory store, empty data dir", "memory://", False),
+    ("cold", "RocksDB, empty data dir (cold restore)", "rocksdb://", False),
+    ("kept", "RocksDB, data dir kept (restarted with its claim)", "rocksdb://", True),
+)
+CASES: Final = (*(case for case, *_ in RESTARTS), "rolling", "lost")
+
+
+async def run(
+    bootstrap: str, scratch: Path, calls: int, cases: set[str], profile: Path | None
+) -> None:
     stage = Stage(bootstrap, "recovery")
     await stage.create()
     took = await fill(stage, scratch, calls)
     print(f"recovery: {calls:,} calls written to the table's changelog in {took:.0f} s "
           f"(load average {os.getloadavg()[0]:.1f})")  # fmt: skip
-    for name, store, keep in (
-        ("memory store, empty data dir", "memory://", False),
-        ("RocksDB, empty data dir (cold restore)", "rocksdb://", False),
-        ("RocksDB, data dir kept (restarted with its claim)", "rocksdb://", True),
-    ):
+    for case, name, store, keep in RESTARTS:
+        if case not in cases:
+            continue
         data = scratch / "rocksdb"
         if not keep:
             shutil.rmtree(data, ignore_errors=True)
-        process, port, seconds = start(stage, data, store, scratch / f"{len(name)}.log")
+        process, port, seconds = start(
+            stage, data, store, scratch / f"{case}.log",
+            profile=profile.with_name(f"{profile.name}.{case}") if profile else None,
+        )  # fmt: skip
         try:
             recovery = scrape(port, "nxcloud_worker_recovery_seconds")
             rate = scrape(port, "nxcloud_worker_restore_records_per_second")
@@ -125,8 +162,10 @@ async def run(bootstrap: str, scratch: Path, calls: int) -> None:
         print(f"  {name:50} ready after {seconds:6.1f} s (recovery {recovery:6.1f} s, "
               f"{rate:8,.0f} records/s), RSS {rss:5.0f} MB, {megabytes(data):5.0f} MB on disk, "
               f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
-    await rolling_restart(stage, scratch, calls)
-    await lost_worker(stage, scratch, calls)
+    if "rolling" in cases:
+        await rolling_restart(stage, scratch, calls)
+    if "lost" in cases:
+        await lost_worker(stage, scratch, calls)
 
 
 def megabytes(path: Path) -> float:
@@ -146,7 +185,7 @@ class Pair:
         process, port, _ = await asyncio.to_thread(
             start, self.stage, self.scratch / name, "rocksdb://",
             self.scratch / f"{name}.{len(self.workers)}.log",
-            NXCLOUD_WORKER_INSTANCE_ID=name, **self.env,
+            env={"NXCLOUD_WORKER_INSTANCE_ID": name, **self.env},
         )  # fmt: skip
         self.workers[name] = (process, port)
 
@@ -298,12 +337,16 @@ def metrics(port: int) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--only", choices=CASES, action="append", help="a case (repeatable)")
+    parser.add_argument("--profile", type=Path, help="py-spy each restart until ready: "
+                        "collapsed stacks in PROFILE.<case>")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         scratch = Path(directory)
         config = BrokerConfig(scratch / "kafka", free_port(), free_port(), heap="1g")
         with LocalKafka(config) as kafka:
-            asyncio.run(run(kafka.bootstrap_servers, scratch, args.calls))
+            asyncio.run(run(kafka.bootstrap_servers, scratch, args.calls,
+                            set(args.only or CASES), args.profile))  # fmt: skip
     return 0
 
 

@@ -376,7 +376,11 @@ async def latency(bootstrap: str, scratch: Path, rate: int, seconds: int) -> Non
     port = free_port()
     receiver = Process(
         ["receiver"],
-        stage.env(NXCLOUD_RECEIVER_PORT=str(port), NXCLOUD_SPOOL_DIR=str(scratch / "spool")),
+        stage.env(
+            NXCLOUD_RECEIVER_PORT=str(port),
+            NXCLOUD_SPOOL_DIR=str(scratch / "spool"),
+            NXCLOUD_RECEIVER_MANAGEMENT_PORT=str(free_port()),
+        ),  # not the default 9101
         scratch / "receiver.log",
     )
     process = worker(stage, scratch, "latency")

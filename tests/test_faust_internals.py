@@ -1,5 +1,5 @@
-"""The private faust-streaming and mode names that connector/worker/consumer.py and
-connector/worker/table.py build on. faust-streaming and mode-streaming are pinned exactly in
+"""The private faust-streaming and mode names that connector/worker/consumer.py, table.py
+and recovery.py build on. faust-streaming and mode-streaming are pinned exactly in
 pyproject.toml; an upgrade that renames or reshapes one of these fails here, naming it,
 before the kill and churn tests fail in a way that is hard to read."""
 
@@ -14,6 +14,7 @@ import faust.streams
 import mode
 import pytest
 from faust.stores.memory import Store as MemoryStore
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.tables.recovery import Recovery
 from faust.transport import consumer as base_consumer
 from faust.transport.conductor import Conductor
@@ -29,6 +30,15 @@ def _sets(cls: type, attribute: str) -> Check:
 
 def _parameters(function: Callable[..., object], *names: str) -> Check:
     return lambda: tuple(inspect.signature(function).parameters)[1:] == names
+
+
+def _inits(cls: type, *names: str) -> Check:
+    return lambda: all(f"self.{name}" in inspect.getsource(cls.__init__) for name in names)  # type: ignore[misc]
+
+
+def _in_order(text: str, *parts: str) -> bool:
+    at = [text.find(part) for part in parts]
+    return -1 not in at and at == sorted(at)
 
 
 RELIED_ON: dict[str, tuple[str, Check]] = {
@@ -100,9 +110,46 @@ RELIED_ON: dict[str, tuple[str, Check]] = {
     ),
     "Recovery.active_offsets/standby_offsets": (
         "table.py: the memory store re-reads its whole changelog",
+        _inits(Recovery, "active_offsets", "standby_offsets"),
+    ),
+    "Recovery._seek_offsets(consumer, tps, offsets, title), before need_recovery": (
+        "recovery.py: the active partitions read straight are sought to their end",
+        lambda: (
+            _parameters(Recovery._seek_offsets, "consumer", "tps", "offsets", "title")()
+            and _in_order(
+                inspect.getsource(Recovery),
+                "async def _restart_recovery",
+                "T(self._seek_offsets)",
+                "if self.need_recovery():",
+            )
+        ),
+    ),
+    "Recovery.active_highwaters/tp_to_table": (
+        "recovery.py: where the straight read ends, which table a partition fills",
+        _inits(Recovery, "active_highwaters", "tp_to_table"),
+    ),
+    "stores' apply_changelog_batch reads event.key/value, message.tp/offset/partition": (
+        "changelog.py: a Change is both the event and its message",
         lambda: all(
-            f"self.{name}" in inspect.getsource(Recovery.__init__)
-            for name in ("active_offsets", "standby_offsets")
+            name in inspect.getsource(MemoryStore) + inspect.getsource(RocksDBStore)
+            for name in (
+                "event.message.tp",
+                "event.message.offset",
+                "msg.partition",
+                "msg.key",
+                "msg.value",
+                "event.key",
+                "event.value",
+            )
+        ),
+    ),
+    "RocksDB Store._db_for_partition/offset_key/use_rocksdict": (
+        "changelog.py: a restore's write batches carry the offset as Faust keeps it",
+        lambda: (
+            _parameters(RocksDBStore._db_for_partition, "partition")()
+            and RocksDBStore.offset_key == b"__faust\0offset__"
+            and "self.use_rocksdict" in inspect.getsource(RocksDBStore.__init__)
+            and "self.offset_key, str(offset).encode()" in inspect.getsource(RocksDBStore)
         ),
     ),
     "Table.on_rebalance(assigned, revoked, newly_assigned, generation_id)": (

@@ -8,7 +8,6 @@ import random
 import signal
 import subprocess
 import time
-import urllib.request
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.worker_helpers import (
     dr_record,
     expected_finals,
     revisions_on,
+    scrape,
     start_worker,
     stop,
     topics_and_env,
@@ -180,13 +180,6 @@ async def test_a_worker_forgets_the_calls_past_the_state_horizon(
     enveloped = await read_topic(bootstrap, names.call_events, lambda got: len(got) >= 3,
                                  pick=with_headers)  # fmt: skip
     assert_each_event_names_its_schema(enveloped, "/nxcloud-connector/eu-1/acct%207")
-
-
-def scrape(port: int) -> dict[str, float]:
-    """A worker's metrics, by name and labels as served."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-        lines = answer.read().decode().splitlines()
-    return {n: float(v) for n, v in (line.rsplit(" ", 1) for line in lines if line[:1] != "#")}
 
 
 def held(port: int, topic: str) -> set[int]:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -48,6 +49,13 @@ def start_worker(
         )
     LOGS[process.pid] = log
     return process
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A worker's metrics, by name and labels as served."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        lines = answer.read().decode().splitlines()
+    return {n: float(v) for n, v in (line.rsplit(" ", 1) for line in lines if line[:1] != "#")}
 
 
 def await_ready(process: subprocess.Popen[str]) -> None:

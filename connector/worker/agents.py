@@ -116,7 +116,7 @@ def framer(
 
 def new_app(settings: Settings) -> faust.App:
     """The Faust app, configured; its transport (by the URL scheme) has our consumer."""
-    return faust.App(
+    app = faust.App(
         group_id(settings),
         broker=[f"{SCHEME}://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         broker_credentials=clients.broker_credentials(settings),
@@ -143,6 +143,9 @@ def new_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
+    # A large restore reads the changelog with a consumer of its own (recovery.py).
+    cast(Tables, app.tables).reader_options = lambda: clients.options(settings)
+    return app
 
 
 def create_app(
