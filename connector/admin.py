@@ -90,8 +90,9 @@ async def describe(client: AIOKafkaAdminClient, names: Sequence[str]) -> dict[st
         return {}
     configs = await _configs(client, list(found))
     return {
-        name: ExistingTopic(name, partitions, replicas, configs.get(name, {}))
+        name: ExistingTopic(name, partitions, replicas, configs[name])
         for name, (partitions, replicas) in found.items()
+        if name in configs  # else not yet known to the broker asked for configs
     }
 
 
@@ -100,6 +101,8 @@ async def _configs(client: AIOKafkaAdminClient, names: list[str]) -> dict[str, d
     result: dict[str, dict[str, str]] = {}
     for response in await client.describe_configs(resources):
         for error_code, _message, _type, name, entries in _resources(response):
+            if error_code == UNKNOWN_TOPIC:  # just created: another broker knows it already
+                continue
             _raise_for(error_code, name)
             result[name] = {entry[0]: entry[1] for entry in entries if entry[1] is not None}
     return result
