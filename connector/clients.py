@@ -45,24 +45,22 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """The TLS context for SSL and SASL_SSL: the CA to trust, the client certificate if any."""
     if not settings.kafka_uses_tls:
         return None
-    context = ssl.create_default_context(
-        ssl.Purpose.SERVER_AUTH,
-        cafile=None if settings.kafka_ssl_ca_file is None else str(settings.kafka_ssl_ca_file),
+    context = login.Certificates.of(
+        login.TlsFiles(
+            settings.kafka_ssl_ca_file,
+            settings.kafka_ssl_cert_file,
+            settings.kafka_ssl_key_file,
+            settings.kafka_ssl_key_password,
+        )
     )
     context.check_hostname = settings.kafka_ssl_check_hostname
-    if settings.kafka_ssl_cert_file is not None and settings.kafka_ssl_key_file is not None:
-        password = settings.kafka_ssl_key_password
-        try:
-            context.load_cert_chain(
-                str(settings.kafka_ssl_cert_file),
-                str(settings.kafka_ssl_key_file),
-                password=None if password is None else password.reveal(),
-            )
-        except (ssl.SSLError, OSError):
-            raise KafkaAccessError(
-                "cannot load the client certificate: check KAFKA_SSL_CERT_FILE, "
-                "KAFKA_SSL_KEY_FILE and KAFKA_SSL_KEY_PASSWORD"
-            ) from None
+    try:
+        context.load_chain()
+    except (ssl.SSLError, OSError):
+        raise KafkaAccessError(
+            "cannot load the client certificate: check KAFKA_SSL_CERT_FILE, "
+            "KAFKA_SSL_KEY_FILE and KAFKA_SSL_KEY_PASSWORD"
+        ) from None
     return context
 
 

@@ -1,4 +1,5 @@
-"""SASL PLAIN and SCRAM passwords read at each login, for every Kafka client.
+"""SASL PLAIN and SCRAM passwords read at each login, and TLS files read at each handshake,
+for every Kafka client.
 
 aiokafka keeps the password it was given and uses it for every connection it opens. The
 connector gives it a `LoginPassword` instead: a string that only says `**********`, with
@@ -7,16 +8,26 @@ that Secret when they log in. A Secret from a file (`KAFKA_SASL_PASSWORD_FILE`) 
 again then, so a producer, consumer or admin client that reconnects (the broker's
 `connections.max.reauth.ms`, a broker restart) logs in with a rotated password without
 being rebuilt: the receiver, the poller, the Faust worker and the commands alike.
+
+Likewise a client's TLS context (`Certificates`) reads its certificate, key and CA files
+again at a new connection once they changed, so a renewed client certificate (cert-manager,
+a Strimzi KafkaUser's) takes effect at the next connection.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiokafka.conn import AIOKafkaConnection, SaslPlainAuthenticator, ScramAuthenticator
 
-from connector.settings import Secret
+from connector.settings import REREAD_SECONDS, Secret
 
 MASK = "**********"
 
@@ -68,3 +79,79 @@ def password(secret: Secret) -> str:
     """What a client is given as `sasl_plain_password`: read again at each of its logins."""
     install()
     return LoginPassword(secret)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path | None
+    cert: Path | None
+    key: Path | None
+    password: Secret | None
+
+    def stamp(self) -> tuple[tuple[int, int, int], ...]:
+        """What changes when any of the files is replaced (a Secret volume swaps a link)."""
+        stamps = []
+        for path in (self.ca, self.cert, self.key):
+            try:
+                found = os.stat(path) if path is not None else None
+            except OSError:
+                found = None
+            stamps.append((0, 0, 0) if found is None else
+                          (found.st_ino, found.st_size, found.st_mtime_ns))  # fmt: skip
+        return tuple(stamps)
+
+
+class Certificates(ssl.SSLContext):
+    """A client TLS context that loads its files again, at a new connection, once they
+    changed (looked at no more than once a second). A half-written pair that does not load
+    keeps the certificate in use until the next look."""
+
+    files: TlsFiles
+    _stamp: tuple[tuple[int, int, int], ...]
+    _looked_at: float
+    _lock: threading.Lock
+
+    @classmethod
+    def of(cls, files: TlsFiles) -> Certificates:
+        """The context with the CA loaded; `load_chain` adds the client certificate."""
+        context = cls(ssl.PROTOCOL_TLS_CLIENT)
+        context.files, context._lock = files, threading.Lock()
+        context._stamp, context._looked_at = files.stamp(), time.monotonic()
+        context.load_ca()
+        return context
+
+    def load_ca(self) -> None:
+        if self.files.ca is not None:
+            self.load_verify_locations(cafile=str(self.files.ca))
+        else:
+            self.load_default_certs(ssl.Purpose.SERVER_AUTH)
+
+    def load_chain(self) -> None:
+        files = self.files
+        if files.cert is not None and files.key is not None:
+            password = None if files.password is None else files.password.reveal()
+            self.load_cert_chain(str(files.cert), str(files.key), password=password)
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        with self._lock:
+            self._renew()
+            return super().wrap_bio(*args, **kwargs)
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        with self._lock:
+            self._renew()
+            return super().wrap_socket(*args, **kwargs)
+
+    def _renew(self) -> None:
+        if time.monotonic() - self._looked_at < REREAD_SECONDS:
+            return
+        self._looked_at = time.monotonic()
+        stamp = self.files.stamp()
+        if stamp == self._stamp:
+            return
+        try:
+            self.load_ca()
+            self.load_chain()
+        except (ssl.SSLError, OSError):
+            return
+        self._stamp = stamp

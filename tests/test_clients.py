@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import ssl
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +139,64 @@ def test_an_untrusted_or_misnamed_certificate_names_the_variable(authority: Auth
 def test_an_outage_is_no_refusal(authority: Authority) -> None:
     assert clients.explain(KafkaConnectionError("refused"), sasl_ssl(authority)) is None
     assert clients.explain(ConnectionRefusedError(111, "refused"), Settings()) is None
+
+
+async def test_a_renewed_client_certificate_is_presented_at_the_next_connection(
+    authority: Authority, tmp_path: Path
+) -> None:
+    """A client certificate renewed in its mounted files (cert-manager, a Strimzi KafkaUser)
+    is what the next TLS handshake presents, without a new client; a pair caught half
+    written keeps the one in use. Real handshakes against a server that requires one."""
+    server_files = authority.issue("server", "broker", ("127.0.0.1",))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=authority.cert_file)
+    server.load_cert_chain(server_files.cert, server_files.key)
+    server.verify_mode = ssl.CERT_REQUIRED
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peercert")
+        writer.write(dict(field[0] for field in peer["subject"])["commonName"].encode())
+        await writer.drain()
+        writer.close()
+
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+
+    def mount(common_name: str) -> None:
+        issued = authority.issue(common_name, common_name, password="key-pw")
+        os.replace(issued.key, mounted / "tls.key")
+        os.replace(issued.cert, mounted / "tls.crt")
+
+    mount("first")
+    settings = Settings(
+        kafka_security_protocol="SSL", kafka_ssl_ca_file=authority.cert_file,
+        kafka_ssl_cert_file=mounted / "tls.crt", kafka_ssl_key_file=mounted / "tls.key",
+        kafka_ssl_key_password=Secret("key-pw"),
+    )  # fmt: skip
+    context = clients.ssl_context(settings)
+    assert isinstance(context, login.Certificates)
+    listening = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=server)
+    port = listening.sockets[0].getsockname()[1]
+
+    async def presented() -> str:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+        said = (await reader.read()).decode()
+        writer.close()
+        return said
+
+    async def until_presented(common_name: str) -> None:
+        async with asyncio.timeout(30):
+            while await presented() != common_name:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+
+    async with listening:
+        assert await presented() == "first"
+        mount("second")
+        await until_presented("second")
+        (mounted / "tls.key").write_text("-----BEGIN ENCRYPTED PRIVATE KEY-----\nhalf")
+        written = time.monotonic()
+        async with asyncio.timeout(30):
+            while context._looked_at <= written:  # until it has looked at the half-written key
+                assert await presented() == "second"
+        assert await presented() == "second"
+        mount("third")
+        await until_presented("third")
