@@ -23,10 +23,9 @@ from connector.errors import ConfigError, ConnectorError, TopicError
 from connector.settings import Settings
 from connector.topics import TopicSpec, declare
 
-# Strimzi's current API for KafkaTopics (0.49 and later; 1.0 removes v1beta2). KafkaUsers
-# stay on v1beta2 until their v1 schema can be checked here (docs/kubernetes.md).
+# Strimzi's current API (0.49 and later; 1.0 removes v1beta2).
 TOPIC_API_VERSION: Final = "kafka.strimzi.io/v1"
-USER_API_VERSION: Final = "kafka.strimzi.io/v1beta2"
+USER_API_VERSION: Final = "kafka.strimzi.io/v1"
 CLUSTER_LABEL: Final = "strimzi.io/cluster"
 DESCRIPTION_ANNOTATION: Final = "nxcloud-connector/description"
 # A DNS subdomain (RFC 1123), which Kubernetes requires of a KafkaTopic's name.

@@ -35,7 +35,7 @@ OVERLAYS = ("dev", "production")
 KUBERNETES_VERSION = "1.33.0"
 CRD_SCHEMAS = {
     ("kafka.strimzi.io/v1", "KafkaTopic"): "kafkatopic-kafka.strimzi.io-v1.json",
-    ("kafka.strimzi.io/v1beta2", "KafkaUser"): "kafkauser-kafka.strimzi.io-v1beta2.json",
+    ("kafka.strimzi.io/v1", "KafkaUser"): "kafkauser-kafka.strimzi.io-v1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring.coreos.com-v1.json",
 }
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
@@ -470,7 +470,7 @@ def test_the_validation_refuses_a_wrong_acl_operation() -> None:
     user = json.loads(json.dumps(of_kind(render("overlays/production"), "KafkaUser")[0]))
     user["spec"]["authorization"]["acls"][0]["operations"] = ["Wrte"]
     schema = json.loads((ROOT / "tests" / "crds" / CRD_SCHEMAS[
-        ("kafka.strimzi.io/v1beta2", "KafkaUser")]).read_text())  # fmt: skip
+        ("kafka.strimzi.io/v1", "KafkaUser")]).read_text())  # fmt: skip
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(user, schema)
 
