@@ -11,12 +11,10 @@ what failed.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -28,7 +26,8 @@ from connector.errors import SpoolError
 from connector.frames import Damage, Entry
 from connector.outage import Outage
 from connector.receiver.metrics import ReceiverMetrics
-from connector.receiver.spool import Batch, Spool
+from connector.receiver.spool import Spool
+from connector.receiver.states import Blockers, InHand, Line, Mode, Readiness, Sending, StoredIn
 
 log = logging.getLogger(__name__)
 
@@ -37,46 +36,6 @@ DRAIN_BYTES = 4 << 20
 REFUSED_RETRY_SECONDS = 30.0
 STALLED_SECONDS = 5
 ROOM_FOR_A_PUSH = 256 << 10
-
-
-class StoredIn(enum.Enum):
-    KAFKA = "kafka"
-    SPOOL = "spool"
-
-
-class Mode(enum.Enum):
-    """Where a push goes: DIRECT to Kafka while the spool is empty; SPOOLING from the first
-    push Kafka did not take until the drain has emptied the spool."""
-
-    DIRECT = "direct"
-    SPOOLING = "spooling"
-
-
-class Sending(enum.Enum):
-    """How the drain sends the batch in hand: TOGETHER, or ONE_BY_ONE after Kafka refused a
-    record in it (the refusal hits the whole producer batch; a batch-mate may be fine alone)."""
-
-    TOGETHER = "together"
-    ONE_BY_ONE = "one_by_one"
-
-
-@dataclass
-class InHand:
-    """The batch the drain read and has not acknowledged yet, and what of it is still to
-    deliver: a failure part way neither skips a record nor sends again one that went through."""
-
-    batch: Batch
-    undelivered: list[Entry]
-    sending: Sending = Sending.TOGETHER
-
-    def next_send(self) -> list[Entry]:
-        return self.undelivered[:1] if self.sending is Sending.ONE_BY_ONE else self.undelivered
-
-
-@dataclass(frozen=True)
-class Readiness:
-    ok: bool
-    reason: str
 
 
 class Store(Protocol):
@@ -131,29 +90,25 @@ class Publisher:
         self._receiver = receiver_id
         self._explain = explain
         self._credentials = credentials
-        self._built_with: object = None
         self._asked_at = -REFUSED_RETRY_SECONDS
-        self._refusal: str | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._line: Line | None = None
         self._mode = Mode.SPOOLING
         self._wake = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
         self._outage = Outage(log)
-        self._wedged: str | None = None
-        self._renew_producer = False
+        self._blockers = Blockers()
         self._in_hand: InHand | None = None
 
     async def _note_refusal(self, exc: BaseException) -> None:
         refusal = await self._explain(exc)
-        if refusal is not None and refusal != self._refusal:
+        if self._blockers.refused(refusal):
             log.error("kafka refuses the receiver, spooling", extra={"reason": refusal})
-        self._refusal = refusal
 
     async def __aenter__(self) -> Publisher:
         self._spool.open()
         self._update_gauges()
         await self._connect()
-        if self._producer is not None and self._spool.empty():
+        if self._line is not None and self._spool.empty():
             self._go_direct()
         else:
             self._metrics.kafka_up.set(0)
@@ -164,11 +119,11 @@ class Publisher:
         if self._drainer is not None:
             self._drainer.cancel()
             await asyncio.gather(self._drainer, return_exceptions=True)
-        if self._producer is not None:
+        if self._line is not None:
             # Deliveries still pending here timed out and were spooled: nothing waits on them.
             try:
                 async with asyncio.timeout(self._timeout * 5):
-                    await self._producer.stop()
+                    await self._line.producer.stop()
             except TimeoutError:
                 log.warning("kafka producer did not stop in time")
 
@@ -176,13 +131,13 @@ class Publisher:
         """Store the record durably; raise SpoolError when neither Kafka nor the spool can."""
         started = time.perf_counter()
         stored = StoredIn.SPOOL
-        producer = self._producer
-        if self._mode is Mode.DIRECT and producer is not None:
+        line = self._line
+        if self._mode is Mode.DIRECT and line is not None:
             try:
-                await self._send(producer, topic, key, value)
+                await self._send(line.producer, topic, key, value)
                 stored = StoredIn.KAFKA
             except Exception as exc:
-                self._renew_producer |= delivery.breaks_producer(exc)
+                line.spent |= delivery.breaks_producer(exc)
                 if classify(exc) is Outcome.UNAVAILABLE:
                     self._go_spooling(exc)
                     if delivery.denied(exc):  # not ready from now on, naming the ACL
@@ -219,7 +174,7 @@ class Publisher:
     def _go_direct(self) -> None:
         """SPOOLING -> DIRECT: nothing is spooled nor on its way to the spool."""
         self._mode = Mode.DIRECT
-        self._refusal = None
+        self._blockers.accepted()
         self._metrics.kafka_up.set(1)
 
     async def _set_aside(self, entry: Entry, exc: BaseException) -> None:
@@ -238,9 +193,9 @@ class Publisher:
         await self._to_spool(self._dead_letter, None, report)
 
     async def _connect(self) -> None:
-        if self._producer is not None:
+        if self._line is not None:
             return
-        self._built_with = self._credentials()
+        built_with = self._credentials()
         producer = self._factory(self._bootstrap)
         try:
             async with asyncio.timeout(self._timeout * 5):
@@ -250,18 +205,18 @@ class Publisher:
             self._outage.failed(exc, self._spool.depth)
             await self._note_refusal(exc)
             return
-        self._producer = producer
-        self._refusal = None
+        self._line = Line(producer, built_with)
+        self._blockers.accepted()
 
     async def _drain_forever(self) -> None:
         backoff = 0.1
         while True:
             try:
-                if self._renew_producer:
+                if self._line is not None and self._line.spent:
                     await self._renew()
-                if self._producer is None:
+                if self._line is None:
                     await self._connect()
-                    if self._producer is None:
+                    if self._line is None:
                         raise TimeoutError("kafka not reachable")
                 if self._spool.depth == 0:
                     self._idle()
@@ -269,7 +224,7 @@ class Publisher:
                     await self._wake.wait()
                     continue
                 await self._drain_once()
-                self._wedged = self._refusal = None
+                self._blockers.drained()
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
@@ -279,7 +234,7 @@ class Publisher:
                 if self._rotated():
                     continue
                 # A refusal lasts until someone fixes a setting or an ACL: ask rarely.
-                await self._pause(REFUSED_RETRY_SECONDS if self._refusal else backoff)
+                await self._pause(REFUSED_RETRY_SECONDS if self._blockers.refusal else backoff)
                 backoff = min(backoff * 2, 5.0)
             except Exception as exc:
                 self._wedge(exc)
@@ -290,26 +245,28 @@ class Publisher:
         """A producer that started may still be refused (a token aiokafka took for a login,
         an ACL removed): on the first failure of a drain, then every 30 s, ask why."""
         now = time.monotonic()
-        if self._refusal is None and now - self._asked_at < REFUSED_RETRY_SECONDS:
+        if self._blockers.refusal is None and now - self._asked_at < REFUSED_RETRY_SECONDS:
             return False
         self._asked_at = now
         await self._note_refusal(exc)
-        return self._refusal is not None
+        return self._blockers.refusal is not None
 
     def _rotated(self) -> bool:
         """While Kafka fails this producer: when a mounted credential changed since it was
         built, a new producer (built with the new one) takes over at the next attempt."""
-        if self._producer is None or self._credentials() == self._built_with:
+        line = self._line
+        if line is None:
             return False
-        if not self._renew_producer:
+        spent = line.spent
+        if not line.rotated(self._credentials()):
+            return False
+        if not spent:
             log.info("kafka credentials changed, reconnecting with them")
-        self._renew_producer = True
         return True
 
     def _wedge(self, exc: BaseException) -> None:
-        if self._wedged is None:
+        if self._blockers.wedge(delivery.reason(exc)):
             log.error("spool cannot drain", exc_info=exc)
-        self._wedged = delivery.reason(exc)
         self._in_hand = None
         self._spool.rewind()
 
@@ -324,16 +281,15 @@ class Publisher:
 
     async def _renew(self) -> None:
         """Replace the producer (a new producer id, fresh sequence numbers)."""
-        old, self._producer = self._producer, None
-        self._renew_producer = False
+        old, self._line = self._line, None
         if old is not None:
             try:
                 async with asyncio.timeout(self._timeout * 5):
-                    await old.stop()
+                    await old.producer.stop()
             except Exception:
                 log.debug("ignored error while stopping a broken producer", exc_info=True)
         await self._connect()
-        if self._producer is None:
+        if self._line is None:
             raise TimeoutError("kafka not reachable")
 
     async def _drain_once(self) -> None:
@@ -372,14 +328,13 @@ class Publisher:
         """Every undelivered entry in Kafka or set aside; only failed sends are sent again."""
         backoff = 0.1
         while in_hand.undelivered:
-            if self._renew_producer or self._producer is None:
+            if self._line is None or self._line.spent:
                 await self._renew()
-            assert self._producer is not None
+            line = self._line
+            assert line is not None
             sending = in_hand.next_send()
-            failures = await self._send_all(self._producer, sending)
-            self._renew_producer = any(
-                e is not None and delivery.breaks_producer(e) for e in failures
-            )
+            failures = await self._send_all(line, sending)
+            line.spent |= any(e is not None and delivery.breaks_producer(e) for e in failures)
             failed = [(e, x) for e, x in zip(sending, failures, strict=True) if x is not None]
             refused = [(e, x) for e, x in failed if classify(x) is Outcome.REFUSED]
             if refused and len(sending) == 1:
@@ -396,17 +351,16 @@ class Publisher:
                 self._outage.failed(unavailable[0], self._spool.depth)
                 self._rotated()
                 if await self._refused_meanwhile(unavailable[0]):
-                    raise KafkaError(self._refusal)
+                    raise KafkaError(self._blockers.refusal)
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def _send_all(
-        self, producer: AIOKafkaProducer, entries: list[Entry]
-    ) -> list[BaseException | None]:
+    async def _send_all(self, line: Line, entries: list[Entry]) -> list[BaseException | None]:
         """Send each entry and wait on every delivery, however long the producer retries.
 
         An entry whose send() failed was never handed to the producer. Once one fails as
         unavailable, the rest are not tried (each would wait for metadata in turn)."""
+        producer = line.producer
         deliveries: list[asyncio.Future[object] | BaseException] = []
         for entry in entries:
             last = deliveries[-1] if deliveries else None
@@ -423,7 +377,7 @@ class Publisher:
             done, waiting = await asyncio.wait(waiting, timeout=1.0)
             stalled = 0 if done else stalled + 1
             if waiting and _sender_stopped(producer):
-                self._renew_producer = True
+                line.spent = True
                 raise KafkaError("the producer's sender stopped")
             if waiting and stalled >= STALLED_SECONDS and self._rotated():
                 # It logs in with what was mounted when it was built, and fails: a new one.
@@ -439,10 +393,9 @@ class Publisher:
         spool = self._spool
         if self._drainer is None or self._drainer.done():
             return Readiness(False, "the spool drain is not running")
-        if self._refusal is not None:
-            return Readiness(False, self._refusal)
-        if self._wedged is not None:
-            return Readiness(False, f"the spool cannot drain: {self._wedged}")
+        blocked = self._blockers.readiness()
+        if blocked is not None:
+            return blocked
         if self._mode is Mode.DIRECT:
             return Readiness(True, "ready")
         if not spool.writable():
