@@ -15,11 +15,13 @@ import mode
 import pytest
 from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import Store as RocksDBStore
+from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport import consumer as base_consumer
 from faust.transport.conductor import Conductor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import Message
+from mode.services import ServiceTask
 
 Check = Callable[[], bool]
 
@@ -141,6 +143,44 @@ RELIED_ON: dict[str, tuple[str, Check]] = {
                 "event.key",
                 "event.value",
             )
+        ),
+    ),
+    "Recovery._slurp_changelogs, a service task of that name": (
+        "recovery.py: the chunked filing replaces Faust's task; renamed, both would run",
+        lambda: isinstance(Recovery.__dict__.get("_slurp_changelogs"), ServiceTask),
+    ),
+    "Recovery's bookkeeping: buffers, buffer_sizes, tps, received-at stamps": (
+        "recovery.py: the chunked filing keeps Faust's own books",
+        _inits(
+            Recovery,
+            "buffers",
+            "buffer_sizes",
+            "active_tps",
+            "standby_tps",
+            "_active_events_received_at",
+            "_standby_events_received_at",
+        ),
+    ),
+    "Recovery's flush stamps, in_recovery and its end": (
+        "recovery.py: the chunked filing flushes and ends recovery as Faust does",
+        lambda: (
+            all(
+                f"self.{name} =" in inspect.getsource(Recovery)
+                for name in ("_last_flush_at", "_last_active_event_processed_at", "in_recovery")
+            )
+            and all(
+                callable(getattr(Recovery, name, None))
+                for name in ("need_recovery", "standby_remaining_total", "_set_recovery_ended")
+            )
+            and isinstance(getattr(Recovery, "signal_recovery_end", None), property)
+        ),
+    ),
+    "TableManager.changelog_queue/standbys_ready/on_standbys_ready": (
+        "recovery.py and consumer.py: changelog records are queued and filed in chunks",
+        lambda: (
+            isinstance(getattr(TableManager, "changelog_queue", None), property)
+            and "self.standbys_ready =" in inspect.getsource(TableManager)
+            and callable(getattr(TableManager, "on_standbys_ready", None))
         ),
     ),
     "RocksDB Store._db_for_partition/offset_key/use_rocksdict": (
