@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import ssl
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.abc import AbstractTokenProvider
@@ -45,14 +43,7 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """The TLS context for SSL and SASL_SSL: the CA to trust, the client certificate if any."""
     if not settings.kafka_uses_tls:
         return None
-    context = login.Certificates.of(
-        login.TlsFiles(
-            settings.kafka_ssl_ca_file,
-            settings.kafka_ssl_cert_file,
-            settings.kafka_ssl_key_file,
-            settings.kafka_ssl_key_password,
-        )
-    )
+    context = login.Certificates.of(tls_files(settings))
     context.check_hostname = settings.kafka_ssl_check_hostname
     try:
         context.load_chain()
@@ -104,24 +95,17 @@ def token_provider(settings: Settings) -> AbstractTokenProvider:
     )
 
 
-def fingerprint(settings: Settings) -> str:
-    """The TLS material the Kafka clients are built with, as a digest: it changes when a
-    mounted certificate, key or key password is rotated, so a client is rebuilt with it.
-    (A SASL password needs no rebuild: every login reads it again, connector/login.py.)"""
-    digest = hashlib.sha256()
-    secret = settings.kafka_ssl_key_password
-    digest.update(b"\0" + (b"" if secret is None else secret.reveal().encode()))
-    for path in (settings.kafka_ssl_ca_file, settings.kafka_ssl_cert_file,
-                 settings.kafka_ssl_key_file):  # fmt: skip
-        digest.update(b"\0" + (b"" if path is None else _contents(path)))
-    return digest.hexdigest()
-
-
-def _contents(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return b""
+def tls_files(settings: Settings) -> login.TlsFiles:
+    """The TLS files the Kafka clients present. Their `stamp()` changes when a mounted
+    certificate, key or CA is renewed: every client's context loads them again at its next
+    handshake, and the receiver also replaces a producer that fails since. (A SASL password
+    needs neither: every login reads it again, connector/login.py.)"""
+    return login.TlsFiles(
+        settings.kafka_ssl_ca_file,
+        settings.kafka_ssl_cert_file,
+        settings.kafka_ssl_key_file,
+        settings.kafka_ssl_key_password,
+    )
 
 
 def options(settings: Settings, **extra: Any) -> dict[str, Any]:

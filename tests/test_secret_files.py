@@ -81,14 +81,15 @@ async def test_every_login_sends_the_password_as_its_file_holds_then(tmp_path: P
     assert login.current(getattr(credentials, "password", None)) == "second"
 
 
-def test_the_clients_fingerprint_changes_with_a_rotated_certificate(tmp_path: Path) -> None:
+def test_the_tls_files_stamp_changes_with_a_rotated_certificate(tmp_path: Path) -> None:
     path = tmp_path / "ca.crt"
     rotate(path, "first")
     settings = Settings.from_env({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_FILE": str(path)})
-    before = clients.fingerprint(settings)
+    before = clients.tls_files(settings).stamp()
+    assert clients.tls_files(settings).stamp() == before
     rotate(path, "second")
-    assert clients.fingerprint(settings) != before
-    assert "second" not in clients.fingerprint(settings)
+    assert clients.tls_files(settings).stamp() != before
+    assert "second" not in repr(clients.tls_files(settings).stamp())
 
 
 @pytest.mark.parametrize(

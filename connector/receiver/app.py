@@ -249,7 +249,7 @@ def kafka_store(settings: Settings, metrics: ReceiverMetrics) -> AbstractAsyncCo
         dead_letter_topic=TopicNames.of(settings).dead_letter,
         receiver_id=settings.receiver_id,
         explain=explain,
-        credentials=lambda: clients.fingerprint(settings),
+        credentials=clients.tls_files(settings).stamp,
     )
 
 
