@@ -11,7 +11,7 @@ FREE_OF_FAUST = [
     "envelope", "frames", "guard", "head", "identity", "manifests", "merge", "normalize", "outage",
     "records", "replay", "schedule", "schema", "settings", "tail", "topics",
     "receiver.app", "receiver.protocol", "receiver.publisher", "receiver.push", "receiver.spool",
-    "receiver.states",
+    "receiver.states", "receiver.heap",
     "poller.loop", "poller.backfill", "local.sandbox", "local.broker", "local.stack",
 ]  # fmt: skip
 

@@ -35,6 +35,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from connector import head
+from connector.receiver import heap
 from connector.receiver.metrics import ReceiverMetrics
 from connector.receiver.tls import Certificate
 
@@ -59,6 +60,7 @@ class Limits:
 
 
 HANDSHAKES: Final = 256
+EBB_FROM: Final = 256
 
 
 @dataclass
@@ -70,16 +72,24 @@ class Gate:
     handshakes: int = HANDSHAKES
     open: int = 0
     shaking: int = 0
+    peak: int = 0
 
     def admit(self, tls: bool = False) -> bool:
         if self.open >= self.limit or (tls and self.shaking >= self.handshakes):
             return False
         self.open += 1
         self.shaking += tls
+        self.peak = max(self.peak, self.open)
         return True
 
-    def leave(self) -> None:
+    def leave(self) -> bool:
+        """One connection fewer; True when a flood has ebbed: from at least EBB_FROM open,
+        down to a quarter of the most since the last ebb (time to give memory back)."""
         self.open -= 1
+        if self.peak < EBB_FROM or self.open > self.peak // 4:
+            return False
+        self.peak = self.open
+        return True
 
 
 class ManagementProtocol(HttpToolsProtocol):
@@ -177,7 +187,8 @@ class EdgeProtocol(HttpToolsProtocol):
                 timer.cancel()
         if self._admitted:
             self._admitted = False
-            self.gate.leave()
+            if self.gate.leave():
+                self.loop.call_soon(heap.give_back)
             metrics: ReceiverMetrics | None = self.app_state.get(METRICS)
             if metrics is not None:
                 metrics.connections.set(self.gate.open)
