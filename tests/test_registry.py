@@ -128,3 +128,32 @@ def test_a_writer_waits_for_its_schema_id_and_its_readiness_says_why(tmp_path: P
     assert asyncio.run(registry.patiently(attempt, sleep, marker)) == 42
     assert seen == ["schema registry http://r: ConnectError\n"] * 2
     assert not marker.exists()
+
+
+def test_a_release_rolled_back_finds_its_schema_registered_and_keeps_its_id(
+    schema_registry: str, topic_names: TopicNames
+) -> None:
+    """A release whose schema gained a field, then rolled back: the older release's
+    `registry` registers nothing new and keeps its id and version, the newer schema stays
+    the subject's latest, and the older worker frames with the older id."""
+    suffix = topic_names.call_events.rsplit(".", 1)[1]
+    env = {"NXCLOUD_REGISTRY_URL": schema_registry, "NXCLOUD_TOPIC_SUFFIX": suffix}
+    older = run_cli("registry", env=env)
+    assert older.returncode == 0, older.stderr
+    name = f"{topic_names.call_events}-value"
+    newer = orjson.loads(registry.registered_form("call-event"))
+    newer["properties"]["added_later"] = {"type": "string"}
+    settings = Settings(registry_url=schema_registry)
+
+    async def release_newer() -> registry.Registered:
+        async with registry.Registry(settings) as client:
+            return await client.register(name, orjson.dumps(newer).decode())
+
+    assert asyncio.run(release_newer()).version == 2
+    rolled_back = run_cli("registry", env=env)
+    assert (rolled_back.returncode, rolled_back.stdout) == (0, older.stdout)
+    latest = httpx.get(f"{schema_registry}/subjects/{name}/versions/latest").json()
+    assert latest["version"] == 2
+    first = httpx.get(f"{schema_registry}/subjects/{name}/versions/1").json()
+    ids = registry.Ids(Settings(registry_url=schema_registry), topic_names)
+    assert asyncio.run(ids.of(topic_names.call_events)) == first["id"] != latest["id"]
