@@ -12,7 +12,7 @@ PROMTOOL := .tools/promtool-$(PROMTOOL_VERSION)/promtool
 KAFKA_CLUSTER ?= my-cluster
 KAFKA_NAMESPACE ?= kafka
 
-.PHONY: install tools up test test-fast check image sbom manifests bench-receiver bench-spool bench-backfill bench-worker bench-topic-size bench-recovery clean
+.PHONY: install tools up test test-fast check image sbom lock manifests bench-receiver bench-spool bench-backfill bench-worker bench-topic-size bench-recovery clean
 
 $(BIN)/nxcloud-connector: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,16 +51,17 @@ manifests: install
 	$(BIN)/python -m connector.manifests --users --cluster $(KAFKA_CLUSTER) --namespace $(KAFKA_NAMESPACE) \
 		--env-file deploy/base/settings.env > deploy/base/users.yaml
 
-# The image's pinned dependencies: a clean install of the project, frozen.
-deploy/requirements.txt: pyproject.toml
+# The image's pinned dependencies: a clean install of the project, frozen. Refreshed only when
+# asked (`make lock`), never because pyproject.toml is newer: a checkout sets both times.
+lock:
 	rm -rf .tools/lock-venv
 	$(PYTHON) -m venv .tools/lock-venv
 	.tools/lock-venv/bin/pip install --quiet '.[rocksdict]'
-	{ echo "# The image's exact dependency versions: \`make deploy/requirements.txt\` (pip freeze of a clean"; \
+	{ echo "# The image's exact dependency versions: \`make lock\` (pip freeze of a clean"; \
 	  echo "# install of the project with its rocksdict extra, Python 3.11). deploy/Dockerfile installs"; \
 	  echo "# these, then the project with --no-deps."; \
-	  .tools/lock-venv/bin/pip freeze --exclude nxcloud-connector; } > $@.new
-	mv $@.new $@
+	  .tools/lock-venv/bin/pip freeze --exclude nxcloud-connector; } > deploy/requirements.txt.new
+	mv deploy/requirements.txt.new deploy/requirements.txt
 	rm -rf .tools/lock-venv
 
 # The image, built with buildah (Debian's package) from deploy/Dockerfile, tagged and labelled

@@ -438,7 +438,7 @@ def test_the_dockerfile_is_pinned_non_root_and_cacheless() -> None:
 
 def test_the_images_requirements_satisfy_the_projects_dependencies() -> None:
     """deploy/requirements.txt pins every dependency of pyproject.toml within its range;
-    `make deploy/requirements.txt` refreshes it."""
+    `make lock` refreshes it."""
     pinned: dict[str, str] = {}
     for line in (DEPLOY / "requirements.txt").read_text().splitlines():
         if line and not line.startswith("#"):
