@@ -8,6 +8,9 @@ KUSTOMIZE := .tools/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 # promtool checks and unit-tests deploy/monitoring's rules in the tests; built from its Go module, pinned here only.
 PROMTOOL_VERSION := v0.316.0
 PROMTOOL := .tools/promtool-$(PROMTOOL_VERSION)/promtool
+# Strimzi's validators, generated from its CRDs (npm, pinned by tests/strimzi/package-lock.json),
+# check deploy/'s KafkaTopics and KafkaUsers in the tests.
+STRIMZI_CHECK := .tools/strimzi-check
 # The Strimzi cluster and the namespace its Topic Operator watches, for the KafkaTopics.
 KAFKA_CLUSTER ?= my-cluster
 KAFKA_NAMESPACE ?= kafka
@@ -28,17 +31,24 @@ $(KUSTOMIZE):
 $(PROMTOOL):
 	GOBIN=$(CURDIR)/$(dir $(PROMTOOL)) go install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
 
-tools: $(KUSTOMIZE) $(PROMTOOL)
+$(STRIMZI_CHECK)/node_modules: tests/strimzi/package.json tests/strimzi/package-lock.json
+	rm -rf $(STRIMZI_CHECK)
+	mkdir -p $(STRIMZI_CHECK)
+	cp tests/strimzi/package.json tests/strimzi/package-lock.json $(STRIMZI_CHECK)/
+	cd $(STRIMZI_CHECK) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+tools: $(KUSTOMIZE) $(PROMTOOL) $(STRIMZI_CHECK)/node_modules
 
 up: install
 	$(BIN)/nxcloud-connector up
 
 test: install tools
-	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) PROMTOOL=$(CURDIR)/$(PROMTOOL) $(BIN)/pytest
+	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) PROMTOOL=$(CURDIR)/$(PROMTOOL) STRIMZI_CHECK=$(CURDIR)/$(STRIMZI_CHECK) $(BIN)/pytest
 
 # The tests that need no Kafka (no broker, no Java): about two minutes.
 test-fast: install tools
-	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) PROMTOOL=$(CURDIR)/$(PROMTOOL) $(BIN)/pytest -m "not kafka"
+	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) PROMTOOL=$(CURDIR)/$(PROMTOOL) STRIMZI_CHECK=$(CURDIR)/$(STRIMZI_CHECK) $(BIN)/pytest -m "not kafka"
 
 # The KafkaTopics under deploy/, from connector/topics.py and each overlay's settings;
 # the KafkaUsers, from connector/acls.py.
