@@ -77,6 +77,7 @@ def security(settings: Settings) -> dict[str, Any]:
 @functools.cache
 def token_provider(settings: Settings) -> AbstractTokenProvider:
     """The one OAUTHBEARER token provider of these settings, shared by every client."""
+    login.install()  # a refused token fails the login (login.ChallengedOAuth)
     if settings.kafka_sasl_mechanism == "AWS_MSK_IAM":
         assert settings.kafka_aws_region is not None  # Settings checked it
         return iam.MskIamTokenProvider(
@@ -246,8 +247,9 @@ async def diagnose(settings: Settings, timeout: float = 15.0) -> str | None:  # 
 
 
 async def _accepted(conn: Any, settings: Settings) -> bool:
-    """aiokafka takes a refused OAUTHBEARER token for a login (it skips the broker's error
-    challenge); the broker then drops the connection at its first request: ask one."""
+    """A token login that went through is asked one request: aiokafka alone takes a refused
+    OAUTHBEARER token for a login (login.ChallengedOAuth mends that; this stays for a
+    broker that drops the connection only at the first request)."""
     if settings.kafka_sasl_mechanism not in TOKEN_MECHANISMS:
         return True
     try:

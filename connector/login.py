@@ -25,7 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka.conn import AIOKafkaConnection, SaslPlainAuthenticator, ScramAuthenticator
+from aiokafka.conn import (
+    AIOKafkaConnection,
+    OAuthAuthenticator,
+    SaslPlainAuthenticator,
+    ScramAuthenticator,
+)
 
 from connector.settings import REREAD_SECONDS, Secret
 
@@ -68,11 +73,36 @@ def _scram(connection: Any) -> ScramAuthenticator:
     )
 
 
+class ChallengedOAuth(OAuthAuthenticator):  # type: ignore[misc]
+    """aiokafka's OAUTHBEARER login, answering the broker's error challenge (RFC 7628,
+    3.2.2). A broker that refuses the token answers it with an error in JSON and waits for
+    the client's `\x01` before it fails the login; aiokafka's own stops there and logs
+    "Authenticated", and the broker drops the connection at its first request. Answered,
+    the broker fails the login itself, naming the refusal (SaslAuthenticationFailed)."""
+
+    _answered = False
+
+    async def step(self, payload: bytes | None) -> tuple[bytes, bool] | None:
+        if not self._token_sent:
+            first: tuple[bytes, bool] | None = await super().step(payload)
+            return first
+        if payload and not self._answered:
+            self._answered = True
+            return b"\x01", True
+        return None
+
+
+def _oauth(connection: Any) -> ChallengedOAuth:
+    return ChallengedOAuth(sasl_oauth_token_provider=connection._sasl_oauth_token_provider)
+
+
 @functools.cache
 def install() -> None:
-    """aiokafka's connections log in with the password as it reads at login (once)."""
+    """aiokafka's connections log in with the password as it reads at login, and hear a
+    refused OAUTHBEARER token out (once)."""
     AIOKafkaConnection.authenticator_plain = _plain
     AIOKafkaConnection.authenticator_scram = _scram
+    AIOKafkaConnection.authenticator_oauth = _oauth
 
 
 def password(secret: Secret) -> str:

@@ -19,7 +19,9 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import for_code
+from aiokafka.conn import create_conn
+from aiokafka.errors import SaslAuthenticationFailed, for_code
+from aiokafka.protocol.admin import ApiVersionRequest
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import (
     CompactArray,
@@ -444,6 +446,29 @@ async def test_the_worker_logs_in_again_with_a_rotated_password_and_loses_no_eve
     assert "kafka refuses the worker" not in log
     assert new not in log
     assert secure.security.passwords()["worker"] not in log
+
+
+@pytest.mark.parametrize("client", ["expired", "misissued", "receiver"])
+async def test_a_refused_token_fails_the_login_itself_and_an_accepted_one_logs_in(
+    reauthenticating: SecureKafka, client: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiokafka alone takes a refused token for a login (it does not answer the broker's
+    error challenge) and fails at the first request; answered, the login itself fails."""
+    caplog.set_level(logging.INFO, logger="aiokafka")
+    settings = Settings.from_env(oauth_env(reauthenticating, client, SECRETS["foreign"]
+                                           if client != "receiver" else None))  # fmt: skip
+    host, _, port = settings.kafka_bootstrap_servers.split(",")[0].rpartition(":")
+    options = clients.security(settings)
+    if client == "receiver":
+        conn = await create_conn(host, int(port), **options)
+        response = await conn.send(ApiVersionRequest())
+        conn.close()
+        assert response.error_code == 0
+        assert "Authenticated via OAUTHBEARER" in caplog.text
+        return
+    with pytest.raises(SaslAuthenticationFailed, match="invalid_token"):
+        await create_conn(host, int(port), **options)
+    assert "Authenticated" not in caplog.text
 
 
 @pytest.mark.parametrize("client", ["expired", "misissued"])

@@ -15,7 +15,12 @@ import uvicorn._types
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
-from aiokafka.conn import AIOKafkaConnection, SaslPlainAuthenticator, ScramAuthenticator
+from aiokafka.conn import (
+    AIOKafkaConnection,
+    OAuthAuthenticator,
+    SaslPlainAuthenticator,
+    ScramAuthenticator,
+)
 from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.producer.sender import Sender
 from starlette.formparsers import MultiPartParser
@@ -127,6 +132,17 @@ RELIED_ON: dict[str, tuple[str, Check]] = {
                 "_sasl_plain_password",
             )()
             and "self.authenticator_scram()" in inspect.getsource(AIOKafkaConnection)
+        ),
+    ),
+    "aiokafka OAuthAuthenticator(*, sasl_oauth_token_provider)._token_sent, and its use": (
+        "login.py: ChallengedOAuth answers the broker's error challenge after the token",
+        lambda: (
+            _methods(AIOKafkaConnection, "authenticator_oauth")()
+            and _sets(AIOKafkaConnection.__init__, "_sasl_oauth_token_provider")()
+            and _parameters(OAuthAuthenticator.__init__, "sasl_oauth_token_provider")()
+            and _sets(OAuthAuthenticator.__init__, "_token_sent")()
+            and _parameters(OAuthAuthenticator.step, "payload")()
+            and "self.authenticator_oauth()" in inspect.getsource(AIOKafkaConnection)
         ),
     ),
     "aiokafka SaslPlainAuthenticator/ScramAuthenticator(*, loop, password, username, ...)": (
