@@ -325,7 +325,9 @@ def run_kafka(args: argparse.Namespace) -> int:
             security=security,
         )
         local = broker.LocalKafka(config)
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Both, explicitly: a job a script starts in the background inherits SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     print(f"Starting Apache Kafka {broker.KAFKA_VERSION} (data in {data_dir}) ...", flush=True)
     with local:
         if security is None:

@@ -18,6 +18,11 @@ from connector.local.broker import free_port
 from tests.process_helpers import read_until, run_cli
 
 
+def ignore_sigint() -> None:
+    """As a job a script starts in the background (`&` without job control) begins."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @contextmanager
 def kafka_command(data_dir: Path, port: int, controller: int) -> Iterator[subprocess.Popen[str]]:
     process = subprocess.Popen(
@@ -33,6 +38,7 @@ def kafka_command(data_dir: Path, port: int, controller: int) -> Iterator[subpro
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=ignore_sigint,  # noqa: PLW1509
     )
     try:
         yield process
