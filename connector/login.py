@@ -111,6 +111,21 @@ def password(secret: Secret) -> str:
     return LoginPassword(secret)
 
 
+Stamp = tuple[int, int, int, int] | None
+
+
+def stamp(path: Path | None) -> Stamp:
+    """What changes when a mounted file is replaced (a Secret volume swaps a link, which
+    `stat` follows): its device, inode, modification time and size; None while missing."""
+    if path is None:
+        return None
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return (status.st_dev, status.st_ino, status.st_mtime_ns, status.st_size)
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     ca: Path | None
@@ -118,17 +133,9 @@ class TlsFiles:
     key: Path | None
     password: Secret | None
 
-    def stamp(self) -> tuple[tuple[int, int, int], ...]:
-        """What changes when any of the files is replaced (a Secret volume swaps a link)."""
-        stamps = []
-        for path in (self.ca, self.cert, self.key):
-            try:
-                found = os.stat(path) if path is not None else None
-            except OSError:
-                found = None
-            stamps.append((0, 0, 0) if found is None else
-                          (found.st_ino, found.st_size, found.st_mtime_ns))  # fmt: skip
-        return tuple(stamps)
+    def stamp(self) -> tuple[Stamp, ...]:
+        """What changes when any of the files is replaced."""
+        return tuple(stamp(path) for path in (self.ca, self.cert, self.key))
 
 
 class Certificates(ssl.SSLContext):
@@ -137,7 +144,7 @@ class Certificates(ssl.SSLContext):
     keeps the certificate in use until the next look."""
 
     files: TlsFiles
-    _stamp: tuple[tuple[int, int, int], ...]
+    _stamp: tuple[Stamp, ...]
     _looked_at: float
     _lock: threading.Lock
 

@@ -8,20 +8,18 @@ suites. A connection keeps the context it was accepted with, so a renewal drops 
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 from pathlib import Path
 from typing import Final
 
 from connector.errors import ConfigError
+from connector.login import Stamp, stamp
 
 log = logging.getLogger(__name__)
 
 CIPHERS: Final = "ECDHE+AESGCM:ECDHE+CHACHA20"
 CERT_VARIABLE: Final = "NXCLOUD_RECEIVER_TLS_CERT_FILE"
 KEY_VARIABLE: Final = "NXCLOUD_RECEIVER_TLS_KEY_FILE"
-
-Stamp = tuple[tuple[int, int, int, int] | None, ...]
 
 
 def _no_password() -> bytes:
@@ -56,14 +54,6 @@ def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     return context
 
 
-def _stamp(path: Path) -> tuple[int, int, int, int] | None:
-    try:
-        status = os.stat(path)  # follows the symbolic links of a mounted Secret
-    except OSError:
-        return None
-    return (status.st_dev, status.st_ino, status.st_mtime_ns, status.st_size)
-
-
 class Certificate:
     """The current context for new connections; `current()` looks at the files first."""
 
@@ -73,8 +63,8 @@ class Certificate:
         self._seen = self._stamps()
         self._context = server_context(cert_file, key_file)
 
-    def _stamps(self) -> Stamp:
-        return (_stamp(self.cert_file), _stamp(self.key_file))
+    def _stamps(self) -> tuple[Stamp, ...]:
+        return (stamp(self.cert_file), stamp(self.key_file))
 
     def current(self) -> ssl.SSLContext:
         stamps = self._stamps()
