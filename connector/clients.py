@@ -26,7 +26,6 @@ from aiokafka.errors import (
     TransactionalIdAuthorizationFailed,
     UnsupportedSaslMechanismError,
 )
-from aiokafka.protocol.admin import ApiVersionRequest
 
 from connector import iam, login, oauth
 from connector.errors import KafkaAccessError
@@ -233,31 +232,12 @@ async def diagnose(settings: Settings, timeout: float = 15.0) -> str | None:  # 
         async with asyncio.timeout(timeout):
             conn = await create_conn(host, int(port), request_timeout_ms=int(timeout * 1000),
                                      **context)  # fmt: skip
-            try:
-                accepted = await _accepted(conn, settings)
-            finally:
-                conn.close()
-        if not accepted:
-            return explain(SaslAuthenticationFailed(), settings)
+            conn.close()
     except (KafkaError, OSError, TimeoutError) as exc:
         return explain(exc, settings)
     except KafkaAccessError as exc:
         return str(exc)
     return None
-
-
-async def _accepted(conn: Any, settings: Settings) -> bool:
-    """A token login that went through is asked one request: aiokafka alone takes a refused
-    OAUTHBEARER token for a login (login.ChallengedOAuth mends that; this stays for a
-    broker that drops the connection only at the first request)."""
-    if settings.kafka_sasl_mechanism not in TOKEN_MECHANISMS:
-        return True
-    try:
-        # A refusal answers as SaslAuthenticate's error, which decodes with error_code 58.
-        response = await conn.send(ApiVersionRequest())
-    except KafkaError:
-        return False
-    return getattr(response, "error_code", 0) == 0
 
 
 async def refusal(exc: BaseException, settings: Settings) -> str | None:
