@@ -8,8 +8,9 @@ KUSTOMIZE := .tools/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 # promtool checks and unit-tests deploy/monitoring's rules in the tests; built from its Go module, pinned here only.
 PROMTOOL_VERSION := v0.316.0
 PROMTOOL := .tools/promtool-$(PROMTOOL_VERSION)/promtool
-# Strimzi's validators, generated from its CRDs (npm, pinned by tests/strimzi/package-lock.json),
-# check deploy/'s KafkaTopics and KafkaUsers in the tests.
+# The validators generated from the CRDs of Strimzi, cert-manager, the Gateway API and the
+# Prometheus Operator (npm, pinned by tests/strimzi/package-lock.json) check deploy/'s custom
+# resources in the tests.
 STRIMZI_CHECK := .tools/strimzi-check
 # The Strimzi cluster and the namespace its Topic Operator watches, for the KafkaTopics.
 KAFKA_CLUSTER ?= my-cluster
@@ -54,12 +55,12 @@ test-fast: install tools
 # the KafkaUsers, from connector/acls.py.
 manifests: install
 	$(BIN)/python -m connector.manifests --cluster $(KAFKA_CLUSTER) --namespace $(KAFKA_NAMESPACE) \
-		--env-file deploy/base/settings.env > deploy/base/topics.yaml
+		--env-file deploy/base/settings.env > deploy/components/strimzi-topics/topics.yaml
 	$(BIN)/python -m connector.manifests --cluster $(KAFKA_CLUSTER) --namespace $(KAFKA_NAMESPACE) \
-		--env-file deploy/base/settings.env --env-file deploy/overlays/production/settings.env \
+		--env-file deploy/base/settings.env --env-file deploy/components/production/settings.env \
 		> deploy/overlays/production/topics.yaml
 	$(BIN)/python -m connector.manifests --users --cluster $(KAFKA_CLUSTER) --namespace $(KAFKA_NAMESPACE) \
-		--env-file deploy/base/settings.env > deploy/base/users.yaml
+		--env-file deploy/base/settings.env > deploy/components/kafka-strimzi-scram/users.yaml
 
 # The image's pinned dependencies: a clean install of the project, frozen. Refreshed only when
 # asked (`make lock`), never because pyproject.toml is newer: a checkout sets both times.

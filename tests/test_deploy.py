@@ -1,6 +1,8 @@
 """deploy/: every overlay renders with the pinned kustomize, every object is valid against
-the Kubernetes API schemas (offline, pinned version), production passes the checks a
-platform team enforces, the KafkaTopics are the topic declarations, and the Dockerfile lints.
+the Kubernetes API schemas (offline, pinned version) or its CRD's generated validator,
+production passes the checks a platform team enforces, each overlay's pods get the Kafka
+mechanism, the secret files and the egress ports their Kafka needs, the KafkaTopics are the
+topic declarations, and the Dockerfile lints.
 """
 
 from __future__ import annotations
@@ -9,15 +11,17 @@ import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -29,14 +33,20 @@ from connector.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
-OVERLAYS = ("dev", "production")
+OVERLAYS = ("dev", "production", "msk-iam", "oidc", "confluent-cloud", "gateway-api")
+# The overlays whose Kafka is Strimzi's: KafkaTopics and KafkaUsers from the declarations.
+STRIMZI_OVERLAYS = ("dev", "production", "gateway-api")
+PRODUCTION_OVERLAYS = ("production", "msk-iam", "oidc", "confluent-cloud", "gateway-api")
 # The Kubernetes API version every object is validated against (kubernetes-validate ships
 # its schemas; the package is pinned in pyproject.toml).
 KUBERNETES_VERSION = "1.33.0"
-CRD_SCHEMAS = {
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring.coreos.com-v1.json",
-}
 STRIMZI = "kafka.strimzi.io/v1"
+# Custom resources, validated with the validators generated from their CRDs (npm
+# @kubernetes-models, pinned in tests/strimzi/package-lock.json).
+CRD_API_VERSIONS = (
+    STRIMZI, "cert-manager.io/v1", "gateway.networking.k8s.io/v1", "monitoring.coreos.com/v1",
+)  # fmt: skip
+COMPONENTS = ("receiver", "poller", "worker")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 UID = 10001
 
@@ -59,9 +69,9 @@ def kustomize() -> Path:
 
 
 def strimzi_refusals(objects: list[Obj]) -> list[str]:
-    """What Strimzi's own validators (generated from its CRDs, npm
-    @kubernetes-models/strimzi-kafka-operator, pinned in tests/strimzi/) say of `objects`:
-    one line per object refused, none when all are valid."""
+    """What the validators generated from the CRDs (Strimzi's, cert-manager's, the Gateway
+    API's, the Prometheus Operator's: npm @kubernetes-models, pinned in tests/strimzi/) say of
+    `objects`: one line per object refused, none when all are valid."""
     default = ROOT / ".tools" / "strimzi-check"
     where = Path(os.environ.get("STRIMZI_CHECK") or default)
     if not (where / "node_modules").is_dir():
@@ -113,15 +123,40 @@ def containers(workload: Obj) -> Iterator[Obj]:
     yield from spec["containers"]
 
 
+def generated(name: str) -> str:
+    """A generated ConfigMap's or Secret's name without kustomize's hash suffix."""
+    return re.sub(r"-[a-z0-9]{10}$", "", name)
+
+
 def settings_of(objects: tuple[Obj, ...]) -> tuple[Obj, Settings]:
-    """The rendered settings ConfigMap, and the Settings it declares."""
-    found = [
-        obj
-        for obj in of_kind(objects, "ConfigMap")
-        if obj["metadata"]["name"].startswith("nxcloud-connector")
-    ]
+    """The rendered shared settings ConfigMap, and the Settings it declares (without the
+    components' own ConfigMaps, whose files it does not mount)."""
+    found = [obj for obj in of_kind(objects, "ConfigMap")
+             if generated(obj["metadata"]["name"]) == "nxcloud-connector"]  # fmt: skip
     assert len(found) == 1
-    return found[0], Settings.from_env(found[0]["data"])
+    data = {key: value for key, value in found[0]["data"].items()
+            if not key.startswith("KAFKA_") or key == "KAFKA_BOOTSTRAP_SERVERS"}  # fmt: skip
+    return found[0], Settings.from_env(data)
+
+
+def config_maps(objects: tuple[Obj, ...]) -> dict[str, dict[str, str]]:
+    """Every ConfigMap's data by its rendered name."""
+    return {obj["metadata"]["name"]: obj.get("data", {}) for obj in of_kind(objects, "ConfigMap")}
+
+
+def environment(objects: tuple[Obj, ...], container: Obj) -> dict[str, str]:
+    """The variables a container gets: its envFrom ConfigMaps in order, then its env (which
+    overrides them); a value from the Downward API as `<fieldPath>`."""
+    maps = config_maps(objects)
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(maps[source["configMapRef"]["name"]])
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            env[item["name"]] = f"<{item['valueFrom']['fieldRef']['fieldPath']}>"
+    return env
 
 
 def selects(selector: Obj, labels: dict[str, str]) -> bool:
@@ -141,15 +176,12 @@ def test_every_object_is_valid_against_its_schema(overlay: str) -> None:
     objects = render(f"overlays/{overlay}")
     assert len(objects) > 20
     strimzi = [obj for obj in objects if obj["apiVersion"] == STRIMZI]
-    assert {obj["kind"] for obj in strimzi} == {"KafkaTopic", "KafkaUser"}
-    assert strimzi_refusals(strimzi) == []
+    wanted = {"KafkaTopic", "KafkaUser"} if overlay in STRIMZI_OVERLAYS else set()
+    assert {obj["kind"] for obj in strimzi} == wanted
+    custom = [obj for obj in objects if obj["apiVersion"] in CRD_API_VERSIONS]
+    assert strimzi_refusals(custom) == []
     for obj in objects:
-        if obj["apiVersion"] == STRIMZI:
-            continue
-        crd = CRD_SCHEMAS.get((obj["apiVersion"], obj["kind"]))
-        if crd is not None:
-            schema = json.loads((ROOT / "tests" / "crds" / crd).read_text())
-            jsonschema.validate(obj, schema)
+        if obj["apiVersion"] in CRD_API_VERSIONS:
             continue
         try:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
@@ -161,7 +193,8 @@ def test_every_object_is_valid_against_its_schema(overlay: str) -> None:
 
 
 def test_the_validation_refuses_a_wrong_field() -> None:
-    """The checks above can fail: a typo in a workload and a string partition count."""
+    """The checks above can fail: a typo in a workload, a string partition count, a route to
+    a port by name, a certificate without an issuer, a scrape endpoint in a list of names."""
     worker = json.loads(json.dumps(one(render("overlays/production"), "StatefulSet", "worker")))
     pod_spec(worker)["containers"][0]["livenesProbe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -170,6 +203,19 @@ def test_the_validation_refuses_a_wrong_field() -> None:
     topic["spec"]["partitions"] = "12"
     name = topic["metadata"]["name"]
     assert strimzi_refusals([topic]) == [f"KafkaTopic/{name}: data/spec/partitions must be integer"]
+    objects = render("overlays/gateway-api")
+    route = json.loads(json.dumps(one(objects, "TLSRoute", "receiver")))
+    route["spec"]["rules"][0]["backendRefs"][0]["port"] = "http"
+    certificate = json.loads(json.dumps(one(objects, "Certificate", "receiver-push")))
+    del certificate["spec"]["issuerRef"]
+    monitor = json.loads(json.dumps(one(objects, "ServiceMonitor", "nxcloud-connector")))
+    monitor["spec"]["endpoints"] = ["metrics"]
+    refusals = strimzi_refusals([route, certificate, monitor])
+    assert [line.partition(",")[0] for line in refusals] == [
+        "TLSRoute/receiver: data/spec/rules/0/backendRefs/0/port must be integer",
+        "Certificate/receiver-push: data/spec must have required property issuerRef",
+        "ServiceMonitor/nxcloud-connector: data/spec/endpoints/0 must be object",
+    ]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -265,17 +311,26 @@ def test_every_image_is_pinned(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_components_are_chosen_by_the_command_and_read_the_settings(overlay: str) -> None:
+    """Each component reads the shared settings, then its own, and names none of them again
+    in `env:` (which would override them): the Kafka settings come from one place."""
     objects = render(f"overlays/{overlay}")
-    configmap, _ = settings_of(objects)
+    maps = config_maps(objects)
     for workload in of_kind(objects, *WORKLOAD_KINDS):
+        name = workload["metadata"]["name"]
         (container,) = pod_spec(workload)["containers"]
-        assert container["args"][0] == workload["metadata"]["name"]
-        if workload["metadata"]["name"] != "sandbox":
-            refs = [source["configMapRef"]["name"] for source in container["envFrom"]]
-            assert refs == [configmap["metadata"]["name"]]
+        assert container["args"][0] == name
+        if name == "sandbox":
+            continue
+        refs = [source["configMapRef"]["name"] for source in container["envFrom"]]
+        assert [generated(ref) for ref in refs] == ["nxcloud-connector", f"nxcloud-{name}"]
+        from_maps = {key for ref in refs for key in maps[ref]}
+        for item in container.get("env", []):
+            assert item["name"] not in from_maps, f"{name}: env overrides {item['name']}"
+            assert not item["name"].startswith("KAFKA_"), f"{name}: {item['name']} in env"
+            assert "fieldRef" in item.get("valueFrom", {}), f"{name}: {item['name']} in env"
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", STRIMZI_OVERLAYS)
 def test_the_kafkatopics_are_the_topic_declarations(overlay: str) -> None:
     """Regenerated from connector.topics.declare() with the settings the overlay's ConfigMap
     declares, they equal what the overlay renders: one source of truth."""
@@ -301,10 +356,10 @@ def test_production_topics_are_replicated_and_wider_than_the_base() -> None:
 @pytest.mark.parametrize(
     ("generated", "env_files"),
     [
-        ("base/topics.yaml", ["base/settings.env"]),
+        ("components/strimzi-topics/topics.yaml", ["base/settings.env"]),
         (
             "overlays/production/topics.yaml",
-            ["base/settings.env", "overlays/production/settings.env"],
+            ["base/settings.env", "components/production/settings.env"],
         ),
     ],
 )
@@ -392,7 +447,7 @@ def test_production_traffic_is_denied_unless_allowed() -> None:
     kafka_ports = {
         port["port"] for rule in policies["allow-dns-and-kafka"]["egress"] for port in rule["ports"]
     }
-    assert kafka_ports >= {53, 9092, 9093}
+    assert kafka_ports == {53, 9093}
     monitors = of_kind(objects, "ServiceMonitor")
     assert len(monitors) == 1
     scraped = [
@@ -409,13 +464,15 @@ def test_production_traffic_is_denied_unless_allowed() -> None:
 def test_the_monitoring_kustomization_renders_the_rules_and_the_dashboard() -> None:
     objects = render("monitoring")
     assert one(objects, "PrometheusRule", "nxcloud-connector")["spec"]["groups"]
+    assert strimzi_refusals(of_kind(objects, "PrometheusRule")) == []
     dashboard = one(objects, "ConfigMap", "nxcloud-connector-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["dashboard.json"])["uid"] == "nxcloud-connector"
 
 
-def test_production_ships_no_secret_and_the_example_only_placeholders() -> None:
-    assert not of_kind(render("overlays/production"), "Secret")
+@pytest.mark.parametrize("overlay", PRODUCTION_OVERLAYS)
+def test_production_ships_no_secret_and_the_example_only_placeholders(overlay: str) -> None:
+    assert not of_kind(render(f"overlays/{overlay}"), "Secret")
     example = yaml.safe_load((DEPLOY / "secret.example.yaml").read_text())
     assert example["metadata"]["name"] == "nxcloud-connector-credentials"
     assert set(example["stringData"]) == {
@@ -474,7 +531,7 @@ def test_the_images_requirements_satisfy_the_projects_dependencies() -> None:
         assert requirement.specifier.contains(found), f"{requirement.name}=={found}"
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", STRIMZI_OVERLAYS)
 def test_the_kafkausers_are_the_acl_declarations(overlay: str) -> None:
     """One KafkaUser per component, SCRAM-SHA-512, with exactly connector.acls' grants."""
     objects = render(f"overlays/{overlay}")
@@ -502,41 +559,208 @@ def test_the_generated_user_file_is_current() -> None:
         manifests.command_line("my-cluster", "kafka", paths, users=True),
         "connector/acls.py",
     )
-    assert (DEPLOY / "base" / "users.yaml").read_text() == text
+    assert (DEPLOY / "components" / "kafka-strimzi-scram" / "users.yaml").read_text() == text
+
+
+@dataclass(frozen=True)
+class Kafka:
+    """What an overlay's pods must get to reach its Kafka: the mechanism, each component's
+    user (or OIDC client), the files from Secrets (setting: Secret and key, `{c}` the
+    component), the one Kafka port, and the other egress its login needs."""
+
+    mechanism: str
+    user: str | None
+    files: dict[str, tuple[str, str]]
+    port: int
+    login_ports: frozenset[int] = frozenset()
+
+
+STRIMZI_SCRAM = Kafka(
+    "SCRAM-SHA-512", "nxcloud-{c}",
+    {"KAFKA_SASL_PASSWORD_FILE": ("nxcloud-{c}", "password"),
+     "KAFKA_SSL_CA_FILE": ("my-cluster-cluster-ca-cert", "ca.crt")},
+    9093,
+)  # fmt: skip
+OIDC = Kafka(
+    "OAUTHBEARER", "nxcloud-{c}",
+    {"KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET_FILE": ("nxcloud-{c}-oauth", "client-secret"),
+     "KAFKA_SSL_CA_FILE": ("kafka-ca", "ca.crt")},
+    9093, frozenset({443}),  # the token endpoint
+)  # fmt: skip
+CONFLUENT_CLOUD = Kafka(
+    "PLAIN", "REPLACE_ME_{c}_api_key",
+    {"KAFKA_SASL_PASSWORD_FILE": ("nxcloud-{c}-kafka", "api-secret")}, 9092,
+)  # fmt: skip
+KAFKA = {
+    "dev": STRIMZI_SCRAM,
+    "production": STRIMZI_SCRAM,
+    "gateway-api": STRIMZI_SCRAM,
+    "msk-iam": Kafka("AWS_MSK_IAM", None, {}, 9098, frozenset({443})),  # STS
+    "oidc": OIDC,
+    "confluent-cloud": CONFLUENT_CLOUD,
+}
+CREDENTIALS = "nxcloud-connector-credentials"
+NXCLOUD_FILES = {
+    "receiver": {"NXCLOUD_RECEIVER_TOKEN_FILE": (CREDENTIALS, "NXCLOUD_RECEIVER_TOKEN")},
+    "poller": {"NXCLOUD_APPKEY_FILE": (CREDENTIALS, "NXCLOUD_APPKEY"),
+               "NXCLOUD_SECRETKEY_FILE": (CREDENTIALS, "NXCLOUD_SECRETKEY")},
+    "worker": {},
+}  # fmt: skip
+PUSH_TLS_FILES = {
+    "NXCLOUD_RECEIVER_TLS_CERT_FILE": ("receiver-push-tls", "tls.crt"),
+    "NXCLOUD_RECEIVER_TLS_KEY_FILE": ("receiver-push-tls", "tls.key"),
+}
+
+
+def secret_files(workload: Obj) -> dict[str, tuple[str, str]]:
+    """Each file a workload's container sees from a Secret: its path, and the Secret's name
+    (without a generator's suffix) and key; only from read-only mounts of whole volumes."""
+    (container,) = pod_spec(workload)["containers"]
+    volumes = {v["name"]: v for v in pod_spec(workload).get("volumes", [])}
+    files = {}
+    for mount in container["volumeMounts"]:
+        secret = volumes.get(mount["name"], {}).get("secret")
+        if secret is None:
+            continue
+        where = f"{workload['metadata']['name']} {mount['name']}"
+        assert mount.get("readOnly") is True, f"{where}: a Secret mounted writable"
+        assert "subPath" not in mount, f"{where}: a subPath mount never sees a rotation"
+        for item in secret["items"]:
+            path = f"{mount['mountPath']}/{item['path']}"
+            files[path] = (generated(secret["secretName"]), item["key"])
+    return files
+
+
+def pod_settings(objects: tuple[Obj, ...], workload: Obj, root: Path) -> Settings:
+    """The Settings a workload's pod starts with: its environment as rendered, with each
+    mounted Secret's files laid out under `root` (a token's worth of text each)."""
+    (container,) = pod_spec(workload)["containers"]
+    env = environment(objects, container)
+    for path in secret_files(workload):
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.lstrip("/")).write_text("rotating-secret-1\n")
+    mounted = [m["mountPath"] for m in container["volumeMounts"]]
+    for key, value in env.items():
+        if key.endswith("_FILE") and any(value.startswith(f"{m}/") for m in mounted):
+            env[key] = str(root / value.lstrip("/"))
+    return Settings.from_env(env)
+
+
+def egress_ports(objects: tuple[Obj, ...], workload: Obj) -> set[int]:
+    """Every TCP port the NetworkPolicies let a workload's pods open connections to."""
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    ports: set[int] = set()
+    for policy in of_kind(objects, "NetworkPolicy"):
+        spec = policy["spec"]
+        if "Egress" not in spec["policyTypes"]:
+            continue
+        if spec["podSelector"] and not selects(spec["podSelector"], labels):
+            continue
+        for rule in spec.get("egress", []):
+            ports |= {p["port"] for p in rule.get("ports", []) if p["protocol"] == "TCP"}
+    return ports
+
+
+def connector_workloads(objects: tuple[Obj, ...]) -> list[Obj]:
+    found = [w for w in of_kind(objects, *WORKLOAD_KINDS) if w["metadata"]["name"] in COMPONENTS]
+    assert sorted(w["metadata"]["name"] for w in found) == sorted(COMPONENTS)
+    return found
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_each_component_connects_over_tls_as_its_own_kafkauser(overlay: str) -> None:
+def test_each_pod_gets_its_kafkas_mechanism_secret_files_and_egress(
+    overlay: str, tmp_path: Path
+) -> None:
+    """What the rendered pods get: the overlay's SASL mechanism and their own user, every
+    secret as a file from a read-only Secret mount (never a variable), and egress to the
+    port of every bootstrap server, the one port the Kafka component declares."""
     objects = render(f"overlays/{overlay}")
-    configmap, _ = settings_of(objects)
-    assert configmap["data"]["KAFKA_BOOTSTRAP_SERVERS"].endswith(":9093")  # the TLS listener
-    users = {u["metadata"]["name"] for u in of_kind(objects, "KafkaUser")}
-    for workload in of_kind(objects, *WORKLOAD_KINDS):
-        name = workload["metadata"]["name"]
-        if name == "sandbox":
-            continue
+    kafka = KAFKA[overlay]
+    secrets = {f.metadata["env"] for f in fields(Settings) if f.metadata["secret"]}
+    for workload in connector_workloads(objects):
+        component = workload["metadata"]["name"]
+        settings = pod_settings(objects, workload, tmp_path / component)
+        assert settings.kafka_security_protocol == "SASL_SSL", component
+        assert settings.kafka_sasl_mechanism == kafka.mechanism, component
+        user = kafka.user.format(c=component) if kafka.user else None
+        assert user in (settings.kafka_sasl_username, settings.kafka_oauth_client_id), component
         (container,) = pod_spec(workload)["containers"]
-        env = {item["name"]: item for item in container["env"]}
-        assert env["KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
-        assert env["KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
-        user = env["KAFKA_SASL_USERNAME"]["value"]
-        assert user == f"nxcloud-{name}"
-        assert user in users
-        assert "KAFKA_SASL_PASSWORD" not in env  # a file, read again when rotated
-        password_file = Path(env["KAFKA_SASL_PASSWORD_FILE"]["value"])
-        ca_file = Path(env["KAFKA_SSL_CA_FILE"]["value"])
-        mounts = {m["name"]: m for m in container["volumeMounts"]}
-        assert mounts["kafka-user"]["mountPath"] == str(password_file.parent)
-        assert mounts["kafka-user"]["readOnly"] is True
-        assert "subPath" not in mounts["kafka-user"]  # a subPath mount is never updated
-        user_secret = {v["name"]: v for v in pod_spec(workload)["volumes"]}["kafka-user"]
-        assert user_secret["secret"]["secretName"] == user
-        assert user_secret["secret"]["items"] == [{"key": "password", "path": password_file.name}]
-        assert mounts["kafka-ca"]["mountPath"] == str(ca_file.parent)
-        assert mounts["kafka-ca"]["readOnly"] is True
-        volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
-        assert volumes["kafka-ca"]["secret"]["secretName"] == "my-cluster-cluster-ca-cert"
-        assert volumes["kafka-ca"]["secret"]["items"] == [{"key": "ca.crt", "path": ca_file.name}]
+        env = environment(objects, container)
+        assert not secrets & set(env), f"{component}: a secret as a variable"
+        expected = {**kafka.files, **NXCLOUD_FILES[component]}
+        wanted = {setting: (secret.format(c=component), key)
+                  for setting, (secret, key) in expected.items()}  # fmt: skip
+        if component == "receiver" and overlay in PRODUCTION_OVERLAYS:
+            wanted |= PUSH_TLS_FILES
+        files = secret_files(workload)
+        given = {key: files.get(value) for key, value in env.items() if key.endswith("_FILE")}
+        assert given == wanted, component
+        servers = settings.kafka_bootstrap_servers.split(",")
+        bootstrap_ports = {int(server.rpartition(":")[2]) for server in servers}
+        assert bootstrap_ports == {kafka.port}, component
+        ports = egress_ports(objects, workload)
+        assert ports >= bootstrap_ports | kafka.login_ports | {53}, component
+        if settings.kafka_oauth_token_url is not None:
+            assert (urlsplit(settings.kafka_oauth_token_url).port or 443) in ports
+    policy = one(objects, "NetworkPolicy", "allow-dns-and-kafka")["spec"]
+    assert [p["port"] for p in policy["egress"][1]["ports"]] == [kafka.port]
+
+
+def test_the_kafka_egress_port_is_derived_from_the_components_one_setting(tmp_path: Path) -> None:
+    """Change the Kafka component's KafkaPort, and the egress policy follows."""
+    shutil.copytree(DEPLOY, tmp_path / "deploy")
+    declared = tmp_path / "deploy" / "components" / "kafka-msk-iam" / "kafka-port.yaml"
+    declared.write_text(declared.read_text().replace("port: 9098", "port: 9198"))
+    result = subprocess.run(
+        [str(kustomize()), "build", str(tmp_path / "deploy" / "overlays" / "msk-iam")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    objects = tuple(obj for obj in yaml.safe_load_all(result.stdout) if obj)
+    policy = one(objects, "NetworkPolicy", "allow-dns-and-kafka")["spec"]
+    assert [p["port"] for p in policy["egress"][1]["ports"]] == [9198]
+    assert not [obj for obj in objects if obj["kind"] == "KafkaPort"]  # never applied
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_component_has_its_own_service_account(overlay: str) -> None:
+    objects = render(f"overlays/{overlay}")
+    accounts = {a["metadata"]["name"]: a for a in of_kind(objects, "ServiceAccount")}
+    for workload in connector_workloads(objects):
+        name = pod_spec(workload)["serviceAccountName"]
+        assert name == f"nxcloud-{workload['metadata']['name']}"
+        assert accounts[name]["automountServiceAccountToken"] is False
+
+
+def test_on_msk_each_component_assumes_the_role_of_its_own_iam_policy() -> None:
+    """The IRSA annotation of each component's ServiceAccount names the role whose policy
+    `python -m connector.manifests --iam` prints for it, and the pods run the image with
+    AWS's signer (`make image EXTRAS=msk-iam`)."""
+    objects = render("overlays/msk-iam")
+    accounts = {a["metadata"]["name"]: a for a in of_kind(objects, "ServiceAccount")}
+    policies = {manifests.user_name(component) for component in acls.COMPONENTS}
+    roles = set()
+    for workload in connector_workloads(objects):
+        account = accounts[pod_spec(workload)["serviceAccountName"]]
+        arn = account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        assert re.fullmatch(r"arn:aws:iam::\d{12}:role/[\w+=,.@-]+", arn), arn
+        role = arn.rpartition("/")[2]
+        assert role == manifests.user_name(workload["metadata"]["name"])
+        roles.add(role)
+        for container in containers(workload):
+            assert container["image"].endswith("-msk-iam"), container["image"]
+    assert roles == policies - {manifests.user_name("operator")}
+    for overlay in set(OVERLAYS) - {"msk-iam"}:
+        for workload in connector_workloads(render(f"overlays/{overlay}")):
+            assert not pod_spec(workload)["containers"][0]["image"].endswith("-msk-iam")
+
+
+@pytest.mark.parametrize("overlay", STRIMZI_OVERLAYS)
+def test_on_strimzi_each_component_logs_in_as_its_own_kafkauser(overlay: str) -> None:
+    objects = render(f"overlays/{overlay}")
+    users = {u["metadata"]["name"] for u in of_kind(objects, "KafkaUser")}
+    for workload in connector_workloads(objects):
+        (container,) = pod_spec(workload)["containers"]
+        assert environment(objects, container)["KAFKA_SASL_USERNAME"] in users
 
 
 def test_production_keeps_the_calls_on_rocksdb_in_a_volume() -> None:
@@ -625,11 +849,14 @@ def test_the_push_load_balancers_source_ranges_are_cidrs_and_the_policys() -> No
         assert not selects(policy["podSelector"], labels)
 
 
-def test_the_push_port_speaks_tls_from_a_renewable_secret() -> None:
-    objects = render("overlays/production")
-    _, settings = settings_of(objects)
+@pytest.mark.parametrize("overlay", PRODUCTION_OVERLAYS)
+def test_the_push_port_speaks_tls_from_a_renewable_secret(overlay: str) -> None:
+    objects = render(f"overlays/{overlay}")
     receiver = one(objects, "StatefulSet", "receiver")
     (container,) = pod_spec(receiver)["containers"]
+    env = environment(objects, container)
+    settings = Settings.from_env({key: env[key] for key in (
+        "NXCLOUD_RECEIVER_TLS_CERT_FILE", "NXCLOUD_RECEIVER_TLS_KEY_FILE")})  # fmt: skip
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod_spec(receiver)["volumes"]}
     mount = mounts["push-tls"]
@@ -638,16 +865,13 @@ def test_the_push_port_speaks_tls_from_a_renewable_secret() -> None:
         assert path is not None
         assert str(path.parent) == mount["mountPath"]
     secret = volumes["push-tls"]["secret"]["secretName"]
-    example = yaml.safe_load(
-        (ROOT / "deploy/overlays/production/push-certificate.example.yaml").read_text()
-    )
-    assert example["kind"] == "Certificate"
-    assert example["apiVersion"] == "cert-manager.io/v1"
-    assert example["spec"]["secretName"] == secret
-    assert example["spec"]["dnsNames"]
-    ingress = one(objects, "Ingress", "receiver")
-    backend = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"]
-    assert backend == "HTTPS"
+    (certificate,) = [c for c in of_kind(objects, "Certificate")
+                      if c["spec"]["secretName"] == secret]  # fmt: skip
+    assert certificate["spec"]["dnsNames"]
+    assert certificate["spec"]["privateKey"]["rotationPolicy"] == "Always"
+    for ingress in of_kind(objects, "Ingress"):
+        annotations = ingress["metadata"]["annotations"]
+        assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -660,11 +884,9 @@ def test_each_worker_rejoins_as_itself_one_at_a_time(overlay: str) -> None:
     governing = one(objects, "Service", worker["spec"]["serviceName"])
     assert governing["spec"]["clusterIP"] == "None"
     (container,) = pod_spec(worker)["containers"]
-    env = {e["name"]: e for e in container["env"]}
-    instance = env["NXCLOUD_WORKER_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
-    assert instance == "metadata.name"
-    session = int(env["NXCLOUD_WORKER_SESSION_TIMEOUT_SECONDS"]["value"])
-    assert session >= 60
+    env = environment(objects, container)
+    assert env["NXCLOUD_WORKER_INSTANCE_ID"] == "<metadata.name>"
+    assert int(env["NXCLOUD_WORKER_SESSION_TIMEOUT_SECONDS"]) >= 60
     budget = one(objects, "PodDisruptionBudget", "worker")["spec"]
     assert budget["maxUnavailable"] == 1
     assert selects(budget["selector"], worker["spec"]["template"]["metadata"]["labels"])

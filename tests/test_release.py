@@ -61,8 +61,15 @@ def test_the_version_is_pyprojects_everywhere() -> None:
         "deploy/base/kustomization.yaml",
         "deploy/overlays/dev/kustomization.yaml",
         "deploy/overlays/production/kustomization.yaml",
+        "deploy/overlays/msk-iam/kustomization.yaml",
+        "deploy/overlays/oidc/kustomization.yaml",
+        "deploy/overlays/confluent-cloud/kustomization.yaml",
     }
-    assert set(tags.values()) == {declared}, f"the deploy/ image tags {tags} are not {declared}"
+    # The image with AWS's signer is the same release, tagged VERSION-msk-iam (`make image
+    # EXTRAS=msk-iam`).
+    released = {tag.removesuffix("-msk-iam") for tag in tags.values()}
+    assert released == {declared}, f"the deploy/ image tags {tags} are not {declared}"
+    assert tags["deploy/overlays/msk-iam/kustomization.yaml"] == f"{declared}-msk-iam"
 
 
 def test_every_component_serves_its_build_info() -> None:
