@@ -10,9 +10,13 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 import secrets
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +47,7 @@ from connector.receiver.app import create_app
 from connector.settings import Settings
 from tests.kafka_helpers import read_topic, serving
 from tests.oidc_helpers import Client, Issuer
+from tests.process_helpers import sandbox_poller_env
 from tests.secure_helpers import SecureKafka, started_secure_kafka
 from tests.support import ZONE, sandboxed_poller
 from tests.worker_helpers import await_ready, dr_record, start_worker
@@ -507,3 +512,180 @@ async def test_a_token_kafka_refuses_is_one_line_and_not_ready_with_no_token_log
             assert part not in caplog.text
             assert not any(part in str(record.__dict__) for record in caplog.records)
     assert SECRETS["foreign"] not in caplog.text
+
+
+async def fresh_password(secure: SecureKafka, user: str, path: Path) -> dict[str, str]:
+    """`user`'s settings with a password of its own (set on the broker, mounted at `path`):
+    other tests here rotate the users' passwords."""
+    password = "fresh-" + secrets.token_urlsafe(18)
+    await change_password(secure.settings("admin"), user, password)
+    env = password_file_env(secure, user, path)
+    mount(path, password)
+    return env
+
+
+def started(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[str]:
+    """`nxcloud-connector COMMAND` as a process of its own, its output in `log`."""
+    with log.open("w") as output:
+        return subprocess.Popen([sys.executable, "-m", "connector", command], env=env,
+                                stdout=output, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+async def answers(http: httpx.AsyncClient, url: str) -> bool:
+    try:
+        return (await http.get(url)).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+async def stopped(process: subprocess.Popen[str]) -> int:
+    process.terminate()
+    return await asyncio.to_thread(process.wait, 60)
+
+
+async def test_a_poller_process_takes_rotated_keys_and_password_from_its_files(
+    reauthenticating: SecureKafka, tmp_path: Path
+) -> None:
+    """The poller as a process, every secret from a mounted file, each rotated where it is
+    checked first, then in its file. NXCloud's keys: the provider refuses the old ones until
+    the files hold the new, and the poller's next request (a retry) sends them. Then the
+    Kafka password: the broker refuses the old one for 5 s, and the next login sends the
+    file's. No restart, no row lost."""
+    secure = reauthenticating
+    files = {name: tmp_path / name for name in ("appkey", "secretkey", "password")}
+    mount(files["appkey"], "appkey-1")
+    mount(files["secretkey"], "secretkey-1")
+    world = sandbox.World(seed=61, origin=utcnow() - timedelta(seconds=40), rate=1.0,
+                          max_seconds=2)  # fmt: skip
+    provider = sandbox.Sandbox(world, appkey="appkey-1", secretkey="secretkey-1",
+                               cdr_delay=timedelta(seconds=1))  # fmt: skip
+    operator = secure.settings("operator")
+    loop = asyncio.get_running_loop()
+
+    async def rows_since(moment: datetime, phase: str) -> None:
+        calls = world.calls_between(moment, moment + timedelta(seconds=6))
+        wanted = {call.cdr_id for call in calls}
+        assert wanted
+        try:
+            await read_topic(operator, secure.names.cdr_raw,
+                             lambda values: wanted <= {v["row"]["id"] for v in values},
+                             deadline=120)  # fmt: skip
+        except AssertionError as exc:
+            raise AssertionError(f"{phase}: {exc}") from None
+
+    async with serving(sandbox.create_app(provider)) as url, httpx.AsyncClient() as http:
+        kafka = await fresh_password(secure, "poller", files["password"])
+        env = sandbox_poller_env(kafka, url, secure.env("poller")["NXCLOUD_ACCOUNT"])
+        for name in ("appkey", "secretkey"):
+            del env[f"NXCLOUD_{name.upper()}"]
+            env[f"NXCLOUD_{name.upper()}_FILE"] = str(files[name])
+        # A row the first look missed (its call not ended yet) comes with a look 30 s later.
+        env["NXCLOUD_POLLER_REPOLL_AFTER_SECONDS"] = "30"
+        env["NXCLOUD_POLLER_PAGE_SIZE"] = "100"  # a request a window: the rate limit is 1/s
+        env["NXCLOUD_POLLER_CREDENTIALS_RETRY_SECONDS"] = "1"
+        metrics = f"http://127.0.0.1:{env['NXCLOUD_POLLER_METRICS_PORT']}/metrics"
+        poller = started("poller", env, tmp_path / "poller.log")
+        try:
+            await rows_since(utcnow(), "before the rotations")
+            provider.appkey, provider.secretkey = "appkey-2", "secretkey-2"
+            deadline = loop.time() + 60
+            while not re.search(r"^nxcloud_poller_credential_failures_total [1-9]",
+                                (await http.get(metrics)).text, re.M):  # fmt: skip
+                assert loop.time() < deadline, "the provider's new keys refused nothing"
+                assert poller.poll() is None, "the poller stopped"
+                await asyncio.sleep(0.2)
+            mount(files["appkey"], "appkey-2")
+            mount(files["secretkey"], "secretkey-2")
+            await rows_since(utcnow(), "after the keys' rotation")
+            password = "rotated-" + secrets.token_urlsafe(18)
+            await change_password(secure.settings("admin"), "poller", password)
+            until = loop.time() + 5
+            while loop.time() < until:
+                assert poller.poll() is None, "the poller stopped at the rotation"
+                await asyncio.sleep(0.2)
+            mount(files["password"], password)
+            await rows_since(utcnow(), "after the password's rotation")
+            assert poller.poll() is None, "the poller stopped"
+        finally:
+            code = await stopped(poller)
+    assert code == 0
+    log = (tmp_path / "poller.log").read_text()
+    assert "cdr query refused" in log
+    for secret in ("appkey-1", "secretkey-1", "appkey-2", "secretkey-2", password):
+        assert secret not in log
+
+
+async def test_a_receiver_process_takes_a_rotated_token_and_password_from_its_files(
+    reauthenticating: SecureKafka, tmp_path: Path
+) -> None:
+    """The receiver as a process, its push token and Kafka password from mounted files: the
+    next push after the token file changes is checked against the new token, and the next
+    Kafka login (the broker ends sessions after 3 s) sends the new password."""
+    secure = reauthenticating
+    token, password_file = tmp_path / "token", tmp_path / "password"
+    mount(token, "push-token-1")
+    port, management = free_port(), free_port()
+    env = {**await fresh_password(secure, "receiver", password_file),
+           "NXCLOUD_RECEIVER_TOKEN_FILE": str(token), "NXCLOUD_SPOOL_DIR": str(tmp_path / "spool"),
+           "NXCLOUD_RECEIVER_HOST": "127.0.0.1", "NXCLOUD_RECEIVER_PORT": str(port),
+           "NXCLOUD_RECEIVER_MANAGEMENT_HOST": "127.0.0.1",
+           "NXCLOUD_RECEIVER_MANAGEMENT_PORT": str(management)}  # fmt: skip
+    push_url, manage = f"http://127.0.0.1:{port}{DR_PATH}", f"http://127.0.0.1:{management}"
+    world = sandbox.World(seed=67, origin=utcnow(), rate=1.0)
+    answered: set[str] = set()
+    receiver = started("receiver", env, tmp_path / "receiver.log")
+    async with httpx.AsyncClient(timeout=30) as http:
+
+        async def push(message: int, with_token: str) -> int:
+            call = world.calls(message)[0]
+            pushed = await http.post(f"{push_url}/{with_token}", data=call.dr_fields(ZONE))
+            if pushed.text == "success":
+                answered.add(str(call.messageid))
+            return pushed.status_code
+
+        try:
+            deadline = asyncio.get_running_loop().time() + 60
+            while not await answers(http, manage + "/healthz"):
+                assert receiver.poll() is None, "the receiver exited"
+                assert asyncio.get_running_loop().time() < deadline, "the receiver never listened"
+                await asyncio.sleep(0.2)
+            assert await ready_text(http, manage, "ready") == "ready"
+            assert await push(0, "push-token-1") == 200
+            password = "rotated-" + secrets.token_urlsafe(18)
+            await change_password(secure.settings("admin"), "receiver", password)
+            loop = asyncio.get_running_loop()
+            message, until = 1, loop.time() + 5
+            while loop.time() < until:  # the broker refuses the file's password: spooled
+                assert await push(message, "push-token-1") == 200
+                message += 1
+                await asyncio.sleep(0.2)
+            mount(token, "push-token-2")
+            mount(password_file, password)
+            deadline = loop.time() + 30
+            while await push(message, "push-token-2") != 200:
+                assert loop.time() < deadline, "the rotated token is still refused"
+                await asyncio.sleep(0.2)
+            message += 1
+            assert await push(message, "push-token-1") == 403
+            until = loop.time() + 10
+            while loop.time() < until:  # logins with the new password, every 3 s
+                message += 1
+                assert await push(message, "push-token-2") == 200
+                await asyncio.sleep(0.2)
+            deadline = loop.time() + 60
+            while "nxcloud_receiver_kafka_up 1.0" not in (await http.get(manage + "/metrics")).text:
+                assert loop.time() < deadline, "the receiver did not reach Kafka again"
+                await asyncio.sleep(0.5)
+            assert receiver.poll() is None, "the receiver stopped"
+        finally:
+            code = await stopped(receiver)
+    assert code in (0, -signal.SIGTERM)  # uvicorn raises the signal again once it has stopped
+    operator = secure.settings("operator")
+    stored = await read_topic(
+        operator, secure.names.dr_raw, lambda values: answered <= message_ids(values), deadline=90
+    )
+    assert answered <= message_ids(stored)
+    assert len(answered) == message  # every push but the one with the old token
+    log = (tmp_path / "receiver.log").read_text()
+    for secret in ("push-token-1", "push-token-2", password):
+        assert secret not in log

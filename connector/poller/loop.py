@@ -78,9 +78,11 @@ class CdrSource:
     bucket: TokenBucket
     metrics: PollerMetrics
 
-    async def page(self, window: cdr.Window, number: int) -> cdr.Page:
+    def form(self, window: cdr.Window, number: int) -> dict[str, str]:
+        """The query of one page, with the credentials as their files hold them now (a
+        rotated Secret is in the next request, a retry's included)."""
         appkey, secretkey = self.settings.credentials()
-        form = cdr.query_form(
+        return cdr.query_form(
             window,
             number,
             self.settings.poller_page_size,
@@ -88,10 +90,12 @@ class CdrSource:
             secretkey=secretkey.reveal(),
             zone=self.settings.nxcloud_timezone,
         )
+
+    async def page(self, window: cdr.Window, number: int) -> cdr.Page:
         attempt = 0
         while True:
             await self.bucket.take()
-            outcome, pause = await self._ask(form)
+            outcome, pause = await self._ask(self.form(window, number))
             if isinstance(outcome, cdr.Page):
                 self.metrics.requests.labels("ok").inc()
                 return outcome
