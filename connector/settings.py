@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -12,9 +11,10 @@ from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from connector import redaction
 from connector.cdr import LOOKBACK, MAX_WINDOW
 from connector.errors import ConfigError
 
@@ -462,13 +462,9 @@ def secret_from_file(name: str, value: str | None, path: str) -> Secret:
 
 
 def scrub(text: str, secrets: Iterable[Secret]) -> str:
-    """Mask each secret in `text`, as it is and as a query string or JSON would quote it."""
-    for secret in secrets:
-        value = secret.reveal()
-        for form in {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]}:
-            if form:
-                text = text.replace(form, "**********")
-    return text
+    """Mask each secret in `text`, in every form a provider may echo it (connector.redaction:
+    %-encoded in part or whole, `+` read as a space, JSON escapes, base64 alone or paired)."""
+    return redaction.mask(text, (secret.reveal() for secret in secrets))
 
 
 def kafka_security_problems(settings: Settings) -> list[str]:
