@@ -86,7 +86,7 @@ def dashboard_queries() -> list[str]:
     dashboard = json.loads((MONITORING / "dashboard.json").read_text())
     panels = dashboard["panels"]
     assert [p["title"].split(":")[0] for p in panels if p["type"] == "row"] == [
-        "Receiver", "Poller", "Worker",
+        "Receiver", "Poller", "Worker", "Release",
     ]  # fmt: skip
     queries = [t["expr"] for p in panels for t in p.get("targets", [])]
     queries += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
@@ -98,3 +98,22 @@ def test_every_metric_queried_is_served() -> None:
     queried = {name for expr in rules + dashboard_queries() for name in METRIC.findall(expr)}
     assert len(queried) > 20
     assert queried - served() == set()
+
+
+def test_a_component_that_vanishes_or_cannot_be_scraped_alerts() -> None:
+    """Each component has an alert for the absence of a series only it serves, one alert
+    fires on a target down (up == 0), one on two releases running, and the dashboard shows
+    the releases that run (nxcloud_build_info)."""
+    exprs = {rule["alert"]: rule["expr"] for group in rule_groups()["groups"]
+             for rule in group["rules"]}  # fmt: skip
+    metrics = (ReceiverMetrics(), PollerMetrics(), WorkerMetrics())
+    serving = [{family.name for family in m.registry.collect()} - {"nxcloud_build_info"}
+               for m in metrics]  # fmt: skip
+    for own in serving:
+        only = own - set().union(*(other for other in serving if other is not own))
+        absent = [alert for alert, expr in exprs.items()
+                  if "absent(" in expr and set(METRIC.findall(expr)) & only]  # fmt: skip
+        assert len(absent) == 1, own
+    assert [a for a, expr in exprs.items() if re.search(r"\bup\{[^}]*\} == 0", expr)]
+    assert [a for a, expr in exprs.items() if "count by (namespace, version)" in expr]
+    assert any("nxcloud_build_info" in query for query in dashboard_queries())
