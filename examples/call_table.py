@@ -17,8 +17,13 @@ reading the topic twice gives the same table. The rows and the next offsets are 
 in one transaction, so a crash never applies half a batch or skips one: the offsets are
 committed with the rows, never before them.
 
+It reaches Kafka with the same settings as the connector's components (the `KAFKA_*`
+variables of docs/configuration.md: TLS, SASL PLAIN and SCRAM, OAUTHBEARER, Amazon MSK
+IAM), from the environment or from `--env-file` files such as a Kafka component's
+`kafka.env`; its user needs Read and Describe on the topic (no consumer group).
+
     python -m examples.call_table --bootstrap-servers 127.0.0.1:9092 --db calls.sqlite
-    python -m examples.call_table --db postgresql://user@host/db
+    python -m examples.call_table --env-file kafka.env --db postgresql://user@host/db
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,8 +41,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import for_code
 
+from connector import admin, clients
+from connector.errors import ConnectorError
+from connector.manifests import read_env_files
+from connector.settings import Settings
 from examples import call_views
 
 TOPIC: Final = "nxcloud.voice.call-events"
@@ -170,8 +180,13 @@ def apply_batch(
     return summary
 
 
+def kafka(reach: str | Settings) -> Settings:
+    """The settings to reach Kafka with: as given, or PLAINTEXT to bootstrap servers."""
+    return reach if isinstance(reach, Settings) else Settings(kafka_bootstrap_servers=reach)
+
+
 async def follow(
-    bootstrap_servers: str,
+    reach: str | Settings,
     db: Table,
     topic: str = TOPIC,
     *,
@@ -179,9 +194,12 @@ async def follow(
     stop_at_end: bool = False,
 ) -> Summary:
     """Read `topic` into the table from where the table stopped (or from the beginning);
-    with `stop_at_end`, return once the end offsets of the start are reached."""
+    with `stop_at_end`, return once the end offsets of the start are reached. `reach`: the
+    connector's settings (every Kafka client option from connector.clients), or bootstrap
+    servers on PLAINTEXT."""
+    settings = kafka(reach)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
+        **clients.options(settings, client_id="nxcloud-call-table"),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
@@ -189,7 +207,7 @@ async def follow(
     await consumer.start()
     total = Summary()
     try:
-        partitions = await partitions_of(bootstrap_servers, topic)
+        partitions = await partitions_of(settings, topic)
         consumer.assign(partitions)
         stored = {} if from_beginning else positions(db, topic)
         for tp in partitions:
@@ -207,15 +225,11 @@ async def follow(
     return total
 
 
-async def partitions_of(bootstrap_servers: str, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described["error_code"]:
-        raise ValueError(f"{topic}: error code {described['error_code']}")
+async def partitions_of(reach: str | Settings, topic: str) -> list[TopicPartition]:
+    async with admin.admin_client(kafka(reach)) as client:
+        (described,) = await client.describe_topics([topic])
+    if described["error_code"]:  # not there, or not for this user: as Kafka says it
+        raise for_code(described["error_code"])(topic)
     return [TopicPartition(topic, p["partition"])
             for p in sorted(described["partitions"], key=lambda p: p["partition"])]  # fmt: skip
 
@@ -233,7 +247,15 @@ def main() -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        action="append",
+        default=[],
+        help="read the KAFKA_* settings from this KEY=VALUE file instead of the environment; "
+        "repeat it to layer files (a later one wins)",
+    )
+    parser.add_argument("--bootstrap-servers", help="instead of KAFKA_BOOTSTRAP_SERVERS")
     parser.add_argument("--topic", default=TOPIC)
     parser.add_argument(
         "--db", default="calls.sqlite", help="a SQLite file, or postgresql://USER@HOST/DB"
@@ -241,13 +263,23 @@ def main() -> None:
     parser.add_argument("--from-beginning", action="store_true", help="ignore stored offsets")
     parser.add_argument("--stop-at-end", action="store_true", help="stop once caught up")
     args = parser.parse_args()
+    try:
+        environ = read_env_files(args.env_file) if args.env_file else dict(os.environ)
+        if args.bootstrap_servers:
+            environ["KAFKA_BOOTSTRAP_SERVERS"] = args.bootstrap_servers
+        settings = Settings.from_env(environ)
+    except (ConnectorError, OSError) as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
     db = open_table(args.db)
     try:
-        summary = asyncio.run(follow(args.bootstrap_servers, db, args.topic,
-                                     from_beginning=args.from_beginning,
-                                     stop_at_end=args.stop_at_end))  # fmt: skip
+        with clients.refusals(settings):  # a refused login or ACL in one line
+            summary = asyncio.run(follow(settings, db, args.topic,
+                                         from_beginning=args.from_beginning,
+                                         stop_at_end=args.stop_at_end))  # fmt: skip
     except KeyboardInterrupt:
         return
+    except ConnectorError as exc:
+        parser.exit(exc.exit_code, f"{parser.prog}: {exc}\n")
     finally:
         db.close()
     print(f"read {summary.read} events, changed {summary.changed} rows")
