@@ -64,29 +64,43 @@ manifests: install
 
 # The image's pinned dependencies: a clean install of the project, frozen. Refreshed only when
 # asked (`make lock`), never because pyproject.toml is newer: a checkout sets both times.
+# The msk-iam image adds only packages: both files come from one resolution with both extras.
 lock:
-	rm -rf .tools/lock-venv
+	rm -rf .tools/lock-venv .tools/lock-all-venv
+	$(PYTHON) -m venv .tools/lock-all-venv
+	.tools/lock-all-venv/bin/pip install --quiet '.[rocksdict,msk-iam]'
+	.tools/lock-all-venv/bin/pip freeze --exclude nxcloud-connector > .tools/lock-all.txt
 	$(PYTHON) -m venv .tools/lock-venv
-	.tools/lock-venv/bin/pip install --quiet '.[rocksdict]'
+	.tools/lock-venv/bin/pip install --quiet --constraint .tools/lock-all.txt '.[rocksdict]'
+	.tools/lock-venv/bin/pip freeze --exclude nxcloud-connector > .tools/lock-base.txt
 	{ echo "# The image's exact dependency versions: \`make lock\` (pip freeze of a clean"; \
 	  echo "# install of the project with its rocksdict extra, Python 3.11). deploy/Dockerfile installs"; \
 	  echo "# these, then the project with --no-deps."; \
-	  .tools/lock-venv/bin/pip freeze --exclude nxcloud-connector; } > deploy/requirements.txt.new
+	  cat .tools/lock-base.txt; } > deploy/requirements.txt.new
+	{ echo "# The msk-iam extra's exact dependency versions, on top of requirements.txt (\`make lock\`:"; \
+	  echo "# pip freeze of a clean install of the project with its rocksdict and msk-iam extras, less"; \
+	  echo "# what requirements.txt holds, Python 3.11). deploy/Dockerfile installs these when built with"; \
+	  echo "# --build-arg EXTRAS=msk-iam (\`make image EXTRAS=msk-iam\`)."; \
+	  grep -vxFf .tools/lock-base.txt .tools/lock-all.txt; } > deploy/requirements-msk-iam.txt.new
 	mv deploy/requirements.txt.new deploy/requirements.txt
-	rm -rf .tools/lock-venv
+	mv deploy/requirements-msk-iam.txt.new deploy/requirements-msk-iam.txt
+	rm -rf .tools/lock-venv .tools/lock-all-venv .tools/lock-base.txt .tools/lock-all.txt
 
 # The image, built with buildah (Debian's package) from deploy/Dockerfile, tagged and labelled
 # with the package's version. BASE_IMAGE= a stand-in base (default: the Dockerfile's pinned
-# one); BUILDAH= buildah with its storage options (tests/test_image.py passes its own).
+# one); BUILDAH= buildah with its storage options (tests/test_image.py passes its own);
+# EXTRAS=msk-iam adds AWS's signer (for Amazon MSK with IAM), tagged VERSION-msk-iam.
 IMAGE ?= nxcloud-connector
 BASE_IMAGE ?=
 BUILDAH ?= buildah --storage-driver vfs
 BUILDAH_FLAGS ?=
+EXTRAS ?=
 image: install
 	version=$$($(BIN)/nxcloud-connector --version) && \
 	$(BUILDAH) build --isolation chroot --file deploy/Dockerfile $(BUILDAH_FLAGS) \
 		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) --build-arg VERSION=$$version \
-		--tag $(IMAGE):$$version .
+		$(if $(EXTRAS),--build-arg EXTRAS=$(EXTRAS)) \
+		--tag $(IMAGE):$$version$(if $(EXTRAS),-$(EXTRAS)) .
 
 # The image's SBOM (CycloneDX JSON) from its exact requirements as they are (it never refreshes
 # them), with cyclonedx-bom pinned here: deploy/sbom.cdx.json.

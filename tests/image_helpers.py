@@ -144,8 +144,10 @@ def stand_in_base(buildah: Buildah, release: str) -> str:
     return image
 
 
-def build(buildah: Buildah, image: str, base: str) -> None:
-    """`make image` into buildah's storage, on `base`, which is already there."""
+def build(buildah: Buildah, image: str, base: str, extras: str = "") -> None:
+    """`make image` (with `extras`: `make image EXTRAS=...`) into buildah's storage, on
+    `base`, which is already there. Layers are cached (`--layers`), so a second build with
+    extras runs only the steps from the EXTRAS argument on."""
     storage = f"BUILDAH={' '.join(buildah.command())}"
     args = [
         "make",
@@ -153,9 +155,10 @@ def build(buildah: Buildah, image: str, base: str) -> None:
         f"IMAGE={image}",
         storage,
         f"BASE_IMAGE={base}",
-        "BUILDAH_FLAGS=--pull=never",
+        "BUILDAH_FLAGS=--pull=never --layers",
+        *([f"EXTRAS={extras}"] if extras else []),
     ]
-    step("build (make image)", args, cwd=ROOT, timeout=1800)
+    step(f"build (make image{' EXTRAS=' + extras if extras else ''})", args, cwd=ROOT, timeout=1800)
 
 
 def run_in(

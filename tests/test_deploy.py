@@ -531,6 +531,24 @@ def test_the_images_requirements_satisfy_the_projects_dependencies() -> None:
         assert requirement.specifier.contains(found), f"{requirement.name}=={found}"
 
 
+def test_the_msk_iam_images_requirements_only_add_the_extras_dependencies() -> None:
+    """deploy/requirements-msk-iam.txt (installed on top of requirements.txt by `make image
+    EXTRAS=msk-iam`) pins the msk-iam extra's dependencies and nothing requirements.txt has."""
+
+    def pins(name: str) -> dict[str, str]:
+        lines = (DEPLOY / name).read_text().splitlines()
+        found = [line.partition("==") for line in lines if line and not line.startswith("#")]
+        return {canonicalize_name(key): version for key, _, version in found}
+
+    base, extra = pins("requirements.txt"), pins("requirements-msk-iam.txt")
+    assert not set(base) & set(extra)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for dependency in project["optional-dependencies"]["msk-iam"]:
+        requirement = Requirement(dependency)
+        assert requirement.specifier.contains(extra[canonicalize_name(requirement.name)])
+    assert {"boto3", "botocore"} <= set(extra)
+
+
 @pytest.mark.parametrize("overlay", STRIMZI_OVERLAYS)
 def test_the_kafkausers_are_the_acl_declarations(overlay: str) -> None:
     """One KafkaUser per component, SCRAM-SHA-512, with exactly connector.acls' grants."""

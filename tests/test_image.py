@@ -87,9 +87,35 @@ def image(request: pytest.FixtureRequest) -> Iterator[tuple[Path, dict[str, Any]
     try:
         with buildah.mounted(tag) as rootfs:
             yield rootfs, config
-    finally:  # each run builds anew (no layer cache): keep only the stand-in base
+    finally:  # each run builds anew (no layer cache kept): keep only the stand-in base
         buildah("remove the image", "rmi", tag)
         buildah("remove dangling images", "rmi", "--prune")
+
+
+@pytest.fixture(scope="module")
+def msk_image(
+    request: pytest.FixtureRequest, image: tuple[Path, dict[str, Any]]
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The image with AWS's signer (`make image EXTRAS=msk-iam`), built after the plain one:
+    every layer before the EXTRAS argument comes from the plain build's cache."""
+    buildah = Buildah()
+    base = pinned_base()
+    if not buildah.has_image(base):
+        base = stand_in_base(buildah, debian_release(base))
+    started = time.monotonic()
+    build(buildah, IMAGE, base, extras="msk-iam")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    assert capture is not None
+    with capture.global_and_fixture_disabled():
+        print(
+            f"\nimage: `make image EXTRAS=msk-iam` built it in {time.monotonic() - started:.0f} s"
+        )
+    tag = f"{IMAGE}:{connector.__version__}-msk-iam"
+    try:
+        with buildah.mounted(tag) as rootfs:
+            yield rootfs, buildah.config(tag)
+    finally:
+        buildah("remove the msk-iam image", "rmi", tag)
 
 
 def in_image(image: tuple[Path, dict[str, Any]], name: str, *argv: str, **kwargs: Any) -> str:
@@ -227,3 +253,44 @@ def test_the_workers_probe_passes_once_it_runs(
         wait_for("worker probe", process, log, passes, 240)
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     assert build_version(metrics) == connector.__version__, "the worker's build info"
+
+
+# Signs an MSK IAM token as every Kafka client of the connector would (clients.token_provider,
+# from the settings): signing is local, with the AWS credentials in the environment.
+SIGN = """
+import asyncio, base64, json
+from urllib.parse import parse_qs, urlsplit
+from connector import clients
+from connector.settings import Settings
+token = asyncio.run(clients.token_provider(Settings.from_env()).token())
+url = urlsplit(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode())
+query = parse_qs(url.query)
+print(json.dumps({"host": url.netloc, "action": query["Action"][0],
+                  "credential": query["X-Amz-Credential"][0],
+                  "signed": bool(query["X-Amz-Signature"][0])}))
+"""
+MSK_ENV = {"KAFKA_BOOTSTRAP_SERVERS": "b-1.example.kafka.eu-west-1.amazonaws.com:9098",
+           "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "AWS_MSK_IAM",
+           "KAFKA_AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
+           "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+           "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
+
+
+def test_the_msk_iam_image_signs_an_iam_login_and_the_plain_one_names_the_extra(
+    image: tuple[Path, dict[str, Any]], msk_image: tuple[Path, dict[str, Any]]
+) -> None:
+    assert in_image(msk_image, "--version", "--version").strip() == connector.__version__
+    labels = msk_image[1]["Labels"]
+    assert labels["org.opencontainers.image.version"] == connector.__version__
+    signed = orjson.loads(in_image(msk_image, "sign an MSK IAM token", "python", "-c", SIGN,
+                                   env=MSK_ENV, entrypoint=False))  # fmt: skip
+    assert signed["host"] == "kafka.eu-west-1.amazonaws.com"
+    assert signed["action"] == "kafka-cluster:Connect"
+    assert signed["credential"].startswith("AKIAIOSFODNN7EXAMPLE/")
+    assert signed["credential"].endswith("/eu-west-1/kafka-cluster/aws4_request")
+    assert signed["signed"]
+    rootfs, config = image
+    command = run_in(rootfs, config, ["python", "-c", SIGN], env=MSK_ENV, entrypoint=False)
+    plain = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert plain.returncode != 0
+    assert "pip install 'nxcloud-connector[msk-iam]'" in plain.stderr
