@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +22,7 @@ import orjson
 
 from connector import schema, wire
 from connector.errors import RegistryUnreachable, SchemaRefused
-from connector.settings import Settings
+from connector.settings import Secret, Settings
 from connector.topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,17 @@ def _reason(response: httpx.Response) -> str:
     return str(message or response.text.strip() or response.reason_phrase)[:500]
 
 
+class Basic(httpx.Auth):
+    """HTTP Basic with the password as its file holds it at each request (a rotated
+    NXCLOUD_REGISTRY_PASSWORD_FILE is in the next one)."""
+
+    def __init__(self, username: str, password: Secret) -> None:
+        self._username, self._password = username, password
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        yield from httpx.BasicAuth(self._username, self._password.reveal()).auth_flow(request)
+
+
 class Registry:
     """A client of one registry; an async context manager."""
 
@@ -89,7 +100,7 @@ class Registry:
         self.url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         password = settings.registry_password
         self._auth = (
-            httpx.BasicAuth(settings.registry_username, password.reveal())
+            Basic(settings.registry_username, password)
             if settings.registry_username is not None and password is not None
             else None
         )

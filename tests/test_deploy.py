@@ -624,6 +624,8 @@ NXCLOUD_FILES = {
                "NXCLOUD_SECRETKEY_FILE": (CREDENTIALS, "NXCLOUD_SECRETKEY")},
     "worker": {},
 }  # fmt: skip
+REGISTRY_OVERLAYS = ("confluent-cloud",)
+REGISTRY_FILES = {"NXCLOUD_REGISTRY_PASSWORD_FILE": ("nxcloud-schema-registry", "password")}
 PUSH_TLS_FILES = {
     "NXCLOUD_RECEIVER_TLS_CERT_FILE": ("receiver-push-tls", "tls.crt"),
     "NXCLOUD_RECEIVER_TLS_KEY_FILE": ("receiver-push-tls", "tls.key"),
@@ -710,6 +712,8 @@ def test_each_pod_gets_its_kafkas_mechanism_secret_files_and_egress(
                   for setting, (secret, key) in expected.items()}  # fmt: skip
         if component == "receiver" and overlay in PRODUCTION_OVERLAYS:
             wanted |= PUSH_TLS_FILES
+        if component == "worker" and overlay in REGISTRY_OVERLAYS:
+            wanted |= REGISTRY_FILES
         files = secret_files(workload)
         given = {key: files.get(value) for key, value in env.items() if key.endswith("_FILE")}
         assert given == wanted, component
@@ -718,8 +722,13 @@ def test_each_pod_gets_its_kafkas_mechanism_secret_files_and_egress(
         assert bootstrap_ports == {kafka.port}, component
         ports = egress_ports(objects, workload)
         assert ports >= bootstrap_ports | kafka.login_ports | {53}, component
-        if settings.kafka_oauth_token_url is not None:
-            assert (urlsplit(settings.kafka_oauth_token_url).port or 443) in ports
+        for url in (settings.kafka_oauth_token_url, settings.registry_url):
+            if url is not None:
+                parts = urlsplit(url)
+                assert (parts.port or {"https": 443, "http": 80}[parts.scheme]) in ports, url
+        assert settings.registry_wire_format == (
+            component == "worker" and overlay in REGISTRY_OVERLAYS
+        )
     policy = one(objects, "NetworkPolicy", "allow-dns-and-kafka")["spec"]
     assert [p["port"] for p in policy["egress"][1]["ports"]] == [kafka.port]
 

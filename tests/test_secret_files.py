@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from dataclasses import fields, replace
@@ -9,10 +10,16 @@ from pathlib import Path
 
 import pytest
 from aiokafka.conn import AIOKafkaConnection
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from connector import clients, login
 from connector.errors import ConfigError
+from connector.registry import Registry
 from connector.settings import REREAD_SECONDS, Secret, Settings
+from tests.kafka_helpers import serving
 
 SECRET_VARIABLES = (
     "KAFKA_SASL_PASSWORD",
@@ -123,3 +130,30 @@ def test_a_secret_from_a_file_meets_the_same_rules_as_one_given_directly(tmp_pat
     settings = Settings.from_env({"NXCLOUD_RECEIVER_TOKEN_FILE": str(token)})
     assert settings.receiver_token is not None
     assert settings.receiver_token.reveal() == "TOK+ORCHID/4f19=a2"
+
+
+async def test_the_registry_client_sends_a_rotated_password_at_its_next_request(
+    tmp_path: Path,
+) -> None:
+    """One registry client (as `registry` keeps for all its registrations) over real HTTP:
+    the request after the password file changed carries the new password."""
+    seen: list[str] = []
+
+    async def lookup(request: Request) -> JSONResponse:
+        seen.append(request.headers.get("authorization", ""))
+        return JSONResponse({"id": 7, "version": 1, "subject": "s"})
+
+    path = tmp_path / "password"
+    rotate(path, "registry-password-1")
+    app = Starlette(routes=[Route("/subjects/{name}", lookup, methods=["POST"])])
+    async with serving(app) as url:
+        settings = Settings.from_env({"NXCLOUD_REGISTRY_URL": url,
+                                      "NXCLOUD_REGISTRY_USERNAME": "nxcloud-worker",
+                                      "NXCLOUD_REGISTRY_PASSWORD_FILE": str(path)})  # fmt: skip
+        async with Registry(settings) as client:
+            await client.lookup("s", "{}")
+            rotate(path, "registry-password-2")
+            later()
+            await client.lookup("s", "{}")
+    basic = [base64.b64decode(header.removeprefix("Basic ")).decode() for header in seen]
+    assert basic == ["nxcloud-worker:registry-password-1", "nxcloud-worker:registry-password-2"]
