@@ -570,8 +570,9 @@ async def test_a_poller_process_takes_rotated_keys_and_password_from_its_files(
             await read_topic(operator, secure.names.cdr_raw,
                              lambda values: wanted <= {v["row"]["id"] for v in values},
                              deadline=120)  # fmt: skip
-        except AssertionError as exc:
-            raise AssertionError(f"{phase}: {exc}") from None
+        except AssertionError as exc:  # with what the poller said last
+            said = (tmp_path / "poller.log").read_text().splitlines()[-30:]
+            raise AssertionError(f"{phase}: {exc}\n" + "\n".join(said)) from None
 
     async with serving(sandbox.create_app(provider)) as url, httpx.AsyncClient() as http:
         kafka = await fresh_password(secure, "poller", files["password"])
