@@ -23,7 +23,7 @@ from connector.topics import TopicNames
 
 Resource = Literal["topic", "group", "cluster"]
 Pattern = Literal["literal", "prefix"]
-COMPONENTS: Final = ("receiver", "poller", "worker", "operator")
+COMPONENTS: Final = ("receiver", "poller", "worker", "operator", "reconciler")
 CHANGELOG_TABLE: Final = "calls"
 
 
@@ -45,13 +45,20 @@ def poller_group(settings: Settings) -> str:
     return f"nxcloud-poller.{settings.account}"
 
 
+def reconciler_group(settings: Settings) -> str:
+    """The reconcilers' election: the member that holds the reconciliation topic's one
+    partition writes (`connector.reconciler`)."""
+    suffix = f".{settings.topic_suffix}" if settings.topic_suffix else ""
+    return f"nxcloud-reconciler{suffix}"
+
+
 def grants(settings: Settings, names: TopicNames | None = None) -> dict[str, tuple[Grant, ...]]:
     """What each component's user may do, and nothing more."""
     names = names or TopicNames.of(settings)
     app = group_id(settings)
     sources = (names.dr_raw, names.cdr_raw, names.observations)
     every_topic = (names.dr_raw, names.cdr_raw, names.call_events, names.dead_letter,
-                   names.poller_state, names.observations)  # fmt: skip
+                   names.poller_state, names.observations, names.reconciliation)  # fmt: skip
     return {
         "receiver": (*_topics((names.dr_raw, names.dead_letter), "Write", "Describe"),),
         "poller": (
@@ -81,6 +88,18 @@ def grants(settings: Settings, names: TopicNames | None = None) -> dict[str, tup
                 "prefix",
             ),
             Grant("group", app, ("Describe",)),
+            # a reconciliation rebuilt from a rebuilt call-event topic, beside the live one
+            Grant(
+                "topic",
+                f"{names.reconciliation}.",
+                ("Read", "Write", "Describe", "Create", "DescribeConfigs"),
+                "prefix",
+            ),
+        ),
+        "reconciler": (
+            *_topics((names.call_events, names.poller_state), "Read", "Describe"),
+            *_topics((names.reconciliation,), "Read", "Write", "Describe"),
+            Grant("group", reconciler_group(settings), ("Read", "Describe")),
         ),
     }
 

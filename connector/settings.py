@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from decimal import Decimal, InvalidOperation
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Final
@@ -97,6 +98,17 @@ def _store(raw: str) -> str:
     if raw.strip() not in {"memory://", "rocksdb://"}:
         raise ValueError("must be memory:// or rocksdb:// (RocksDB through rocksdict)")
     return raw.strip()
+
+
+def _amount(raw: str) -> Decimal:
+    """A non-negative decimal amount (money is never a float)."""
+    try:
+        value = Decimal(raw.strip())
+    except InvalidOperation:
+        raise ValueError(f"must be a decimal amount, got {raw!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"must be a decimal amount of 0 or more, got {raw!r}")
+    return value
 
 
 def _log_level(raw: str) -> str:
@@ -382,6 +394,18 @@ class Settings:
     registry_password: Secret | None = _env("NXCLOUD_REGISTRY_PASSWORD", _secret, secret=True)
     registry_ca_file: Path | None = _env("NXCLOUD_REGISTRY_CA_FILE", _file)
     registry_wire_format: bool = _env("NXCLOUD_REGISTRY_WIRE_FORMAT", _flag, False)
+    # Reconciliation (docs/reconciliation.md): its tolerances, and the reconciler's store.
+    reconcile_seconds_tolerance: int = _env(
+        "NXCLOUD_RECONCILE_SECONDS_TOLERANCE", _int_at_least(0), 1
+    )
+    reconcile_cost_tolerance: Decimal = _env(
+        "NXCLOUD_RECONCILE_COST_TOLERANCE", _amount, Decimal(0)
+    )
+    reconciler_store: str = _env("NXCLOUD_RECONCILER_STORE", _store, "memory://")
+    reconciler_data_dir: Path = _env(
+        "NXCLOUD_RECONCILER_DATA_DIR", Path, factory=lambda: default_state_dir() / "reconciler"
+    )
+    reconciler_metrics_port: int = _env("NXCLOUD_RECONCILER_METRICS_PORT", _port(0), 9104)
 
     def __post_init__(self) -> None:
         problems = kafka_security_problems(self) + registry_problems(self)

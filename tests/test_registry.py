@@ -79,7 +79,7 @@ def test_registering_twice_keeps_the_ids(schema_registry: str, topic_names: Topi
     env = {"NXCLOUD_REGISTRY_URL": schema_registry, "NXCLOUD_TOPIC_SUFFIX": suffix}
     first = run_cli("registry", env=env)
     assert first.returncode == 0, first.stderr
-    assert len(first.stdout.splitlines()) == 4
+    assert len(first.stdout.splitlines()) == 5
     assert f"{topic_names.call_events}-value" in first.stdout
     again = run_cli("registry", env=env)
     assert (again.returncode, again.stdout) == (0, first.stdout)
