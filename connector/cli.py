@@ -166,9 +166,44 @@ def _parser() -> argparse.ArgumentParser:
     redrive = commands.add_parser("redrive", help="send dead letters back through the pipeline")
     redrive.add_argument("--since", default=None, help="ISO 8601 (default: all dead letters)")
     redrive.set_defaults(command=run_redrive)
-    _add_schema(commands)
-    _add_registry(commands)
+    for add in (_add_schema, _add_registry, _add_reconciliation):
+        add(commands)
     return parser
+
+
+def _add_reconciliation(commands: argparse._SubParsersAction[_Command]) -> None:
+    reconciler = commands.add_parser(
+        "reconciler",
+        help="keep each day's reconciliation current on nxcloud.voice.reconciliation",
+    )
+    reconciler.add_argument(
+        "--once", action="store_true",
+        help="read the call events to their end, write every day's figures, then exit "
+        "(a rebuild, in memory)",
+    )  # fmt: skip
+    reconciler.add_argument("--source", default=None, metavar="TOPIC",
+                            help="with --once: the call events to read (e.g. one "
+                            "`replay --into` made)")  # fmt: skip
+    reconciler.add_argument("--into", default=None, metavar="TOPIC",
+                            help="with --once: the reconciliation topic to write "
+                            "(created like nxcloud.voice.reconciliation)")  # fmt: skip
+    reconciler.set_defaults(command=run_reconciler)
+
+
+def run_reconciler(args: argparse.Namespace) -> int:
+    from connector import logs
+    from connector.reconciler import loop
+
+    settings = Settings.from_env()
+    if (args.source or args.into) and not args.once:
+        raise ConfigError("--source and --into rebuild a reconciliation: give --once too")
+    if not args.once:
+        logs.configure(settings.log_level)
+        return asyncio.run(loop.reconcile_forever(settings))
+    _quiet_kafka_clients()
+    written = asyncio.run(loop.rebuild(settings, source=args.source, into=args.into))
+    print(f"groups written: {written}")
+    return 0
 
 
 def _add_kafka(commands: argparse._SubParsersAction[_Command]) -> None:

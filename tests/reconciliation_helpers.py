@@ -142,3 +142,25 @@ NOTIFICATIONS: dict[str, Any] = {
 def subset(record: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
     """The record's values of the expected figures' names."""
     return {name: record[name] for name in expected}
+
+
+def key_of(record: dict[str, Any]) -> str:
+    return f"{record['day']}|{record['service']}|{record['country_code']}"
+
+
+def latest_records(values: list[Any]) -> dict[str, dict[str, Any]]:
+    """The latest record per key, as a compacted topic's reader keeps them."""
+    return {key_of(value): value for value in values}
+
+
+def checkpoint(polled_to: datetime) -> bytes:
+    """A poller checkpoint that has polled both services up to `polled_to`, for good."""
+    from connector.schedule import Checkpoint
+
+    return Checkpoint({0: polled_to, 1: polled_to}).to_json()
+
+
+def yesterday_at_ten(now: datetime) -> datetime:
+    """10:00 of the day before `now`, in the provider's zone."""
+    local = now.astimezone(ZONE)
+    return (local - timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
