@@ -166,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     redrive = commands.add_parser("redrive", help="send dead letters back through the pipeline")
     redrive.add_argument("--since", default=None, help="ISO 8601 (default: all dead letters)")
     redrive.set_defaults(command=run_redrive)
-    for add in (_add_schema, _add_registry, _add_reconciliation):
+    for add in (_add_schema, _add_registry, _add_reconciliation, _add_reconcile):
         add(commands)
     return parser
 
@@ -188,6 +188,56 @@ def _add_reconciliation(commands: argparse._SubParsersAction[_Command]) -> None:
                             help="with --once: the reconciliation topic to write "
                             "(created like nxcloud.voice.reconciliation)")  # fmt: skip
     reconciler.set_defaults(command=run_reconciler)
+
+
+def _add_reconcile(commands: argparse._SubParsersAction[_Command]) -> None:
+    from connector.reconciliation import KINDS
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="print each day's reconciliation: what NXCloud billed against what reached us",
+    )
+    reconcile.add_argument("--day", default=None, help="YYYY-MM-DD, today or yesterday")
+    reconcile.add_argument("--since", default=None, help="the first day (with --until)")
+    reconcile.add_argument("--until", default=None, help="the last day, included")
+    shown = reconcile.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="JSON instead of a table")
+    shown.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    reconcile.add_argument(
+        "--calls", default=None, choices=sorted(KINDS), metavar="KIND",
+        help=f"list the calls behind a number instead: {', '.join(sorted(KINDS))}",
+    )  # fmt: skip
+    reconcile.add_argument(
+        "--topic", default=None, help="a rebuilt reconciliation topic instead of the live one"
+    )
+    reconcile.set_defaults(command=run_reconcile)
+
+
+def run_reconcile(args: argparse.Namespace) -> int:
+    from connector import report
+
+    _quiet_kafka_clients()
+    settings = Settings.from_env()
+    names = TopicNames.of(settings)
+    now = utcnow()
+    today = now.astimezone(settings.nxcloud_timezone).date()
+    if args.day and (args.since or args.until):
+        raise ConfigError("give --day, or --since and --until, not both")
+    if args.day:
+        days = [report.parse_day(args.day, today)]
+    else:
+        first = report.parse_day(args.since or args.until or "yesterday", today)
+        days = report.days_between(first, report.parse_day(args.until or "today", today))
+    fmt = "json" if args.json else "csv" if args.csv else "table"
+    if args.calls:
+        found = asyncio.run(report.calls(settings, names, days, args.calls, now))
+    else:
+        found = asyncio.run(report.records(settings, args.topic or names.reconciliation, days))
+        if not found:
+            print(f"no reconciliation for {days[0]}{f' to {days[-1]}' if len(days) > 1 else ''}"
+                  " yet: is `nxcloud-connector reconciler` running?", file=sys.stderr)  # fmt: skip
+    report.show(found, fmt=fmt, listing=bool(args.calls))
+    return 0
 
 
 def run_reconciler(args: argparse.Namespace) -> int:
