@@ -2,13 +2,13 @@
 against what reached us. Pure: the clock and the poller's progress are arguments.
 
 A call's `Part` is computed from its latest call event alone: its group (day, service,
-country), the hour it started in, and a `Tally` of what it adds to that hour. A group's
-figures are the sum of its calls' parts per hour, so a call that changes takes its old
+country), the five minutes it started in (its slot), and a `Tally` of what it adds. A
+group's figures are the sum of its calls' parts, so a call that changes takes its old
 part out and puts its new one in, and a rebuild from the call events gives the same sums.
 What depends on the clock (a call with CDR rows and no DR is CDR-only once the DR grace
 has passed) or on the poller (a DR without a CDR row is DR-only, and a CDR cost settled,
-once the provider's records for that hour were polled for the last time) is decided per
-hour when a `record` is made.
+once the provider's records of its slot were polled for the last time) is kept per slot
+and decided when a `record` is made; the rest is kept once per group.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from connector.schedule import Checkpoint
 from connector.settings import Settings
 
 SCHEMA_VERSION: Final = 1
-HOUR: Final = timedelta(hours=1)
+SLOT: Final = timedelta(minutes=5)
+# The key of a group's figures that do not depend on time (the others are per slot).
+EVERY: Final = datetime(1, 1, 1, tzinfo=UTC)
 # What each source reports on its own (the call event's `reports`), compared field by field.
 FIELDS: Final = ("duration_seconds", "cycle_seconds", "cycles", "connected")
 CLASSES: Final = ("exact", "within_tolerance", "mismatched", "missing")
@@ -51,8 +53,10 @@ KINDS: Final = {
 }
 
 Tally = dict[str, int | Decimal]
-# What a call adds only once the provider's records of its hour are settled and polled.
+# What a call adds only once the provider's records of its slot are settled and polled.
 SETTLED: Final = (*(f"cost_check.{c}" for c in CLASSES), "mismatch_amount", "mismatch_difference")
+# What is judged per slot: the rest of a call's tally does not depend on time.
+TIMED: Final = frozenset({"cdr_without_dr", "dr_without_cdr", "matched", *SETTLED})
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,11 @@ class Group:
 
 @dataclass(frozen=True)
 class Part:
-    """One call's part in its group: the hour it started in (UTC) and what it adds."""
+    """One call's part in its group: the slot it started in (UTC) and what it adds."""
 
     call_id: str
     group: Group
-    hour: datetime
+    slot: datetime
     updated_at: datetime
     revision: int
     tally: Tally
@@ -193,7 +197,7 @@ def part(event: Mapping[str, Any], rules: Rules) -> Part:
     return Part(
         call_id=event["call_id"],
         group=Group(started.astimezone(rules.zone).date(), event["service"], event["country_code"]),
-        hour=started.astimezone(UTC).replace(minute=0, second=0, microsecond=0),
+        slot=_slot(started),
         updated_at=_moment(event["updated_at"]) or started,
         revision=int(event["revision"]),
         tally=tally,
@@ -210,15 +214,35 @@ def combine(into: Tally, tally: Mapping[str, int | Decimal], sign: int = 1) -> N
             into.pop(name, None)
 
 
-Hours = dict[datetime, Tally]
+Slots = dict[datetime, Tally]
 
 
-def put(hours: Hours, piece: Part, sign: int = 1) -> None:
-    """A call's part added to (sign -1: taken from) its group's hours."""
-    tally = hours.setdefault(piece.hour, {})
-    combine(tally, piece.tally, sign)
-    if not tally:
-        del hours[piece.hour]
+def _slot(moment: datetime) -> datetime:
+    utc = moment.astimezone(UTC)
+    return utc.replace(minute=utc.minute - utc.minute % 5, second=0, microsecond=0)
+
+
+def put(slots: Slots, piece: Part, sign: int = 1) -> None:
+    """A call's part added to (sign -1: taken from) its group's figures: what depends on
+    time in its slot, the rest once for the group."""
+    for key, names in ((EVERY, False), (piece.slot, True)):
+        tally = slots.setdefault(key, {})
+        combine(tally, {n: v for n, v in piece.tally.items() if (n in TIMED) == names}, sign)
+        if not tally:
+            del slots[key]
+
+
+def settle(slots: Slots) -> Slots:
+    """A final group's figures with its slots merged into one: at the end of the provider's
+    7 days every slot is judged alike, so the record stays the same, and smaller."""
+    timed = sorted(slot for slot in slots if slot != EVERY)
+    if len(timed) < 2:
+        return slots
+    merged: Tally = {}
+    for slot in timed:
+        combine(merged, slots[slot])
+    kept = {EVERY: slots.get(EVERY, {}), timed[0]: merged}
+    return {key: tally for key, tally in kept.items() if tally}
 
 
 def polled_through(checkpoint: Checkpoint | None) -> dict[int, datetime]:
@@ -256,7 +280,7 @@ def _sum(tally: Mapping[str, int | Decimal], name: str) -> Decimal:
 
 def record(
     group: Group,
-    hours: Mapping[datetime, Mapping[str, int | Decimal]],
+    slots: Mapping[datetime, Mapping[str, int | Decimal]],
     *,
     now: datetime,
     polled: Mapping[int, datetime],
@@ -267,11 +291,13 @@ def record(
     through = polled.get(0 if group.service == GROUP_CALL else 1)
     total: Tally = {}
     judged: Tally = {}
-    for hour, tally in hours.items():
+    for slot, tally in slots.items():
         combine(total, tally)
-        if now < hour + HOUR + rules.dr_grace:
+        if slot == EVERY:
+            continue
+        if now < slot + SLOT + rules.dr_grace:
             combine(judged, {"awaiting_dr": tally.get("cdr_without_dr", 0)})
-        if final or (through is not None and through >= hour + HOUR):
+        if final or (through is not None and through >= slot + SLOT):
             combine(judged, {f"settled.{name}": tally[name] for name in SETTLED if name in tally})
         else:
             combine(judged, {"awaiting_cdr": tally.get("dr_without_cdr", 0),
@@ -368,7 +394,7 @@ def totals(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return result
 
 
-# The reconciler's store: a call's part and a group's hours, as JSON.
+# The reconciler's store: a call's part and a group's slots, as JSON.
 
 
 def _tally_out(tally: Mapping[str, int | Decimal]) -> dict[str, Any]:
@@ -381,7 +407,7 @@ def _tally_in(raw: Mapping[str, Any]) -> Tally:
 
 def encode_part(piece: Part) -> bytes:
     return orjson.dumps({
-        "group": piece.group.key, "hour": piece.hour.isoformat(),
+        "group": piece.group.key, "slot": piece.slot.isoformat(),
         "updated_at": piece.updated_at.isoformat(), "revision": piece.revision,
         "tally": _tally_out(piece.tally),
     })  # fmt: skip
@@ -389,14 +415,14 @@ def encode_part(piece: Part) -> bytes:
 
 def decode_part(call_id: str, data: bytes) -> Part:
     raw = orjson.loads(data)
-    return Part(call_id, Group.parse(raw["group"]), datetime.fromisoformat(raw["hour"]),
+    return Part(call_id, Group.parse(raw["group"]), datetime.fromisoformat(raw["slot"]),
                 datetime.fromisoformat(raw["updated_at"]), raw["revision"],
                 _tally_in(raw["tally"]))  # fmt: skip
 
 
-def encode_hours(hours: Mapping[datetime, Mapping[str, int | Decimal]]) -> bytes:
-    return orjson.dumps({hour.isoformat(): _tally_out(t) for hour, t in sorted(hours.items())})
+def encode_slots(slots: Mapping[datetime, Mapping[str, int | Decimal]]) -> bytes:
+    return orjson.dumps({hour.isoformat(): _tally_out(t) for hour, t in sorted(slots.items())})
 
 
-def decode_hours(data: bytes) -> Hours:
+def decode_slots(data: bytes) -> Slots:
     return {datetime.fromisoformat(h): _tally_in(t) for h, t in orjson.loads(data).items()}

@@ -93,7 +93,7 @@ def table(found: list[dict[str, Any]], out: TextIO) -> None:
         print(_line(_cells(rec.totals(found), "all days", "total", "")), file=out)
     notes = ["open: the figures can still change; final: NXCloud can no longer change them"]
     if any(not r["cdr_settled"] for r in found):
-        notes.append("*: CDR costs not all settled yet (their hours are still polled again)")
+        notes.append("*: CDR costs not all settled yet (their slots are still polled again)")
     if found:
         first = found[0]
         notes.append(f"days in {first['timezone']}; tolerance: second "
@@ -162,9 +162,9 @@ async def calls(
     for piece, event in latest.values():
         if piece.group.day not in wanted:
             continue
-        hours: rec.Hours = {}
-        rec.put(hours, piece)
-        own = rec.record(piece.group, hours, now=now, polled=polled, rules=rules)
+        slots: rec.Slots = {}
+        rec.put(slots, piece)
+        own = rec.record(piece.group, slots, now=now, polled=polled, rules=rules)
         if rec.counted_in(own, kind):
             found.append({"kind": kind, "day": own["day"], **event})
     return sorted(found, key=lambda e: (e["day"], e["service"], e["country_code"],

@@ -50,12 +50,12 @@ def latest_events(*phases: list[tuple[str, Observation, datetime]]) -> dict[str,
 def reconcile(
     events: dict[str, dict[str, Any]], now: datetime, polled: dict[int, datetime]
 ) -> dict[rec.Group, dict[str, Any]]:
-    groups: dict[rec.Group, rec.Hours] = {}
+    groups: dict[rec.Group, rec.Slots] = {}
     for event in events.values():
         piece = rec.part(event, RULES)
         rec.put(groups.setdefault(piece.group, {}), piece)
-    return {group: rec.record(group, hours, now=now, polled=polled, rules=RULES)
-            for group, hours in groups.items()}  # fmt: skip
+    return {group: rec.record(group, slots, now=now, polled=polled, rules=RULES)
+            for group, slots in groups.items()}  # fmt: skip
 
 
 def the_day() -> dict[str, dict[str, Any]]:
@@ -131,7 +131,7 @@ def test_a_call_changing_takes_its_old_part_out_and_a_repeat_or_older_revision_n
     found = calls(START)
     first = latest_events(list(provisional(found)))
     later = the_day()
-    hours: rec.Hours = {}
+    slots: rec.Slots = {}
     stored: dict[str, rec.Part] = {}
     for events in (first, later, first, later):  # older revisions after newer: no change
         for event in events.values():
@@ -140,13 +140,13 @@ def test_a_call_changing_takes_its_old_part_out_and_a_repeat_or_older_revision_n
             if not piece.newer_than(old):
                 continue
             if old is not None:
-                rec.put(hours, old, -1)
-            rec.put(hours, piece)
+                rec.put(slots, old, -1)
+            rec.put(slots, piece)
             stored[piece.call_id] = piece
     notified = rec.part(later["N"], RULES)
-    rec.put(hours, notified, -1)  # the other group's call, out of this one
+    rec.put(slots, notified, -1)  # the other group's call, out of this one
     expected = reconcile(later, AFTER_GRACE, POLLED)[GROUP]
-    assert rec.record(GROUP, hours, now=AFTER_GRACE, polled=POLLED, rules=RULES) == expected
+    assert rec.record(GROUP, slots, now=AFTER_GRACE, polled=POLLED, rules=RULES) == expected
 
 
 def test_the_day_is_the_providers_local_day_of_the_start() -> None:
@@ -186,9 +186,9 @@ def test_parts_and_hours_round_trip_with_their_decimals() -> None:
     piece = rec.part(the_day()["E"], RULES)
     assert rec.decode_part(piece.call_id, rec.encode_part(piece)) == piece
     assert isinstance(piece.tally["mismatch_amount"], Decimal)
-    hours: rec.Hours = {}
-    rec.put(hours, piece)
-    assert rec.decode_hours(rec.encode_hours(hours)) == hours
+    slots: rec.Slots = {}
+    rec.put(slots, piece)
+    assert rec.decode_slots(rec.encode_slots(slots)) == slots
 
 
 def test_totals_add_the_groups_up() -> None:
@@ -208,9 +208,9 @@ def test_a_call_counts_under_the_kinds_of_its_own_record() -> None:
 
     def kinds(letter: str) -> set[str]:
         piece = rec.part(events[letter], RULES)
-        hours: rec.Hours = {}
-        rec.put(hours, piece)
-        found = rec.record(piece.group, hours, now=AFTER_GRACE, polled=POLLED, rules=RULES)
+        slots: rec.Slots = {}
+        rec.put(slots, piece)
+        found = rec.record(piece.group, slots, now=AFTER_GRACE, polled=POLLED, rules=RULES)
         return {kind for kind in rec.KINDS if kind != "all" and rec.counted_in(found, kind)}
 
     assert kinds("A") == {"matched"}
@@ -219,3 +219,37 @@ def test_a_call_counts_under_the_kinds_of_its_own_record() -> None:
     assert kinds("E") == {"matched", "cost-mismatch"}
     assert kinds("F") == {"matched", "within-tolerance"}
     assert kinds("G") == {"matched", "mismatched", "cost-mismatch"}
+
+
+def test_time_is_judged_per_five_minutes_of_the_calls_start() -> None:
+    events = the_day()  # A..H start at 10:00 to 10:07, N at 10:13 (Shanghai): 02:00 UTC on
+    first_slot = {0: datetime(2026, 11, 23, 2, 5, tzinfo=UTC)}  # 02:00-02:05 polled for good
+    group = reconcile(events, START + timedelta(hours=1), first_slot)[GROUP]
+    assert (group["dr_only"], group["awaiting_cdr"]) == (1, 0)  # D started 10:03
+    # A, B, E (10:00-10:04) compared; F, G, H (10:05-10:07) still pending.
+    assert group["cost_check"] == {"exact": 2, "within_tolerance": 0, "mismatched": 1,
+                                   "missing": 0, "pending": 3}  # fmt: skip
+    # C (10:02) is CDR-only once 4 hours have passed since 02:05 UTC, not a minute before.
+    at = datetime(2026, 11, 23, 6, 5, tzinfo=UTC)
+    assert reconcile(events, at - timedelta(minutes=1), first_slot)[GROUP]["cdr_only"] == 0
+    assert reconcile(events, at, first_slot)[GROUP]["cdr_only"] == 1
+
+
+def test_a_final_groups_slots_merged_make_the_same_record() -> None:
+    slots: rec.Slots = {}
+    for letter, event in the_day().items():
+        if letter != "N":
+            rec.put(slots, rec.part(event, RULES))
+    final = datetime(2026, 12, 1, tzinfo=UTC)
+    settled_slots = rec.settle(slots)
+    assert len(slots) == 3
+    assert len(settled_slots) == 2
+    assert rec.record(GROUP, settled_slots, now=final, polled={}, rules=RULES) == rec.record(
+        GROUP, slots, now=final, polled={}, rules=RULES
+    )
+    # A call taken out of a merged slot later still leaves the right sums.
+    rec.put(settled_slots, rec.part(the_day()["G"], RULES), -1)
+    rec.put(slots, rec.part(the_day()["G"], RULES), -1)
+    assert rec.record(GROUP, settled_slots, now=final, polled={}, rules=RULES) == rec.record(
+        GROUP, slots, now=final, polled={}, rules=RULES
+    )

@@ -3,7 +3,7 @@
 
 Every replica reads the whole call-event topic (and the poller's checkpoint, for how far
 the provider's records are polled) into its own store, each call's part, each group's
-hours and its offsets in one write batch; only the replica elected on the reconciliation
+slots and its offsets in one write batch; only the replica elected on the reconciliation
 topic's one partition writes, once it has read that topic to its end (what is there) and
 caught up with the call events, and only records whose figures changed. Killed at any
 moment, a replica goes on from its store; a new one reads the topics from their start.
@@ -83,8 +83,8 @@ class Reconciler:
         self.target = target or names.reconciliation
         self.metrics = metrics or ReconcilerMetrics()
         self.rules = rec.Rules.of(settings)
-        self.groups: dict[rec.Group, rec.Hours] = {
-            rec.Group.parse(key): rec.decode_hours(value) for key, value in store.groups()
+        self.groups: dict[rec.Group, rec.Slots] = {
+            rec.Group.parse(key): rec.decode_slots(value) for key, value in store.groups()
         }
         self.polled: dict[int, datetime] = {}
         self.published: dict[str, dict[str, Any]] = {}  # the figures on the target, by key
@@ -130,10 +130,10 @@ class Reconciler:
         """The records of `groups` at `now` whose figures differ from those written."""
         changed = {}
         for group in groups:
-            hours = self.groups.get(group, {})
-            if not hours and group.key not in self.published:
+            slots = self.groups.get(group, {})
+            if not slots and group.key not in self.published:
                 continue  # a group its calls all left before it was ever written
-            found = rec.record(group, hours, now=now, polled=self.polled, rules=self.rules)
+            found = rec.record(group, slots, now=now, polled=self.polled, rules=self.rules)
             if self.published.get(group.key) != found:
                 changed[group.key] = found
         return changed
@@ -243,7 +243,13 @@ class Reconciler:
             await self.write(producer, changed, now)
             if changed:
                 self.show(now)
-        self.store.write(parts, {g.key: rec.encode_hours(self.groups[g]) if self.groups[g]
+        if due:  # a final group's slots are all judged alike: one is enough
+            for group in [g for g in self.groups if now >= rec.final_at(g.day, self.rules)]:
+                merged = rec.settle(self.groups[group])
+                if merged is not self.groups[group]:
+                    self.groups[group] = merged
+                    touched.add(group)
+        self.store.write(parts, {g.key: rec.encode_slots(self.groups[g]) if self.groups[g]
                                  else None for g in touched}, offsets)  # fmt: skip
         for group in [g for g in touched if not self.groups[g]]:
             del self.groups[group]

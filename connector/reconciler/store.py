@@ -1,4 +1,4 @@
-"""The reconciler's state: each call's part, each group's hours, and how far it has read,
+"""The reconciler's state: each call's part, each group's sums, and how far it has read,
 written together in one batch, so what it holds and where it goes on always agree.
 
 `memory://` keeps it in dicts (gone at a restart: the reconciler reads the call-event topic
