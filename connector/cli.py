@@ -128,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--push-to", default=None, help="receiver URL to push each DR to")
     sandbox.add_argument("--appkey", default="sandbox")
     sandbox.add_argument("--secretkey", default="sandbox")
+    _add_gaps(sandbox)
     sandbox.set_defaults(command=run_sandbox)
 
     worker = commands.add_parser("worker", help="merge DRs and CDRs into call events (Faust)")
@@ -169,6 +170,14 @@ def _parser() -> argparse.ArgumentParser:
     for add in (_add_schema, _add_registry, _add_reconciliation, _add_reconcile):
         add(commands)
     return parser
+
+
+def _add_gaps(sandbox: argparse.ArgumentParser) -> None:
+    """What a reconciliation finds in the sandbox's traffic."""
+    sandbox.add_argument("--lost-pushes", type=float, default=0.03,
+                         help="share of calls whose DR push is lost: CDR-only (0.03)")  # fmt: skip
+    sandbox.add_argument("--unlisted", type=float, default=0.02,
+                         help="share of calls the CDR query never has: DR-only (0.02)")  # fmt: skip
 
 
 def _add_reconciliation(commands: argparse._SubParsersAction[_Command]) -> None:
@@ -506,8 +515,9 @@ def run_sandbox(args: argparse.Namespace) -> int:
     logs.configure(Settings.from_env().log_level)
     world = sandbox.World(args.seed, utcnow() - timedelta(hours=args.history_hours), args.rate)
     stand_in = sandbox.Sandbox(
-        world, appkey=args.appkey, secretkey=args.secretkey, push_to=args.push_to
-    )
+        world, appkey=args.appkey, secretkey=args.secretkey, push_to=args.push_to,
+        lost_pushes=args.lost_pushes, unlisted=args.unlisted,
+    )  # fmt: skip
     uvicorn.run(
         sandbox.create_app(stand_in), host=args.host, port=args.port, log_config=None,
         access_log=False,

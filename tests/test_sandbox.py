@@ -107,3 +107,29 @@ async def test_each_call_is_pushed_once_to_the_receiver_as_form_data(
         calls = world.calls(int(value["fields"]["messageid"]) - 700000)
         pushed = [c.dr_fields(stand_in.zone) for c in calls]
         assert value["fields"] in pushed
+
+
+def test_some_pushes_are_lost_and_some_rows_unlisted_as_the_seed_decides() -> None:
+    world = sandbox.World(5, ORIGIN, 1.0)
+    calls = [call for m in range(2000) for call in world.calls(m)]
+    gaps = sandbox.Sandbox(world, lost_pushes=0.03, unlisted=0.02)
+    lost = [c for c in calls if not gaps.pushes(c)]
+    unlisted = [c for c in calls if not gaps.lists(c)]
+    assert 0.02 < len(lost) / len(calls) < 0.04
+    assert 0.01 < len(unlisted) / len(calls) < 0.03
+    assert not {c.cdr_id for c in lost} & {c.cdr_id for c in unlisted}  # one or the other
+    again = sandbox.Sandbox(sandbox.World(5, ORIGIN, 1.0), lost_pushes=0.03, unlisted=0.02)
+    assert [again.pushes(c) for c in calls] == [gaps.pushes(c) for c in calls]
+    plain = sandbox.Sandbox(world)
+    assert all(plain.pushes(c) and plain.lists(c) for c in calls)
+    form = {"appkey": "sandbox", "secretkey": "sandbox", "voiceType": "0", "page": "1",
+            "page_size": "1000", "start_time": provider_time(ORIGIN, gaps.zone),
+            "end_time": provider_time(ORIGIN + timedelta(minutes=5), gaps.zone)}  # fmt: skip
+    status, body, _ = gaps.answer(form)
+    assert (status, isinstance(body, dict)) == (200, True), body
+    listed = {row["id"] for row in body["info"]["rows"]}  # type: ignore[call-overload]
+    status, body, _ = plain.answer(form)
+    everything = {row["id"] for row in body["info"]["rows"]}  # type: ignore[call-overload]
+    assert len(everything) < 1000  # one page
+    assert listed < everything
+    assert everything - listed == {c.cdr_id for c in unlisted if c.cdr_id in everything}

@@ -242,11 +242,28 @@ class Sandbox:
     cdr_delay: timedelta = timedelta(seconds=2)
     settle_delay: timedelta = timedelta(seconds=10)
     push_to: str | None = None
+    # Shares of calls whose DR push is lost (CDR-only) and whose CDR row the query API
+    # never returns (DR-only), so a reconciliation has something to find; which calls is a
+    # function of the seed.
+    lost_pushes: float = 0.0
+    unlisted: float = 0.0
     clock: Callable[[], datetime] = utcnow
     faults: list[str] = field(default_factory=list)
     requests: list[float] = field(default_factory=list)
     pushed: int = 0
     _last_request: dict[str, float] = field(default_factory=dict)
+
+    def _fate(self, call: Call) -> float:
+        return random.Random(f"{self.world.seed}:{call.message}:{call.leg}").random()  # noqa: S311
+
+    def pushes(self, call: Call) -> bool:
+        """Whether the call's DR is pushed (else the push is lost: a CDR-only call)."""
+        return self._fate(call) >= self.lost_pushes
+
+    def lists(self, call: Call) -> bool:
+        """Whether the query API returns the call's row (else a DR-only call)."""
+        fate = self._fate(call)
+        return not self.lost_pushes <= fate < self.lost_pushes + self.unlisted
 
     def answer(self, form: dict[str, str]) -> tuple[int, dict[str, Any] | bytes, dict[str, str]]:
         """(HTTP status, JSON body or raw bytes, headers) for one CDR query."""
@@ -286,7 +303,7 @@ class Sandbox:
         visible = [
             call
             for call in self.world.calls_between(start, end)
-            if call.service in wanted and call.ended_at + self.cdr_delay <= now
+            if call.service in wanted and call.ended_at + self.cdr_delay <= now and self.lists(call)
         ]
         rows = [
             call.cdr_row(self.zone, settled=call.ended_at + self.settle_delay <= now)
@@ -296,16 +313,17 @@ class Sandbox:
         return 200, {"code": "1", "info": info}, {}
 
     async def push_forever(self, http: httpx.AsyncClient) -> None:
-        """Push each call's DR once, as the provider does, when the call ends."""
+        """Push each call's DR once, as the provider does, when the call ends (at once for
+        the calls of the history, which ended before the sandbox started)."""
         assert self.push_to is not None
-        message = self.world.first_message_at_or_after(self.clock())
+        message = 0
         while True:
             calls = self.world.calls(message)
             due = max(call.ended_at for call in calls)
             wait = (due - self.clock()).total_seconds()
             if wait > 0:
                 await asyncio.sleep(wait)
-            for call in calls:
+            for call in filter(self.pushes, calls):
                 try:
                     await http.post(self.push_to, data=call.dr_fields(self.zone))
                     self.pushed += 1

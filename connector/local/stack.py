@@ -66,13 +66,18 @@ def up(settings: Settings, *, verbose: bool = False, ports: Ports | None = None)
                 "NXCLOUD_CDR_URL": f"http://127.0.0.1:{ports.sandbox}/api/voiceSms/getVoiceCdr",
                 "NXCLOUD_POLLER_WINDOW_SECONDS": "60",
                 "NXCLOUD_POLLER_SETTLE_SECONDS": "30",
+                # A reconciliation within minutes: a DR is lost after two minutes, and the
+                # sandbox's rows are polled for good a minute after the first poll.
+                "NXCLOUD_WORKER_DR_GRACE_SECONDS": "120",
+                "NXCLOUD_POLLER_REPOLL_AFTER_SECONDS": "60",
             }
         # Entered in this order, stopped in the reverse: the sandbox stops pushing first,
         # the receiver then drains what it holds, the poller and the worker commit, and
         # Kafka stops last.
-        commands = {"worker": ["worker"], "poller": ["poller"], "receiver": ["receiver"]}
+        commands = {"worker": ["worker"], "reconciler": ["reconciler"], "poller": ["poller"],
+                    "receiver": ["receiver"]}  # fmt: skip
         if sandboxed:
-            commands["sandbox"] = ["sandbox", f"--port={ports.sandbox}",
+            commands["sandbox"] = ["sandbox", f"--port={ports.sandbox}", "--history-hours=0.1",
                                    f"--push-to={receiver_url}/nxcloud/voice/dr"]  # fmt: skip
         for name, command in commands.items():
             running[name] = stack.enter_context(
@@ -91,6 +96,7 @@ def up(settings: Settings, *, verbose: bool = False, ports: Ports | None = None)
                 f"Sandbox:   http://127.0.0.1:{ports.sandbox} (no NXCLOUD_APPKEY: it plays NXCloud)"
             )
         print("Watch:     nxcloud-connector tail", flush=True)
+        print("Reconcile: nxcloud-connector reconcile --day today", flush=True)
         print(f"Logs:      {logs}/{{{','.join(commands)}}}.log (full; here: warnings and errors"
               f"{', everything' if verbose else ''})", flush=True)  # fmt: skip
         if local is not None:
@@ -132,6 +138,7 @@ def _report_until_stopped(
         "receiver": [("DRs received", names.dr_raw)],
         "poller": [("CDR rows polled", names.cdr_raw)],
         "worker": [("call events", names.call_events), ("dead letters", names.dead_letter)],
+        "reconciler": [("records", names.reconciliation)],
     }
     topics = [topic for pairs in counted.values() for _, topic in pairs]
     counts: dict[str, int] = {}
@@ -139,7 +146,10 @@ def _report_until_stopped(
     while True:
         with suppress(ConnectorError):
             counts = asyncio.run(admin.record_counts(settings, topics))
-        console.status(status_lines(running, counted, counts))
+        lines = status_lines(running, counted, counts)
+        today = reconciled_today(settings.reconciler_metrics_port)
+        console.status([line + today if line.startswith("  reconciler") else line
+                        for line in lines])  # fmt: skip
         if signal.sigtimedwait(stopping, interval) is not None:
             return
 
@@ -155,8 +165,30 @@ def status_lines(
         state = "running" if code is None else f"exited ({code})"
         figures = "  ".join(f"{label}: {counts[topic]:,}" for label, topic in counted.get(name, [])
                             if topic in counts)  # fmt: skip
-        lines.append(f"  {name:<9}{state:<12}{figures}".rstrip())
+        lines.append(f"  {name:<{max(9, len(name) + 1)}}{state:<12}{figures}".rstrip())
     return lines
+
+
+def reconciled_today(port: int) -> str:
+    """Today's reconciliation as the reconciler that writes serves it, in a few words."""
+    if not port:
+        return ""
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=1) as response:
+            text = response.read().decode()
+    except OSError:
+        return ""
+    figures = dict.fromkeys(("calls", "cdr_only", "dr_only", "awaiting_dr", "awaiting_cdr"), 0.0)
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if 'day="today"' in rest and name.removeprefix("nxcloud_reconciler_") in figures:
+            figures[name.removeprefix("nxcloud_reconciler_")] += float(rest.rsplit(" ", 1)[1])
+    if not figures["calls"]:
+        return ""
+    awaiting = int(figures["awaiting_dr"] + figures["awaiting_cdr"])
+    return (f"  today: {int(figures['calls']):,} calls, {int(figures['cdr_only']):,} CDR-only, "
+            f"{int(figures['dr_only']):,} DR-only, {awaiting:,} awaiting")  # fmt: skip
 
 
 def _await_ready(process: subprocess.Popen[bytes], url: str) -> None:
