@@ -4,12 +4,14 @@ worked out by hand (not by the code under test)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from connector import cdr, dr, identity, normalize
+from connector import reconciliation as rec
 from connector.local.sandbox import Call
+from connector.merge import CallState, merge
 from connector.normalize import Observation
 from tests.support import ZONE
 
@@ -164,3 +166,42 @@ def yesterday_at_ten(now: datetime) -> datetime:
     """10:00 of the day before `now`, in the provider's zone."""
     local = now.astimezone(ZONE)
     return (local - timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+
+
+# A fixed day of them, reconciled by the pure core (no broker).
+START = datetime(2026, 11, 23, 10, 0, tzinfo=ZONE)  # 02:00 UTC
+DAY = date(2026, 11, 23)
+RULES = rec.Rules(zone=ZONE, dr_grace=timedelta(hours=4), final_after=timedelta(days=7, minutes=2))
+GROUP = rec.Group(DAY, "group_call", "86")
+NOTIFIED = rec.Group(DAY, "notification", "55")
+AFTER_GRACE = START + timedelta(hours=6)
+POLLED = {0: datetime(2026, 11, 24, tzinfo=UTC), 1: datetime(2026, 11, 24, tzinfo=UTC)}
+
+
+def latest_events(*phases: list[tuple[str, Observation, datetime]]) -> dict[str, dict[str, Any]]:
+    """Each call's last event once the phases' observations are merged in turn."""
+    states: dict[str, CallState] = {}
+    latest: dict[str, dict[str, Any]] = {}
+    for phase in phases:
+        for letter, observation, at in phase:
+            state, event = merge(states.get(letter), observation, at)
+            states[letter] = state
+            if event is not None:
+                latest[letter] = event
+    return latest
+
+
+def reconcile(
+    events: dict[str, dict[str, Any]], now: datetime, polled: dict[int, datetime]
+) -> dict[rec.Group, dict[str, Any]]:
+    groups: dict[rec.Group, rec.Slots] = {}
+    for event in events.values():
+        piece = rec.part(event, RULES)
+        rec.put(groups.setdefault(piece.group, {}), piece)
+    return {group: rec.record(group, slots, now=now, polled=polled, rules=RULES)
+            for group, slots in groups.items()}  # fmt: skip
+
+
+def the_day() -> dict[str, dict[str, Any]]:
+    found = calls(START)
+    return latest_events(list(provisional(found)), list(receipts(found)), list(settled(found)))

@@ -5,62 +5,32 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
 from connector import reconciliation as rec
 from connector.cdr import Window
-from connector.merge import CallState, merge
-from connector.normalize import Observation
 from connector.schedule import Checkpoint, Repoll
 from tests.reconciliation_helpers import (
+    AFTER_GRACE,
+    DAY,
+    GROUP,
     GROUP_CALLS,
     NOTIFICATIONS,
+    NOTIFIED,
+    POLLED,
+    RULES,
+    START,
     calls,
+    latest_events,
     provisional,
     receipts,
+    reconcile,
     settled,
     subset,
+    the_day,
 )
 from tests.support import ZONE, valid
-
-START = datetime(2026, 11, 23, 10, 0, tzinfo=ZONE)  # 02:00 UTC
-DAY = date(2026, 11, 23)
-RULES = rec.Rules(zone=ZONE, dr_grace=timedelta(hours=4), final_after=timedelta(days=7, minutes=2))
-GROUP = rec.Group(DAY, "group_call", "86")
-NOTIFIED = rec.Group(DAY, "notification", "55")
-AFTER_GRACE = START + timedelta(hours=6)
-POLLED = {0: datetime(2026, 11, 24, tzinfo=UTC), 1: datetime(2026, 11, 24, tzinfo=UTC)}
-
-
-def latest_events(*phases: list[tuple[str, Observation, datetime]]) -> dict[str, dict[str, Any]]:
-    """Each call's last event once the phases' observations are merged in turn."""
-    states: dict[str, CallState] = {}
-    latest: dict[str, dict[str, Any]] = {}
-    for phase in phases:
-        for letter, observation, at in phase:
-            state, event = merge(states.get(letter), observation, at)
-            states[letter] = state
-            if event is not None:
-                latest[letter] = event
-    return latest
-
-
-def reconcile(
-    events: dict[str, dict[str, Any]], now: datetime, polled: dict[int, datetime]
-) -> dict[rec.Group, dict[str, Any]]:
-    groups: dict[rec.Group, rec.Slots] = {}
-    for event in events.values():
-        piece = rec.part(event, RULES)
-        rec.put(groups.setdefault(piece.group, {}), piece)
-    return {group: rec.record(group, slots, now=now, polled=polled, rules=RULES)
-            for group, slots in groups.items()}  # fmt: skip
-
-
-def the_day() -> dict[str, dict[str, Any]]:
-    found = calls(START)
-    return latest_events(list(provisional(found)), list(receipts(found)), list(settled(found)))
 
 
 def test_a_day_of_every_kind_of_call_gives_the_figures_worked_out_by_hand() -> None:
