@@ -188,7 +188,8 @@ def test_everything_but_the_kafkatopics_is_in_the_connectors_namespace(overlay: 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_container_is_probed_limited_and_unprivileged(overlay: str) -> None:
     workloads = of_kind(render(f"overlays/{overlay}"), *WORKLOAD_KINDS)
-    assert {w["metadata"]["name"] for w in workloads} >= {"receiver", "poller", "worker"}
+    assert {w["metadata"]["name"] for w in workloads} >= {"receiver", "poller", "worker",
+                                                          "reconciler"}  # fmt: skip
     for workload in workloads:
         name = f"{workload['kind']}/{workload['metadata']['name']}"
         pod = pod_spec(workload)
@@ -233,6 +234,7 @@ def test_only_mounted_volumes_are_written(overlay: str) -> None:
         "receiver": {"/tmp", str(settings.spool_dir)},
         "worker": {"/tmp", str(settings.worker_data_dir)},
         "poller": {"/tmp"},
+        "reconciler": {"/tmp", str(settings.reconciler_data_dir)},
     }
     for workload in of_kind(objects, *WORKLOAD_KINDS):
         mounts = {m["mountPath"] for c in containers(workload) for m in c["volumeMounts"]}
@@ -400,10 +402,13 @@ def test_production_traffic_is_denied_unless_allowed() -> None:
         for s in of_kind(objects, "Service")
         if selects(monitors[0]["spec"]["selector"], s["metadata"]["labels"])
     ]
-    assert sorted(scraped) == ["poller-metrics", "receiver-metrics", "worker-metrics"]
+    assert sorted(scraped) == ["poller-metrics", "receiver-metrics", "reconciler-metrics",
+                               "worker-metrics"]  # fmt: skip
     _, settings = settings_of(objects)
     (worker_in,) = policies["worker"]["ingress"]
     assert worker_in["ports"] == [{"protocol": "TCP", "port": settings.worker_metrics_port}]
+    (reconciler_in,) = policies["reconciler"]["ingress"]
+    assert reconciler_in["ports"] == [{"protocol": "TCP", "port": settings.reconciler_metrics_port}]
 
 
 def test_the_monitoring_kustomization_renders_the_rules_and_the_dashboard() -> None:
