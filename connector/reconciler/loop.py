@@ -16,7 +16,7 @@ import logging
 import signal
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -87,6 +87,11 @@ class Reconciler:
             rec.Group.parse(key): rec.decode_slots(value) for key, value in store.groups()
         }
         self.polled: dict[int, datetime] = {}
+        # Days older than the call-event topic keeps: their figures stay, their calls'
+        # parts are forgotten (once a day), and their events change nothing.
+        self.keep = timedelta(days=settings.call_event_retention_days + 1)
+        self.horizon = (clock() - self.keep).astimezone(self.rules.zone).date()
+        self.pruned_on: date | None = None
         self.published: dict[str, dict[str, Any]] = {}  # the figures on the target, by key
         self.writing = self.caught_up = False
         self.ticked = float("-inf")
@@ -111,6 +116,8 @@ class Reconciler:
                 log.warning("a call event the reconciler cannot read, skipped",
                             extra={"error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
                 continue
+            if piece.group.day < self.horizon:
+                continue  # its part was forgotten with its day (see prune)
             old = seen.get(piece.call_id)
             if old is None:
                 stored = self.store.part(piece.call_id)
@@ -256,7 +263,19 @@ class Reconciler:
         if due:
             self.ticked = loop_time
             self.show(now)
+            self._prune(now)
             await self._lag(consumer, sources)
+
+    def _prune(self, now: datetime) -> None:
+        today = now.astimezone(self.rules.zone).date()
+        if self.pruned_on == today:
+            return
+        self.pruned_on = today
+        self.horizon = (now - self.keep).astimezone(self.rules.zone).date()
+        pruned = self.store.prune(self.horizon.isoformat())
+        if pruned:
+            log.info("forgot the parts of calls past the call-event retention",
+                     extra={"calls": pruned, "before": self.horizon.isoformat()})  # fmt: skip
 
     async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         sources = await admin.partitions_of(consumer, self.source)

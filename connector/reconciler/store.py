@@ -32,7 +32,15 @@ class Store(Protocol):
     ) -> None:
         """All of it, or (killed at any moment) none of it."""
 
+    def prune(self, before: str) -> int:
+        """Forget the parts of calls of days before `before` (YYYY-MM-DD); how many."""
+
     def close(self) -> None: ...
+
+
+def _day_of(part: bytes) -> str:
+    """The day of a stored part: its JSON starts `{"group":"YYYY-MM-DD|`."""
+    return part[10:20].decode()
 
 
 class MemoryStore:
@@ -63,6 +71,12 @@ class MemoryStore:
             else:
                 self._groups[key] = value
         self._offsets.update(offsets)
+
+    def prune(self, before: str) -> int:
+        old = [call for call, part in self._parts.items() if _day_of(part) < before]
+        for call in old:
+            del self._parts[call]
+        return len(old)
 
     def close(self) -> None:
         return None
@@ -128,6 +142,17 @@ class RocksStore:
         for (topic, partition), offset in offsets.items():
             batch.put(_offset_key(topic, partition), str(offset).encode())
         self._db.write(batch)
+
+    def prune(self, before: str) -> int:
+        from rocksdict import WriteBatch
+
+        batch, pruned = WriteBatch(raw_mode=True), 0
+        for call_id, part in self._prefixed(PART):
+            if _day_of(part) < before:
+                batch.delete(PART + call_id)
+                pruned += 1
+        self._db.write(batch)
+        return pruned
 
     def close(self) -> None:
         self._db.close()
