@@ -52,16 +52,13 @@ class Election(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, partition: TopicPartition) -> None:
         self.partition = partition
         self.assigned = False
-        self.changed = asyncio.Event()
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         if self.partition in revoked:
             self.assigned = False
-            self.changed.set()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.assigned = self.partition in assigned
-        self.changed.set()
 
 
 class Reconciler:
