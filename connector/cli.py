@@ -21,6 +21,7 @@ from connector.errors import (
     ConfigError,
     ConnectorError,
     KafkaUnreachable,
+    OutputClosed,
     RegistryUnreachable,
     SchemaRefused,
 )
@@ -39,6 +40,7 @@ EXIT_KAFKA: Final = KafkaUnreachable.exit_code
 EXIT_FAILED: Final = ConnectorError.exit_code
 EXIT_REFUSED_SCHEMA: Final = SchemaRefused.exit_code
 EXIT_REGISTRY: Final = RegistryUnreachable.exit_code
+EXIT_CHECK: Final = 8
 EXIT_INTERRUPTED: Final = 130
 ENVIRONMENT: Final = (
     "Configuration comes from environment variables (KAFKA_*, NXCLOUD_*), read once at "
@@ -46,7 +48,7 @@ ENVIRONMENT: Final = (
     f"{EXIT_DRIFT} topics not as declared, {EXIT_USAGE} usage, {EXIT_CONFIG} configuration, "
     f"{EXIT_KAFKA} Kafka unreachable or refused, {EXIT_FAILED} other failure, "
     f"{EXIT_REFUSED_SCHEMA} schema refused by the registry, {EXIT_REGISTRY} registry "
-    "unreachable, "
+    f"unreachable, {EXIT_CHECK} a `check` failed, "
     f"{EXIT_INTERRUPTED} interrupted."
 )
 
@@ -62,6 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command(args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except OutputClosed:
+        # Nobody reads on (`| head`): done, and nothing left to say; Python's own flush of
+        # stdout at exit would fail on the closed pipe, so it goes nowhere instead.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         message, code = failure(exc)
         print(f"nxcloud-connector: {message}", file=sys.stderr)
@@ -143,14 +150,14 @@ def _parser() -> argparse.ArgumentParser:
         "--controller-port", type=int, default=0, help="the local Kafka's controller port (port+1)"
     )
     up.add_argument("--sandbox-port", type=int, default=8090, help="the sandbox's port (8090)")
+    up.add_argument(
+        "--host", default="127.0.0.1",
+        help="where the receiver, its management port, the metrics and the sandbox listen "
+        "(127.0.0.1: this machine only; NXCLOUD_*_HOST variables take precedence)",
+    )  # fmt: skip
     up.set_defaults(command=run_up)
 
-    tail = commands.add_parser("tail", help="print call events as JSON lines")
-    tail.add_argument("--from-beginning", action="store_true", help="not only new events")
-    tail.add_argument("--call-id", default=None)
-    tail.add_argument("--message-id", default=None)
-    tail.add_argument("--limit", type=int, default=None, help="stop after this many events")
-    tail.set_defaults(command=run_tail)
+    _add_tail(commands)
 
     replay = commands.add_parser(
         "replay", help="reprocess raw records of a time range through normalize and merge"
@@ -167,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     redrive = commands.add_parser("redrive", help="send dead letters back through the pipeline")
     redrive.add_argument("--since", default=None, help="ISO 8601 (default: all dead letters)")
     redrive.set_defaults(command=run_redrive)
-    for add in (_add_schema, _add_registry, _add_reconciliation, _add_reconcile):
+    for add in (_add_schema, _add_registry, _add_check, _add_reconciliation, _add_reconcile):
         add(commands)
     return parser
 
@@ -297,6 +304,52 @@ def _add_kafka(commands: argparse._SubParsersAction[_Command]) -> None:
     kafka.set_defaults(command=run_kafka)
 
 
+def _add_tail(commands: argparse._SubParsersAction[_Command]) -> None:
+    tail = commands.add_parser(
+        "tail",
+        help="print call events: a line each on a terminal, JSON lines when piped or with --json",
+    )
+    tail.add_argument("--from-beginning", action="store_true", help="not only new events")
+    tail.add_argument("--call-id", default=None, help="only this call")
+    tail.add_argument("--message-id", default=None, help="only the calls of this messageid")
+    tail.add_argument(
+        "--phone", default=None, help="only this phone number, with its country code (E.164)"
+    )
+    tail.add_argument(
+        "--limit", type=_count, default=None, help="stop after exactly this many events"
+    )
+    tail.add_argument(
+        "--json", action="store_true", help="JSON lines on a terminal too (always when piped)"
+    )
+    tail.set_defaults(command=run_tail)
+
+
+def _add_check(commands: argparse._SubParsersAction[_Command]) -> None:
+    from connector.check import COMPONENTS
+
+    check = commands.add_parser(
+        "check",
+        help="try the configuration for real: Kafka, its login, the topics, this component's "
+        "ACLs, the schema registry, NXCloud's CDR API, the push port's TLS files; a line each",
+    )
+    check.add_argument(
+        "--component", choices=COMPONENTS, default="all",
+        help="check what this component needs, with its ACLs (default: all of them)",
+    )  # fmt: skip
+    check.set_defaults(command=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from connector import check
+
+    _quiet_kafka_clients()
+    settings = Settings.from_env()
+    results = asyncio.run(check.run(settings, args.component, utcnow()))
+    for line in check.report(results):
+        print(line, flush=True)
+    return 0 if check.passed(results) else EXIT_CHECK
+
+
 def _add_schema(commands: argparse._SubParsersAction[_Command]) -> None:
     schema = commands.add_parser(
         "schema", help="print a shipped JSON Schema, or list them with their ids"
@@ -348,10 +401,17 @@ def run_tail(args: argparse.Namespace) -> int:
         tail(
             settings, names.call_events,
             from_beginning=args.from_beginning,
-            wanted=matcher(args.call_id, args.message_id), limit=args.limit,
+            wanted=matcher(args.call_id, args.message_id, args.phone), limit=args.limit,
+            as_json=True if args.json else None,
         )
     )  # fmt: skip
     return 0
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of 1 or more")
+    return int(text)
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -538,7 +598,7 @@ def run_worker(_args: argparse.Namespace) -> int:
     asyncio.run(clients.check(settings))  # a refused login is one line, not a retry loop
     metrics = telemetry.WorkerMetrics() if settings.worker_metrics_port else None
     if metrics is not None:
-        metrics.serve(settings.worker_metrics_port)
+        metrics.serve(settings.worker_metrics_port, settings.metrics_host)
     names = TopicNames.of(settings)
     sources = [names.dr_raw, names.cdr_raw, names.observations]
     asyncio.run(admin.await_topics(settings, sources))
@@ -555,7 +615,7 @@ def run_worker(_args: argparse.Namespace) -> int:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    ports = stack.Ports(args.kafka_port, args.controller_port, args.sandbox_port)
+    ports = stack.Ports(args.kafka_port, args.controller_port, args.sandbox_port, args.host)
     return stack.up(Settings.from_env(), verbose=args.verbose, ports=ports)
 
 

@@ -374,6 +374,7 @@ class Settings:
     )
     poller_metrics_port: int = _env("NXCLOUD_POLLER_METRICS_PORT", _port(0), 9102)
     worker_metrics_port: int = _env("NXCLOUD_WORKER_METRICS_PORT", _port(0), 9103)
+    metrics_host: str = _env("NXCLOUD_METRICS_HOST", _text, "0.0.0.0")  # noqa: S104
     worker_dr_grace_seconds: int = _env(
         "NXCLOUD_WORKER_DR_GRACE_SECONDS", _int_at_least(1), 4 * 3600
     )

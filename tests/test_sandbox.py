@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,26 @@ def test_the_traffic_has_every_kind_of_call() -> None:
     for call in calls:
         messages[call.messageid] = messages.get(call.messageid, 0) + 1
     assert max(messages.values()) > 1
+
+
+def test_drs_are_pushed_in_the_order_calls_end_from_the_calls_in_progress() -> None:
+    """`up` shows merged events within its first minute: the first DRs are those of the calls
+    in progress at start, not of the next message's calls once all of them have ended."""
+    world = sandbox.World(5, ORIGIN, 1.0)
+    since = ORIGIN + timedelta(minutes=30)
+    endings = list(itertools.islice(world.endings(since), 600))
+    ends = [call.ended_at for call in endings]
+    assert ends == sorted(ends)
+    assert ends[0] >= since
+    assert ends[0] - since < timedelta(seconds=10)
+    assert endings[0].started_at < since  # in progress at start
+    window = (since, since + timedelta(minutes=2))
+    expected = [
+        c for m in range(6000) for c in world.calls(m) if window[0] <= c.ended_at < window[1]
+    ]
+    pushed = [call for call in endings if call.ended_at < window[1]]
+    assert sorted(pushed, key=lambda c: (c.message, c.leg)) == sorted(
+        expected, key=lambda c: (c.message, c.leg))  # each call once, none missed  # fmt: skip
 
 
 def test_every_generated_dr_is_valid_as_the_provider_documents() -> None:

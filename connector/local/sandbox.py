@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import random
 import time
@@ -215,6 +216,19 @@ class World:
             )
         return calls
 
+    def endings(self, since: datetime) -> Iterator[Call]:
+        """Every call that ends at or after `since`, in the order they end: those in progress
+        at `since` first, so DRs flow from the start, not once the next message's calls end."""
+        message = self.first_message_at_or_after(since - timedelta(seconds=self.max_seconds + 6))
+        ending: list[tuple[datetime, int, int, Call]] = []
+        while True:
+            while not ending or self.message_time(message) <= ending[0][0]:
+                for call in self.calls(message):
+                    if call.ended_at >= since:
+                        heapq.heappush(ending, (call.ended_at, call.message, call.leg, call))
+                message += 1
+            yield heapq.heappop(ending)[3]
+
     def calls_between(self, start: datetime, end: datetime) -> Iterator[Call]:
         """Calls whose start_time falls in [start, end]."""
         message = self.first_message_at_or_after(start - timedelta(seconds=1))
@@ -316,20 +330,17 @@ class Sandbox:
         """Push each call's DR once, as the provider does, when the call ends (at once for
         the calls of the history, which ended before the sandbox started)."""
         assert self.push_to is not None
-        message = 0
-        while True:
-            calls = self.world.calls(message)
-            due = max(call.ended_at for call in calls)
-            wait = (due - self.clock()).total_seconds()
+        for call in self.world.endings(self.world.origin):
+            wait = (call.ended_at - self.clock()).total_seconds()
             if wait > 0:
                 await asyncio.sleep(wait)
-            for call in filter(self.pushes, calls):
-                try:
-                    await http.post(self.push_to, data=call.dr_fields(self.zone))
-                    self.pushed += 1
-                except httpx.HTTPError as exc:
-                    log.warning("dr push failed, not retried", extra={"error": type(exc).__name__})
-            message += 1
+            if not self.pushes(call):
+                continue
+            try:
+                await http.post(self.push_to, data=call.dr_fields(self.zone))
+                self.pushed += 1
+            except httpx.HTTPError as exc:
+                log.warning("dr push failed, not retried", extra={"error": type(exc).__name__})
 
 
 def create_app(sandbox: Sandbox) -> Starlette:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,11 @@ class Ports:
     kafka: int = 9092
     controller: int = 0  # 0: kafka + 1
     sandbox: int = 8090
+    host: str = "127.0.0.1"  # where the receiver, the metrics and the sandbox listen
+
+
+# What `up` binds to Ports.host unless the environment says otherwise.
+BINDS = ("NXCLOUD_RECEIVER_HOST", "NXCLOUD_RECEIVER_MANAGEMENT_HOST", "NXCLOUD_METRICS_HOST")
 
 
 def up(settings: Settings, *, verbose: bool = False, ports: Ports | None = None) -> int:
@@ -55,9 +61,12 @@ def up(settings: Settings, *, verbose: bool = False, ports: Ports | None = None)
         applied = asyncio.run(admin.converge(settings, declare(settings)))
         for drift in applied.plan.drift:
             print(f"drift   {drift}", flush=True)
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}
-        receiver_url = f"http://127.0.0.1:{settings.receiver_port}"
-        management_url = f"http://127.0.0.1:{settings.receiver_management_port}"
+        env = {**dict.fromkeys(BINDS, ports.host), **os.environ,
+               "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}  # fmt: skip
+        settings = Settings.from_env(env)
+        receiver_url = f"http://{_reach(settings.receiver_host)}:{settings.receiver_port}"
+        management = _reach(settings.receiver_management_host)
+        management_url = f"http://{management}:{settings.receiver_management_port}"
         sandboxed = settings.nxcloud_appkey is None
         if sandboxed:
             env |= {
@@ -77,7 +86,8 @@ def up(settings: Settings, *, verbose: bool = False, ports: Ports | None = None)
         commands = {"worker": ["worker"], "reconciler": ["reconciler"], "poller": ["poller"],
                     "receiver": ["receiver"]}  # fmt: skip
         if sandboxed:
-            commands["sandbox"] = ["sandbox", f"--port={ports.sandbox}", "--history-hours=0.1",
+            commands["sandbox"] = ["sandbox", f"--host={ports.host}", f"--port={ports.sandbox}",
+                                   "--history-hours=0.1",
                                    f"--push-to={receiver_url}/nxcloud/voice/dr"]  # fmt: skip
         for name, command in commands.items():
             running[name] = stack.enter_context(
@@ -93,10 +103,13 @@ def up(settings: Settings, *, verbose: bool = False, ports: Ports | None = None)
         print(f"CDR API:   {env.get('NXCLOUD_CDR_URL', settings.nxcloud_cdr_url)}", flush=True)
         if sandboxed:
             print(
-                f"Sandbox:   http://127.0.0.1:{ports.sandbox} (no NXCLOUD_APPKEY: it plays NXCloud)"
+                f"Sandbox:   http://{_reach(ports.host)}:{ports.sandbox} (no NXCLOUD_APPKEY: it "
+                "plays NXCloud)"
             )
-        print("Watch:     nxcloud-connector tail", flush=True)
-        print("Reconcile: nxcloud-connector reconcile --day today", flush=True)
+        print(f"Listening: {_listening(settings, ports if sandboxed else None)}", flush=True)
+        print(f"Watch:     {tail_command(settings)}", flush=True)
+        reconcile = tail_command(settings).removesuffix(" tail") + " reconcile --day today"
+        print(f"Reconcile: {reconcile}", flush=True)
         print(f"Logs:      {logs}/{{{','.join(commands)}}}.log (full; here: warnings and errors"
               f"{', everything' if verbose else ''})", flush=True)  # fmt: skip
         if local is not None:
@@ -105,6 +118,49 @@ def up(settings: Settings, *, verbose: bool = False, ports: Ports | None = None)
         _report_until_stopped(settings, names, running, console)
         console.say("Stopping ...")
     return 0
+
+
+def _reach(host: str) -> str:
+    """The address to reach a listener bound to `host` from this machine."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+
+
+def _listening(settings: Settings, sandbox: Ports | None) -> str:
+    """Who listens where, as bound: one line, so a 0.0.0.0 is seen."""
+    binds = [
+        (settings.receiver_host, f"receiver {settings.receiver_port}"),
+        (settings.receiver_management_host, f"management {settings.receiver_management_port}"),
+        (settings.metrics_host, f"metrics {settings.poller_metrics_port} (poller), "
+                                f"{settings.worker_metrics_port} (worker), "
+                                f"{settings.reconciler_metrics_port} (reconciler)"),
+    ]  # fmt: skip
+    if sandbox is not None:
+        binds.append((sandbox.host, f"sandbox {sandbox.sandbox}"))
+    hosts: dict[str, list[str]] = {}
+    for host, what in binds:
+        hosts.setdefault(host, []).append(what)
+    said = "; ".join(f"{host}: {', '.join(what)}" for host, what in hosts.items())
+    if set(hosts) == {"127.0.0.1"}:
+        said += " (this machine only; `up --host 0.0.0.0` for every interface)"
+    return said
+
+
+def tail_command(settings: Settings, executable: str = sys.executable) -> str:
+    """`tail` as another terminal can run it: by name when that name is on the PATH and is
+    this install, else by its path; with the Kafka when it is not the default."""
+    installed = Path(executable).parent / "nxcloud-connector"
+    found = shutil.which("nxcloud-connector")
+    if found is not None and Path(found).resolve() == installed.resolve():
+        command = "nxcloud-connector"
+    elif installed.exists():
+        command = (
+            os.path.relpath(installed) if installed.is_relative_to(Path.cwd()) else str(installed)
+        )
+    else:
+        command = f"{executable} -m connector"
+    default = Settings.__dataclass_fields__["kafka_bootstrap_servers"].default
+    where = settings.kafka_bootstrap_servers
+    return f"{'' if where == default else f'KAFKA_BOOTSTRAP_SERVERS={where} '}{command} tail"
 
 
 @contextmanager

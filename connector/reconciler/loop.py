@@ -365,7 +365,7 @@ async def reconcile_forever(settings: Settings, names: TopicNames | None = None)
     try:
         reconciler = Reconciler(settings, names, store)
         if settings.reconciler_metrics_port:
-            start_http_server(settings.reconciler_metrics_port,
+            start_http_server(settings.reconciler_metrics_port, settings.metrics_host,
                               registry=reconciler.metrics.registry)  # fmt: skip
         with clients.refusals(settings):
             await reconciler.run(stop)
