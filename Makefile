@@ -28,7 +28,7 @@ STRIMZI_CHECK := .tools/strimzi-check
 KAFKA_CLUSTER ?= my-cluster
 KAFKA_NAMESPACE ?= kafka
 
-.PHONY: install tools up test test-fast check image sbom lock manifests bench-receiver bench-spool bench-backfill bench-worker bench-topic-size bench-recovery clean clean-data
+.PHONY: install tools up test test-fast test-python check image sbom lock manifests bench-receiver bench-spool bench-backfill bench-worker bench-topic-size bench-recovery clean clean-data
 
 $(VENV_MADE):
 	rm -rf $(VENV)
@@ -67,6 +67,11 @@ test: install tools
 # The tests that need no Kafka (no broker, no Java): about two minutes.
 test-fast: install tools
 	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) PROMTOOL=$(CURDIR)/$(PROMTOOL) STRIMZI_CHECK=$(CURDIR)/$(STRIMZI_CHECK) $(BIN)/pytest -m "not kafka"
+
+# The tests whose outcome depends on the Python that runs them: neither Kafka's (Java) nor the
+# image's (its Python is its own). CI runs them on 3.12 and 3.13 too: make test-python PYTHON=...
+test-python: install tools
+	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) PROMTOOL=$(CURDIR)/$(PROMTOOL) STRIMZI_CHECK=$(CURDIR)/$(STRIMZI_CHECK) $(BIN)/pytest -m "not kafka and not image"
 
 # The KafkaTopics under deploy/, from connector/topics.py and each overlay's settings;
 # the KafkaUsers, from connector/acls.py.
@@ -141,7 +146,7 @@ bench-recovery: install
 
 # What make built here; the local data (Kafka's, the worker's, the spool, the logs) stays.
 clean:
-	@echo "Removing what make built: $(strip $(VENV) $(wildcard .venv-*) .tools .mypy_cache .pytest_cache .ruff_cache)"
+	@echo "Removing what make built: $(strip $(sort $(VENV) $(wildcard .venv-*)) .tools .mypy_cache .pytest_cache .ruff_cache)"
 	@echo "(the local data stays: $(DATA_DIR); make clean-data removes it)"
 	@rm -rf $(VENV) .venv-* .tools .mypy_cache .pytest_cache .ruff_cache
 

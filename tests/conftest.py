@@ -87,6 +87,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "kafka: needs Java: a Kafka broker (or its jars), or Apicurio Registry, both fetched by "
         "Maven on first use; deselect: -m 'not kafka'",
     )
+    config.addinivalue_line(
+        "markers",
+        "image: builds or runs the image, whose Python is its own (not the one running pytest)",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
