@@ -39,6 +39,7 @@ from connector.local.certs import Authority
 from connector.receiver import server
 from connector.receiver.gate import HANDSHAKES
 from connector.settings import Settings
+from tests.receiver_helpers import closed
 
 FLOOD = 10_000
 CAP = 2000
@@ -187,6 +188,8 @@ async def test_connections_ended_every_way_on_both_ports_are_all_counted_out(
         together = asyncio.gather(*storms)
         outcomes = await real_clients(push, authority.cert_file, clients, 40) if tls else {}
         failed = await together
+        # Begun and never finished: cut by the handshake (or head) timeout, 2 s.
+        stalled = await asyncio.gather(*(cut_after(push, HALF_HELLO, 30) for _ in range(50)))
         push_held = await until_none_counted(management, "nxcloud_receiver_connections")
         management_held = await until_none_counted(
             management, "nxcloud_receiver_management_connections", asking=1
@@ -201,10 +204,21 @@ async def test_connections_ended_every_way_on_both_ports_are_all_counted_out(
           f" {({name: dict(outcome) for name, outcome in outcomes.items()})}, {refused:.0f}"
           " refused at the push port")  # fmt: skip
     assert failed == [0] * len(storms)
+    assert all(stalled), f"{stalled.count(False)} of 50 stalled handshakes or heads not cut"
     assert (push_held, management_held) == (0, 0)  # each counted out once: never below zero
     for name, outcome in outcomes.items():
         assert dict(outcome) == {"success": clients[name]}, name
     assert reply.endswith(b"success")
+
+
+async def cut_after(port: int, half: bytes, deadline: float) -> bool:
+    """Send `half` of a handshake or head and no more: True once the server has closed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(half)
+    try:
+        return await closed(reader, deadline)
+    finally:
+        writer.close()
 
 
 def plain_push(port: int, raw: bytes) -> bytes:

@@ -22,12 +22,10 @@ class Gate:
     open: int = 0
     shaking: int = 0
     peak: int = 0
-    refused: int = 0
     refusing_since: float | None = None  # the first refusal since the last admission
 
     def admit(self, tls: bool = False, now: float = 0.0) -> bool:
         if self.full(tls):
-            self.refused += 1
             if self.refusing_since is None:
                 self.refusing_since = now
             return False
