@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -23,6 +24,7 @@ DEFAULT_CDR_URL: Final = "http://api2.nxcloud.com/api/voiceSms/getVoiceCdr"
 WINDOW_SECONDS: Final = int(MAX_WINDOW.total_seconds())
 QUERYABLE_SECONDS: Final = int(LOOKBACK.total_seconds())
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+log = logging.getLogger(__name__)
 
 
 class Secret:
@@ -32,19 +34,21 @@ class Secret:
     revealed: a client that authenticates again takes a rotated Secret mounted as a volume.
     While the file is missing or empty (a rotation under way), the last value stands."""
 
-    __slots__ = ("_path", "_read_at", "_value")
+    __slots__ = ("_failing", "_name", "_path", "_read_at", "_value")
 
-    def __init__(self, value: str, path: Path | None = None) -> None:
+    def __init__(self, value: str, path: Path | None = None, name: str = "") -> None:
         self._value = value
         self._path = path
         self._read_at = time.monotonic()
+        self._name = name  # the variable naming the file, for the log
+        self._failing = False
 
     @classmethod
-    def from_file(cls, path: Path) -> Secret:
+    def from_file(cls, path: Path, name: str = "") -> Secret:
         value = _read_secret(path)
         if value is None:
             raise ValueError(f"cannot read a secret from {path} (missing, unreadable or empty)")
-        return cls(value, path)
+        return cls(value, path, name)
 
     @property
     def path(self) -> Path | None:
@@ -53,8 +57,23 @@ class Secret:
     def reveal(self) -> str:
         if self._path is not None and time.monotonic() - self._read_at >= REREAD_SECONDS:
             self._read_at = time.monotonic()
-            self._value = _read_secret(self._path) or self._value
+            value = _read_secret(self._path)
+            if value is not None:
+                self._value = value
+            self._tell(value is None)
         return self._value
+
+    def _tell(self, failing: bool) -> None:
+        """Log once that the file cannot be used (the last value stands), once it can again."""
+        if failing and not self._failing:
+            log.warning(
+                "secret file cannot be read, the last value read stays in use",
+                extra={"variable": self._name, "file": str(self._path),
+                       "reason": _unreadable(self._path)},
+            )  # fmt: skip
+        elif self._failing and not failing:
+            log.info("secret file read again", extra={"variable": self._name})
+        self._failing = failing
 
     def __repr__(self) -> str:
         return "Secret('**********')"
@@ -80,6 +99,22 @@ def _read_secret(path: Path) -> str | None:
     except (OSError, UnicodeDecodeError):
         return None
     return value or None
+
+
+def _unreadable(path: Path | None) -> str:
+    """Why `_read_secret` found nothing in `path`: missing, empty or unreadable."""
+    if path is None:
+        return ""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    try:
+        return "empty" if not text.decode("utf-8").strip() else ""
+    except UnicodeDecodeError:
+        return "not UTF-8"
 
 
 def default_state_dir() -> Path:
@@ -342,6 +377,11 @@ class Settings:
     receiver_tls_cert_file: Path | None = _env("NXCLOUD_RECEIVER_TLS_CERT_FILE", _file)
     receiver_tls_key_file: Path | None = _env("NXCLOUD_RECEIVER_TLS_KEY_FILE", _file)
     receiver_max_connections: int = _env("NXCLOUD_RECEIVER_MAX_CONNECTIONS", _int_at_least(1), 2000)
+    receiver_management_max_connections: int = _env(
+        "NXCLOUD_RECEIVER_MANAGEMENT_MAX_CONNECTIONS", _int_at_least(1), 64
+    )
+    receiver_locked_seconds: int = _env("NXCLOUD_RECEIVER_LOCKED_SECONDS", _int_at_least(1), 60)
+    receiver_allow_anyone: bool = _env("NXCLOUD_RECEIVER_ALLOW_ANYONE", _flag, False)
     spool_dir: Path = _env("NXCLOUD_SPOOL_DIR", Path, factory=lambda: default_state_dir() / "spool")
     spool_max_bytes: int = _env("NXCLOUD_SPOOL_MAX_BYTES", _int_at_least(1), 1 << 30)
     account: str = _env("NXCLOUD_ACCOUNT", _text, "default")
@@ -481,7 +521,7 @@ def secret_from_file(name: str, value: str | None, path: str) -> Secret:
     if value:
         raise ValueError(f"{name} and {name}_FILE: give one, not both")
     try:
-        return Secret.from_file(Path(path.strip()))
+        return Secret.from_file(Path(path.strip()), f"{name}_FILE")
     except ValueError as exc:
         raise ValueError(f"{name}_FILE: {exc}") from None
 
