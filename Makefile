@@ -2,6 +2,19 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The Pythons the project is tested on (CI: the whole suite on 3.11, the tests without Kafka on
+# 3.12 and 3.13); pyproject.toml's requires-python says the same.
+PYTHONS := 3.11 3.12 3.13
+PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print(*sys.version_info[:3], sep=".")' 2>/dev/null)
+ifneq ($(filter-out clean clean-data,$(or $(MAKECMDGOALS),install)),)
+ifeq ($(filter $(PYTHONS),$(basename $(PYTHON_VERSION))),)
+$(error $(PYTHON) is $(if $(PYTHON_VERSION),Python $(PYTHON_VERSION),not a Python that runs); nxcloud-connector needs Python 3.11, 3.12 or 3.13: make PYTHON=python3.13 (or python3.11, python3.12))
+endif
+endif
+# Where `up` and `kafka` keep their data (connector.settings.default_state_dir).
+DATA_DIR := $(or $(XDG_DATA_HOME),$(HOME)/.local/share)/nxcloud-connector
+# The venv remembers the Python that made it: made by another (or half made), it is made anew.
+VENV_MADE := $(VENV)/made-by-python-$(PYTHON_VERSION)
 # kustomize renders deploy/ in the tests; built from its Go module, pinned here only.
 KUSTOMIZE_VERSION := v5.7.1
 KUSTOMIZE := .tools/kustomize-$(KUSTOMIZE_VERSION)/kustomize
@@ -16,10 +29,14 @@ STRIMZI_CHECK := .tools/strimzi-check
 KAFKA_CLUSTER ?= my-cluster
 KAFKA_NAMESPACE ?= kafka
 
-.PHONY: install tools up test test-fast check image sbom lock manifests bench-receiver bench-spool bench-backfill bench-worker bench-topic-size bench-recovery clean
+.PHONY: install tools up test test-fast test-python check image sbom lock manifests bench-receiver bench-spool bench-backfill bench-worker bench-topic-size bench-recovery clean clean-data
 
-$(BIN)/nxcloud-connector: pyproject.toml
+$(VENV_MADE):
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
+	touch $@
+
+$(BIN)/nxcloud-connector: pyproject.toml $(VENV_MADE)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --editable '.[dev]'
 	touch $@
@@ -41,8 +58,9 @@ $(STRIMZI_CHECK)/node_modules: tests/strimzi/package.json tests/strimzi/package-
 
 tools: $(KUSTOMIZE) $(PROMTOOL) $(STRIMZI_CHECK)/node_modules
 
+# UP_FLAGS: `up`'s options, e.g. UP_FLAGS=--host=0.0.0.0 to listen beyond this machine.
 up: install
-	$(BIN)/nxcloud-connector up
+	$(BIN)/nxcloud-connector up $(UP_FLAGS)
 
 test: install tools
 	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) PROMTOOL=$(CURDIR)/$(PROMTOOL) STRIMZI_CHECK=$(CURDIR)/$(STRIMZI_CHECK) $(BIN)/pytest
@@ -50,6 +68,11 @@ test: install tools
 # The tests that need no Kafka (no broker, no Java): about two minutes.
 test-fast: install tools
 	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) PROMTOOL=$(CURDIR)/$(PROMTOOL) STRIMZI_CHECK=$(CURDIR)/$(STRIMZI_CHECK) $(BIN)/pytest -m "not kafka"
+
+# The tests whose outcome depends on the Python that runs them: neither Kafka's (Java) nor the
+# image's (its Python is its own). CI runs them on 3.12 and 3.13 too: make test-python PYTHON=...
+test-python: install tools
+	KUSTOMIZE=$(CURDIR)/$(KUSTOMIZE) PROMTOOL=$(CURDIR)/$(PROMTOOL) STRIMZI_CHECK=$(CURDIR)/$(STRIMZI_CHECK) $(BIN)/pytest -m "not kafka and not image"
 
 # The KafkaTopics under deploy/, from connector/topics.py and each overlay's settings;
 # the KafkaUsers, from connector/acls.py.
@@ -136,5 +159,13 @@ bench-topic-size: install
 bench-recovery: install
 	$(BIN)/python -m bench.recovery
 
+# What make built here; the local data (Kafka's, the worker's, the spool, the logs) stays.
 clean:
-	rm -rf $(VENV) .tools .mypy_cache .pytest_cache .ruff_cache
+	@echo "Removing what make built: $(strip $(sort $(VENV) $(wildcard .venv-*)) .tools .mypy_cache .pytest_cache .ruff_cache)"
+	@echo "(the local data stays: $(DATA_DIR); make clean-data removes it)"
+	@rm -rf $(VENV) .venv-* .tools .mypy_cache .pytest_cache .ruff_cache
+
+# The local run's data: Kafka's topics, the worker's state, the receiver's spool, the logs.
+clean-data:
+	@echo "Removing the local data: $(DATA_DIR)"
+	@rm -rf $(DATA_DIR)

@@ -1,5 +1,6 @@
 -- One DR push per request, each with its own messageid.
 -- Optional pacing and padding: wrk ... -- DELAY_MS [PAD_BYTES] (an extra field of PAD_BYTES)
+-- [get] (the push as the provider's example sends it: a GET, its fields in the query)
 local threads = 0
 function setup(thread)
   thread:set("thread_id", threads)
@@ -13,6 +14,7 @@ function init(args)
   local size = tonumber(args[2] or "0")
   padding = size > 0 and ("&note=" .. string.rep("x", size)) or ""
   headers = { ["Content-Type"] = "application/x-www-form-urlencoded" }
+  get = args[3] == "get"
 end
 
 function request()
@@ -23,6 +25,9 @@ function request()
     .. "&start_time=2020-12-01+00%3A00%3A00&end_time=2020-12-01+00%3A00%3A10"
     .. "&result=Successful+connection&hangup_cause=NORMAL_CLEARING"
     .. "&hangup_disposition=send_bye&ivr_result=" .. padding
+  if get then
+    return wrk.format("GET", "/nxcloud/voice/dr?" .. body)
+  end
   return wrk.format("POST", "/nxcloud/voice/dr", headers, body)
 end
 

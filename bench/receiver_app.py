@@ -12,6 +12,7 @@ from connector.receiver.app import create_app, edge, kafka_store
 from connector.receiver.metrics import ReceiverMetrics
 from connector.receiver.protocol import EdgeProtocol
 from connector.receiver.publisher import Readiness, Store, StoredIn
+from connector.receiver.server import server
 from connector.settings import Settings
 
 
@@ -44,3 +45,16 @@ def protocol() -> type[EdgeProtocol]:
 
 
 Protocol = protocol()
+
+
+def main() -> None:
+    """Serve as `nxcloud-connector receiver` does (both listeners, TLS when its files are set,
+    uvloop), the store real or a no-op."""
+    settings = Settings.from_env()
+    noop = os.environ.get("BENCH_NOOP") == "1"
+    app = create_app(settings, store=noop_store if noop else kafka_store)
+    server(settings, app, edge(settings)).run()
+
+
+if __name__ == "__main__":
+    main()

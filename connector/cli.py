@@ -21,6 +21,7 @@ from connector.errors import (
     ConfigError,
     ConnectorError,
     KafkaUnreachable,
+    OutputClosed,
     RegistryUnreachable,
     SchemaRefused,
 )
@@ -39,6 +40,7 @@ EXIT_KAFKA: Final = KafkaUnreachable.exit_code
 EXIT_FAILED: Final = ConnectorError.exit_code
 EXIT_REFUSED_SCHEMA: Final = SchemaRefused.exit_code
 EXIT_REGISTRY: Final = RegistryUnreachable.exit_code
+EXIT_CHECK: Final = 8
 EXIT_INTERRUPTED: Final = 130
 ENVIRONMENT: Final = (
     "Configuration comes from environment variables (KAFKA_*, NXCLOUD_*), read once at "
@@ -46,7 +48,7 @@ ENVIRONMENT: Final = (
     f"{EXIT_DRIFT} topics not as declared, {EXIT_USAGE} usage, {EXIT_CONFIG} configuration, "
     f"{EXIT_KAFKA} Kafka unreachable or refused, {EXIT_FAILED} other failure, "
     f"{EXIT_REFUSED_SCHEMA} schema refused by the registry, {EXIT_REGISTRY} registry "
-    "unreachable, "
+    f"unreachable, {EXIT_CHECK} a `check` failed, "
     f"{EXIT_INTERRUPTED} interrupted."
 )
 
@@ -62,6 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command(args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except OutputClosed:
+        # Nobody reads on (`| head`): done, and nothing left to say; Python's own flush of
+        # stdout at exit would fail on the closed pipe, so it goes nowhere instead.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         message, code = failure(exc)
         print(f"nxcloud-connector: {message}", file=sys.stderr)
@@ -128,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--push-to", default=None, help="receiver URL to push each DR to")
     sandbox.add_argument("--appkey", default="sandbox")
     sandbox.add_argument("--secretkey", default="sandbox")
+    _add_gaps(sandbox)
     sandbox.set_defaults(command=run_sandbox)
 
     worker = commands.add_parser("worker", help="merge DRs and CDRs into call events (Faust)")
@@ -142,14 +150,14 @@ def _parser() -> argparse.ArgumentParser:
         "--controller-port", type=int, default=0, help="the local Kafka's controller port (port+1)"
     )
     up.add_argument("--sandbox-port", type=int, default=8090, help="the sandbox's port (8090)")
+    up.add_argument(
+        "--host", default="127.0.0.1",
+        help="where the receiver, its management port, the metrics and the sandbox listen "
+        "(127.0.0.1: this machine only; NXCLOUD_*_HOST variables take precedence)",
+    )  # fmt: skip
     up.set_defaults(command=run_up)
 
-    tail = commands.add_parser("tail", help="print call events as JSON lines")
-    tail.add_argument("--from-beginning", action="store_true", help="not only new events")
-    tail.add_argument("--call-id", default=None)
-    tail.add_argument("--message-id", default=None)
-    tail.add_argument("--limit", type=int, default=None, help="stop after this many events")
-    tail.set_defaults(command=run_tail)
+    _add_tail(commands)
 
     replay = commands.add_parser(
         "replay", help="reprocess raw records of a time range through normalize and merge"
@@ -166,9 +174,102 @@ def _parser() -> argparse.ArgumentParser:
     redrive = commands.add_parser("redrive", help="send dead letters back through the pipeline")
     redrive.add_argument("--since", default=None, help="ISO 8601 (default: all dead letters)")
     redrive.set_defaults(command=run_redrive)
-    _add_schema(commands)
-    _add_registry(commands)
+    for add in (_add_schema, _add_registry, _add_check, _add_reconciliation, _add_reconcile):
+        add(commands)
     return parser
+
+
+def _add_gaps(sandbox: argparse.ArgumentParser) -> None:
+    """What a reconciliation finds in the sandbox's traffic."""
+    sandbox.add_argument("--lost-pushes", type=float, default=0.03,
+                         help="share of calls whose DR push is lost: CDR-only (0.03)")  # fmt: skip
+    sandbox.add_argument("--unlisted", type=float, default=0.02,
+                         help="share of calls the CDR query never has: DR-only (0.02)")  # fmt: skip
+
+
+def _add_reconciliation(commands: argparse._SubParsersAction[_Command]) -> None:
+    reconciler = commands.add_parser(
+        "reconciler",
+        help="keep each day's reconciliation current on nxcloud.voice.reconciliation",
+    )
+    reconciler.add_argument(
+        "--once", action="store_true",
+        help="read the call events to their end, write every day's figures, then exit "
+        "(a rebuild, in memory)",
+    )  # fmt: skip
+    reconciler.add_argument("--source", default=None, metavar="TOPIC",
+                            help="with --once: the call events to read (e.g. one "
+                            "`replay --into` made)")  # fmt: skip
+    reconciler.add_argument("--into", default=None, metavar="TOPIC",
+                            help="with --once: the reconciliation topic to write "
+                            "(created like nxcloud.voice.reconciliation)")  # fmt: skip
+    reconciler.set_defaults(command=run_reconciler)
+
+
+def _add_reconcile(commands: argparse._SubParsersAction[_Command]) -> None:
+    from connector.reconciliation import KINDS
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="print each day's reconciliation: what NXCloud billed against what reached us",
+    )
+    reconcile.add_argument("--day", default=None, help="YYYY-MM-DD, today or yesterday")
+    reconcile.add_argument("--since", default=None, help="the first day (with --until)")
+    reconcile.add_argument("--until", default=None, help="the last day, included")
+    shown = reconcile.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="JSON instead of a table")
+    shown.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    reconcile.add_argument(
+        "--calls", default=None, choices=sorted(KINDS), metavar="KIND",
+        help=f"list the calls behind a number instead: {', '.join(sorted(KINDS))}",
+    )  # fmt: skip
+    reconcile.add_argument(
+        "--topic", default=None, help="a rebuilt reconciliation topic instead of the live one"
+    )
+    reconcile.set_defaults(command=run_reconcile)
+
+
+def run_reconcile(args: argparse.Namespace) -> int:
+    from connector import report
+
+    _quiet_kafka_clients()
+    settings = Settings.from_env()
+    names = TopicNames.of(settings)
+    now = utcnow()
+    today = now.astimezone(settings.nxcloud_timezone).date()
+    if args.day and (args.since or args.until):
+        raise ConfigError("give --day, or --since and --until, not both")
+    if args.day:
+        days = [report.parse_day(args.day, today)]
+    else:
+        first = report.parse_day(args.since or args.until or "yesterday", today)
+        days = report.days_between(first, report.parse_day(args.until or "today", today))
+    fmt = "json" if args.json else "csv" if args.csv else "table"
+    if args.calls:
+        found = asyncio.run(report.calls(settings, names, days, args.calls, now))
+    else:
+        found = asyncio.run(report.records(settings, args.topic or names.reconciliation, days))
+        if not found:
+            print(f"no reconciliation for {days[0]}{f' to {days[-1]}' if len(days) > 1 else ''}"
+                  " yet: is `nxcloud-connector reconciler` running?", file=sys.stderr)  # fmt: skip
+    report.show(found, fmt=fmt, listing=bool(args.calls))
+    return 0
+
+
+def run_reconciler(args: argparse.Namespace) -> int:
+    from connector import logs
+    from connector.reconciler import loop
+
+    settings = Settings.from_env()
+    if (args.source or args.into) and not args.once:
+        raise ConfigError("--source and --into rebuild a reconciliation: give --once too")
+    if not args.once:
+        logs.configure(settings.log_level)
+        return asyncio.run(loop.reconcile_forever(settings))
+    _quiet_kafka_clients()
+    written = asyncio.run(loop.rebuild(settings, source=args.source, into=args.into))
+    print(f"groups written: {written}")
+    return 0
 
 
 def _add_kafka(commands: argparse._SubParsersAction[_Command]) -> None:
@@ -201,6 +302,52 @@ def _add_kafka(commands: argparse._SubParsersAction[_Command]) -> None:
         "certificates, ACLs enforced; one user per component with the connector's ACLs",
     )
     kafka.set_defaults(command=run_kafka)
+
+
+def _add_tail(commands: argparse._SubParsersAction[_Command]) -> None:
+    tail = commands.add_parser(
+        "tail",
+        help="print call events: a line each on a terminal, JSON lines when piped or with --json",
+    )
+    tail.add_argument("--from-beginning", action="store_true", help="not only new events")
+    tail.add_argument("--call-id", default=None, help="only this call")
+    tail.add_argument("--message-id", default=None, help="only the calls of this messageid")
+    tail.add_argument(
+        "--phone", default=None, help="only this phone number, with its country code (E.164)"
+    )
+    tail.add_argument(
+        "--limit", type=_count, default=None, help="stop after exactly this many events"
+    )
+    tail.add_argument(
+        "--json", action="store_true", help="JSON lines on a terminal too (always when piped)"
+    )
+    tail.set_defaults(command=run_tail)
+
+
+def _add_check(commands: argparse._SubParsersAction[_Command]) -> None:
+    from connector.check import COMPONENTS
+
+    check = commands.add_parser(
+        "check",
+        help="try the configuration for real: Kafka, its login, the topics, this component's "
+        "ACLs, the schema registry, NXCloud's CDR API, the push port's TLS files; a line each",
+    )
+    check.add_argument(
+        "--component", choices=COMPONENTS, default="all",
+        help="check what this component needs, with its ACLs (default: all of them)",
+    )  # fmt: skip
+    check.set_defaults(command=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from connector import check
+
+    _quiet_kafka_clients()
+    settings = Settings.from_env()
+    results = asyncio.run(check.run(settings, args.component, utcnow()))
+    for line in check.report(results):
+        print(line, flush=True)
+    return 0 if check.passed(results) else EXIT_CHECK
 
 
 def _add_schema(commands: argparse._SubParsersAction[_Command]) -> None:
@@ -254,10 +401,17 @@ def run_tail(args: argparse.Namespace) -> int:
         tail(
             settings, names.call_events,
             from_beginning=args.from_beginning,
-            wanted=matcher(args.call_id, args.message_id), limit=args.limit,
+            wanted=matcher(args.call_id, args.message_id, args.phone), limit=args.limit,
+            as_json=True if args.json else None,
         )
     )  # fmt: skip
     return 0
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of 1 or more")
+    return int(text)
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -421,8 +575,9 @@ def run_sandbox(args: argparse.Namespace) -> int:
     logs.configure(Settings.from_env().log_level)
     world = sandbox.World(args.seed, utcnow() - timedelta(hours=args.history_hours), args.rate)
     stand_in = sandbox.Sandbox(
-        world, appkey=args.appkey, secretkey=args.secretkey, push_to=args.push_to
-    )
+        world, appkey=args.appkey, secretkey=args.secretkey, push_to=args.push_to,
+        lost_pushes=args.lost_pushes, unlisted=args.unlisted,
+    )  # fmt: skip
     uvicorn.run(
         sandbox.create_app(stand_in), host=args.host, port=args.port, log_config=None,
         access_log=False,
@@ -443,7 +598,7 @@ def run_worker(_args: argparse.Namespace) -> int:
     asyncio.run(clients.check(settings))  # a refused login is one line, not a retry loop
     metrics = telemetry.WorkerMetrics() if settings.worker_metrics_port else None
     if metrics is not None:
-        metrics.serve(settings.worker_metrics_port)
+        metrics.serve(settings.worker_metrics_port, settings.metrics_host)
     names = TopicNames.of(settings)
     sources = [names.dr_raw, names.cdr_raw, names.observations]
     asyncio.run(admin.await_topics(settings, sources))
@@ -460,7 +615,7 @@ def run_worker(_args: argparse.Namespace) -> int:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    ports = stack.Ports(args.kafka_port, args.controller_port, args.sandbox_port)
+    ports = stack.Ports(args.kafka_port, args.controller_port, args.sandbox_port, args.host)
     return stack.up(Settings.from_env(), verbose=args.verbose, ports=ports)
 
 

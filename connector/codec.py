@@ -8,7 +8,7 @@ from typing import Any, Final
 
 import orjson
 
-from connector.merge import BILLING, DR_FINAL, CallState
+from connector.merge import BILLING, DR_FINAL, REPORTED, CallState
 from connector.normalize import Observation
 
 IDENTITY: Final = ("service", "message_id", "phone", "phone_raw", "country_code")
@@ -69,25 +69,43 @@ def encode_state(state: CallState) -> bytes:
             "updated_at": state.updated_at.isoformat() if state.updated_at else None,
             "cdr_seen_at": state.cdr_seen_at.isoformat() if state.cdr_seen_at else None,
             "given_by_dr": sorted(state.given_by_dr),
+            "reported": {source: _facts_out(own) for source, own in state.reported.items()},
         }
     )
 
 
 def decode_state(data: bytes) -> CallState:
     raw = orjson.loads(data)
+    facts = _facts_in(raw["facts"])
+    sources = frozenset(raw["sources"])
+    given = frozenset(raw["given_by_dr"] if "given_by_dr" in raw else _given_before(raw))
+    reported = raw.get("reported")
     return CallState(
         call_id=raw["call_id"],
         **{name: raw[name] for name in IDENTITY},
-        facts=_facts_in(raw["facts"]),
-        sources=frozenset(raw["sources"]),
+        facts=facts,
+        sources=sources,
         revision=raw["revision"],
         first_seen_at=datetime.fromisoformat(raw["first_seen_at"])
         if raw["first_seen_at"]
         else None,
         updated_at=datetime.fromisoformat(raw["updated_at"]) if raw["updated_at"] else None,
         cdr_seen_at=_moment(raw.get("cdr_seen_at")),
-        given_by_dr=frozenset(raw["given_by_dr"] if "given_by_dr" in raw else _given_before(raw)),
+        given_by_dr=given,
+        reported=_reported_before(facts, sources, given)
+        if reported is None
+        else {source: _facts_in(own) for source, own in reported.items()},
     )
+
+
+def _reported_before(
+    facts: dict[str, Any], sources: frozenset[str], given: frozenset[str]
+) -> dict[str, dict[str, Any]]:
+    """A state written before `reported`: the DR's own figures are the facts it gave;
+    the CDR row's are not told apart from the DR's until the call's next row."""
+    if "dr" not in sources:
+        return {}
+    return {"dr": {name: facts.get(name) if name in given else None for name in REPORTED}}
 
 
 def _given_before(raw: dict[str, Any]) -> set[str]:

@@ -10,6 +10,7 @@ ConnectorError                what the connector raises on purpose     (CLI exit
 ├── SchemaError               a schema is unknown, or a change would break its readers
 │   └── SchemaRefused         the schema registry refuses a schema     (CLI exit 6)
 ├── RegistryUnreachable       the schema registry cannot be reached    (CLI exit 7)
+├── OutputClosed              the reader of a command's output left    (CLI exit 0)
 └── InputError                what NXCloud sent cannot be used (also a ValueError)
     ├── Invalid               a push that is not a documented DR
     ├── Refused               a push refused at the HTTP edge, with its status
@@ -92,3 +93,9 @@ class RegistryUnreachable(ConnectorError):
     """The schema registry cannot be reached, or answered with an error of its own."""
 
     exit_code = 7
+
+
+class OutputClosed(ConnectorError):
+    """Whoever read a command's output went away (`| head`): the command is done."""
+
+    exit_code = 0

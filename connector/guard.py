@@ -85,10 +85,107 @@ def client_address(
 
 def scrub(data: bytes, secret: str | None) -> bytes:
     """`data` with every spelling of `secret` replaced: each of its bytes raw or
-    %-encoded (upper or lower case, all, some or none of them), a space also as `+`."""
+    %-encoded (upper or lower case, all, some or none of them, and the `%` itself %-encoded
+    again to any depth: `%252B`), a space also as `+`; and the same in UTF-16 or UTF-32 text
+    (either byte order), replaced there by `[redacted]` in that encoding."""
     if not secret:
         return data
-    return _spellings(secret).sub(REDACTED, data)
+    found = [(start, end, REDACTED) for start, end in _spans(data, secret)]
+    if b"\x00" in data:  # ASCII in UTF-16 or UTF-32 has zero bytes
+        found += _wide_spans(data, secret)
+    if not found:
+        return data
+    kept, at = [], 0
+    for start, end, replacement in sorted(found):
+        if start < at:  # overlaps the one before: already replaced
+            continue
+        kept += [data[at:start], replacement]
+        at = end
+    kept.append(data[at:])
+    return b"".join(kept)
+
+
+def scrub_text(text: str, secret: str | None) -> str:
+    """`scrub` for text (a field's name or value, as decoded)."""
+    if not secret or (secret not in text and "%" not in text):
+        return text
+    data = text.encode("utf-8", "surrogateescape")
+    return scrub(data, secret).decode("utf-8", "surrogateescape")
+
+
+def _spans(data: bytes, secret: str) -> list[tuple[int, int]]:
+    spans = [match.span() for match in _spellings(secret).finditer(data)]
+    if b"%" not in data:
+        return spans
+    decoded, starts, ends = _decoded(data)
+    needle = secret.encode()
+    for wanted in {needle, bytes(_decoded(needle)[0])}:
+        at = decoded.find(wanted)
+        while at >= 0:
+            spans.append((starts[at], ends[at + len(wanted) - 1]))
+            at = decoded.find(wanted, at + 1)
+    return spans
+
+
+HEX: Final = frozenset(b"0123456789abcdefABCDEF")
+PERCENT: Final = 0x25
+
+
+def _decoded(data: bytes) -> tuple[bytearray, list[int], list[int]]:
+    """`data` %-decoded until nothing more decodes (`%2541` is `A`), and for each byte of
+    the result the span of `data` it came from. In one pass: a `%XX` formed at the end of
+    what has been decoded so far is decoded at once."""
+    out = bytearray()
+    starts: list[int] = []
+    ends: list[int] = []
+    at, size = 0, len(data)
+    while at < size:
+        if PERCENT not in out[-2:]:  # nothing pending: copy up to the next % at once
+            following = data.find(b"%", at)
+            following = size if following < 0 else following
+            if following > at:
+                out += data[at:following]
+                starts.extend(range(at, following))
+                ends.extend(range(at + 1, following + 1))
+                at = following
+                continue
+        out.append(data[at])
+        starts.append(at)
+        ends.append(at + 1)
+        at += 1
+        while len(out) >= 3 and out[-3] == PERCENT and out[-2] in HEX and out[-1] in HEX:
+            value = int(out[-2:], 16)
+            start, end = starts[-3], ends[-1]
+            del out[-3:], starts[-3:], ends[-3:]
+            out.append(value)
+            starts.append(start)
+            ends.append(end)
+    return out, starts, ends
+
+
+WIDE: Final = (("utf-16-le", 2, 0), ("utf-16-be", 2, 1), ("utf-32-le", 4, 0), ("utf-32-be", 4, 3))
+
+
+def _wide_spans(data: bytes, secret: str) -> list[tuple[int, int, bytes]]:
+    """The secret's spellings in ASCII carried as UTF-16 or UTF-32 code units: each unit
+    whose other bytes are zero is read as its ASCII byte, any other as 0xFF."""
+    found = []
+    for codec, width, low in WIDE:
+        replacement = REDACTED.decode().encode(codec)
+        for offset in range(width):
+            units = [data[offset + byte :: width] for byte in range(width)]
+            count = min(len(unit) for unit in units)
+            ascii_ = bytearray(units[low][:count])
+            for byte, unit in enumerate(units):
+                if byte != low:
+                    for nonzero in re.finditer(rb"[^\x00]", unit[:count]):
+                        ascii_[nonzero.start()] = 0xFF
+            ascii_ = ascii_.replace(b"\x00", b"\xff")  # a zero unit is no ASCII text either
+            found += [
+                (offset + start * width, offset + end * width, replacement)
+                for start, end in _spans(bytes(ascii_), secret)
+            ]
+    return found
 
 
 @lru_cache(maxsize=4)

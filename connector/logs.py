@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 import orjson
+from aiokafka.errors import for_code
 
 from connector.clock import rfc3339
 from connector.outage import Throttle
@@ -18,6 +19,19 @@ STANDARD: Final = frozenset(vars(logging.makeLogRecord({})).keys()) | {
     "message", "asctime", "color_message",
 }  # fmt: skip
 ANSI: Final = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+KAFKA_ERROR: Final = re.compile(r"\[Error (\d+)\] ")
+
+
+class Retried(logging.Filter):
+    """aiokafka logs at ERROR what it retries by itself: a coordinator or a partition leader
+    not elected yet, as right after a broker or a topic starts. That heals alone: a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.name.startswith("aiokafka"):
+            found = KAFKA_ERROR.search(record.getMessage())
+            if found is not None and getattr(for_code(int(found[1])), "retriable", False):
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,6 +55,7 @@ def configure(level: str = "INFO") -> None:
     per request only at DEBUG."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(Retried())
     handler.addFilter(Throttle("aiokafka"))
     handler.addFilter(Throttle("connector.receiver.app", every=10.0, level=logging.ERROR))
     root = logging.getLogger()

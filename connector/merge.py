@@ -27,6 +27,8 @@ FACTS: Final = (
 CDR_ONLY: Final = ("connected_at", "cdr_id")
 # A value the DR gives is final; until the DR gives one, the newest CDR row's counts.
 DR_FINAL: Final = tuple(name for name in FACTS if name not in CDR_ONLY)
+# What each source reported on its own, for reconciliation: the DR's, the newest CDR row's.
+REPORTED: Final = ("duration_seconds", "cycle_seconds", "cycles", "connected", *BILLING[2:])
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class CallState:
     updated_at: datetime | None = None
     cdr_seen_at: datetime | None = None
     given_by_dr: frozenset[str] = frozenset()
+    reported: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def _merged_facts(state: CallState, observation: Observation) -> dict[str, Any]:
@@ -68,6 +71,11 @@ def _given_by_dr(state: CallState, observation: Observation) -> frozenset[str]:
         return state.given_by_dr
     given = {name for name in DR_FINAL if observation.facts.get(name) is not None}
     return state.given_by_dr | given
+
+
+def _reported(state: CallState, observation: Observation) -> Mapping[str, Mapping[str, Any]]:
+    own = {name: observation.facts.get(name) for name in REPORTED}
+    return {**state.reported, observation.source: own}
 
 
 def _service(current: str, observed: str) -> str:
@@ -113,6 +121,7 @@ def merge(
         updated_at=max(state.updated_at or now, now),
         cdr_seen_at=cdr_seen_at,
         given_by_dr=_given_by_dr(state, observation),
+        reported=_reported(state, observation),
     )
     content = _content(merged)
     if state.revision and content == _content(state):
@@ -171,6 +180,22 @@ def _content(state: CallState) -> dict[str, Any]:
         },
         "cdr_id": facts.get("cdr_id"),
         "sources": sorted(state.sources),
+        "reports": {"dr": _report(state.reported.get("dr")),
+                    "cdr": _report(state.reported.get("cdr"))},
+    }  # fmt: skip
+
+
+def _report(figures: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """One source's own billing figures, as it reported them (the merge's `billing` takes
+    the DR's where it gave them): what reconciling the two needs."""
+    if figures is None:
+        return None
+    return {
+        "duration_seconds": figures.get("duration_seconds"),
+        "cycle_seconds": figures.get("cycle_seconds"),
+        "cycles": figures.get("cycles"),
+        "connected": figures.get("connected"),
+        "cost": _money(cost(figures)),
     }
 
 

@@ -46,6 +46,7 @@ def contracts(names: TopicNames) -> dict[str, str]:
         subject(names.cdr_raw): "cdr-raw",
         subject(names.call_events): "call-event",
         subject(names.dead_letter): "dead-letter",
+        subject(names.reconciliation): "reconciliation",
     }
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from decimal import Decimal, InvalidOperation
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Final
@@ -22,6 +24,7 @@ DEFAULT_CDR_URL: Final = "http://api2.nxcloud.com/api/voiceSms/getVoiceCdr"
 WINDOW_SECONDS: Final = int(MAX_WINDOW.total_seconds())
 QUERYABLE_SECONDS: Final = int(LOOKBACK.total_seconds())
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+log = logging.getLogger(__name__)
 
 
 class Secret:
@@ -31,19 +34,21 @@ class Secret:
     revealed: a client that authenticates again takes a rotated Secret mounted as a volume.
     While the file is missing or empty (a rotation under way), the last value stands."""
 
-    __slots__ = ("_path", "_read_at", "_value")
+    __slots__ = ("_failing", "_name", "_path", "_read_at", "_value")
 
-    def __init__(self, value: str, path: Path | None = None) -> None:
+    def __init__(self, value: str, path: Path | None = None, name: str = "") -> None:
         self._value = value
         self._path = path
         self._read_at = time.monotonic()
+        self._name = name  # the variable naming the file, for the log
+        self._failing = False
 
     @classmethod
-    def from_file(cls, path: Path) -> Secret:
+    def from_file(cls, path: Path, name: str = "") -> Secret:
         value = _read_secret(path)
         if value is None:
             raise ValueError(f"cannot read a secret from {path} (missing, unreadable or empty)")
-        return cls(value, path)
+        return cls(value, path, name)
 
     @property
     def path(self) -> Path | None:
@@ -52,8 +57,23 @@ class Secret:
     def reveal(self) -> str:
         if self._path is not None and time.monotonic() - self._read_at >= REREAD_SECONDS:
             self._read_at = time.monotonic()
-            self._value = _read_secret(self._path) or self._value
+            value = _read_secret(self._path)
+            if value is not None:
+                self._value = value
+            self._tell(value is None)
         return self._value
+
+    def _tell(self, failing: bool) -> None:
+        """Log once that the file cannot be used (the last value stands), once it can again."""
+        if failing and not self._failing:
+            log.warning(
+                "secret file cannot be read, the last value read stays in use",
+                extra={"variable": self._name, "file": str(self._path),
+                       "reason": _unreadable(self._path)},
+            )  # fmt: skip
+        elif self._failing and not failing:
+            log.info("secret file read again", extra={"variable": self._name})
+        self._failing = failing
 
     def __repr__(self) -> str:
         return "Secret('**********')"
@@ -81,6 +101,22 @@ def _read_secret(path: Path) -> str | None:
     return value or None
 
 
+def _unreadable(path: Path | None) -> str:
+    """Why `_read_secret` found nothing in `path`: missing, empty or unreadable."""
+    if path is None:
+        return ""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    try:
+        return "empty" if not text.decode("utf-8").strip() else ""
+    except UnicodeDecodeError:
+        return "not UTF-8"
+
+
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "nxcloud-connector"
@@ -97,6 +133,17 @@ def _store(raw: str) -> str:
     if raw.strip() not in {"memory://", "rocksdb://"}:
         raise ValueError("must be memory:// or rocksdb:// (RocksDB through rocksdict)")
     return raw.strip()
+
+
+def _amount(raw: str) -> Decimal:
+    """A non-negative decimal amount (money is never a float)."""
+    try:
+        value = Decimal(raw.strip())
+    except InvalidOperation:
+        raise ValueError(f"must be a decimal amount, got {raw!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"must be a decimal amount of 0 or more, got {raw!r}")
+    return value
 
 
 def _log_level(raw: str) -> str:
@@ -330,6 +377,11 @@ class Settings:
     receiver_tls_cert_file: Path | None = _env("NXCLOUD_RECEIVER_TLS_CERT_FILE", _file)
     receiver_tls_key_file: Path | None = _env("NXCLOUD_RECEIVER_TLS_KEY_FILE", _file)
     receiver_max_connections: int = _env("NXCLOUD_RECEIVER_MAX_CONNECTIONS", _int_at_least(1), 2000)
+    receiver_management_max_connections: int = _env(
+        "NXCLOUD_RECEIVER_MANAGEMENT_MAX_CONNECTIONS", _int_at_least(1), 64
+    )
+    receiver_locked_seconds: int = _env("NXCLOUD_RECEIVER_LOCKED_SECONDS", _int_at_least(1), 60)
+    receiver_allow_anyone: bool = _env("NXCLOUD_RECEIVER_ALLOW_ANYONE", _flag, False)
     spool_dir: Path = _env("NXCLOUD_SPOOL_DIR", Path, factory=lambda: default_state_dir() / "spool")
     spool_max_bytes: int = _env("NXCLOUD_SPOOL_MAX_BYTES", _int_at_least(1), 1 << 30)
     account: str = _env("NXCLOUD_ACCOUNT", _text, "default")
@@ -362,6 +414,7 @@ class Settings:
     )
     poller_metrics_port: int = _env("NXCLOUD_POLLER_METRICS_PORT", _port(0), 9102)
     worker_metrics_port: int = _env("NXCLOUD_WORKER_METRICS_PORT", _port(0), 9103)
+    metrics_host: str = _env("NXCLOUD_METRICS_HOST", _text, "0.0.0.0")  # noqa: S104
     worker_dr_grace_seconds: int = _env(
         "NXCLOUD_WORKER_DR_GRACE_SECONDS", _int_at_least(1), 4 * 3600
     )
@@ -382,6 +435,18 @@ class Settings:
     registry_password: Secret | None = _env("NXCLOUD_REGISTRY_PASSWORD", _secret, secret=True)
     registry_ca_file: Path | None = _env("NXCLOUD_REGISTRY_CA_FILE", _file)
     registry_wire_format: bool = _env("NXCLOUD_REGISTRY_WIRE_FORMAT", _flag, False)
+    # Reconciliation (docs/reconciliation.md): its tolerances, and the reconciler's store.
+    reconcile_seconds_tolerance: int = _env(
+        "NXCLOUD_RECONCILE_SECONDS_TOLERANCE", _int_at_least(0), 1
+    )
+    reconcile_cost_tolerance: Decimal = _env(
+        "NXCLOUD_RECONCILE_COST_TOLERANCE", _amount, Decimal(0)
+    )
+    reconciler_store: str = _env("NXCLOUD_RECONCILER_STORE", _store, "memory://")
+    reconciler_data_dir: Path = _env(
+        "NXCLOUD_RECONCILER_DATA_DIR", Path, factory=lambda: default_state_dir() / "reconciler"
+    )
+    reconciler_metrics_port: int = _env("NXCLOUD_RECONCILER_METRICS_PORT", _port(0), 9104)
 
     def __post_init__(self) -> None:
         problems = kafka_security_problems(self) + registry_problems(self)
@@ -456,7 +521,7 @@ def secret_from_file(name: str, value: str | None, path: str) -> Secret:
     if value:
         raise ValueError(f"{name} and {name}_FILE: give one, not both")
     try:
-        return Secret.from_file(Path(path.strip()))
+        return Secret.from_file(Path(path.strip()), f"{name}_FILE")
     except ValueError as exc:
         raise ValueError(f"{name}_FILE: {exc}") from None
 

@@ -21,6 +21,7 @@ class TopicNames:
     dead_letter: str = "nxcloud.voice.dead-letter"
     poller_state: str = "nxcloud.voice.poller-state"
     observations: str = "nxcloud.voice.observations"
+    reconciliation: str = "nxcloud.voice.reconciliation"
 
     @classmethod
     def of(cls, settings: Settings) -> TopicNames:
@@ -35,6 +36,7 @@ class TopicNames:
             dead_letter=f"{self.dead_letter}.{suffix}",
             poller_state=f"{self.poller_state}.{suffix}",
             observations=f"{self.observations}.{suffix}",
+            reconciliation=f"{self.reconciliation}.{suffix}",
         )
 
 
@@ -110,6 +112,15 @@ def declare(settings: Settings, names: TopicNames | None = None) -> tuple[TopicS
             replication,
             {**durable, "cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
             "Internal: observations `replay` hands to the worker, keyed like the raw topics.",
+        ),
+        TopicSpec(
+            names.reconciliation,
+            1,
+            replication,
+            {**durable, "cleanup.policy": "compact"},
+            "Per provider-local day, service and country: what NXCloud reported against what "
+            "reached us; keyed by day|service|country_code. Its one partition elects the "
+            "active reconciler.",
         ),
     )
 

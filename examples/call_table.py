@@ -41,7 +41,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import for_code
+from aiokafka.errors import (
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+    for_code,
+)
 
 from connector import admin, clients
 from connector.errors import ConnectorError
@@ -50,6 +54,9 @@ from connector.settings import Settings
 from examples import call_views
 
 TOPIC: Final = "nxcloud.voice.call-events"
+# Each day's reconciliation (one record per day, service and country), when the topic exists.
+RECONCILIATION: Final = "nxcloud.voice.reconciliation"
+RECONCILIATION_V1: Final = "urn:nxcloud-connector:schema:reconciliation:v1."
 # The schema this consumer was written for: any v1 revision (v1 only grows).
 SCHEMA_V1: Final = "urn:nxcloud-connector:schema:call-event:v1."
 TABLES: Final = """
@@ -59,6 +66,15 @@ CREATE TABLE IF NOT EXISTS calls (
     revision   INTEGER NOT NULL,
     event_id   TEXT NOT NULL,
     event      TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reconciliation (
+    day          TEXT NOT NULL,
+    service      TEXT NOT NULL,
+    country_code TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    record       TEXT NOT NULL,
+    PRIMARY KEY (day, service, country_code)
 );
 CREATE TABLE IF NOT EXISTS positions (
     topic      TEXT NOT NULL,
@@ -73,6 +89,13 @@ ON CONFLICT (call_id) DO UPDATE SET
     updated_at = excluded.updated_at, revision = excluded.revision,
     event_id = excluded.event_id, event = excluded.event
 WHERE (excluded.updated_at, excluded.revision) > (calls.updated_at, calls.revision)
+"""
+RECONCILE: Final = """
+INSERT INTO reconciliation (day, service, country_code, updated_at, status, record)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (day, service, country_code) DO UPDATE SET
+    updated_at = excluded.updated_at, status = excluded.status, record = excluded.record
+WHERE excluded.updated_at > reconciliation.updated_at
 """
 REMEMBER: Final = """
 INSERT INTO positions (topic, partition, next) VALUES (?, ?, ?)
@@ -145,6 +168,20 @@ def apply(db: Table | sqlite3.Connection, headers: dict[str, bytes], value: byte
     return bool(table.execute(call_views.UPSERT if table.postgres else UPSERT, row).rowcount == 1)
 
 
+def apply_reconciliation(db: Table, headers: dict[str, bytes], value: bytes) -> bool:
+    """Store a day's figures if they are newer than the row's (`updated_at`): a repeat or
+    an older record, read again, changes nothing. True when the row changed."""
+    schema = headers.get("ce_dataschema", b"").decode()
+    if not schema.startswith(RECONCILIATION_V1):
+        raise WrongSchema(f"ce_dataschema {schema!r} is not reconciliation v1")
+    value = payload(value)
+    record: dict[str, Any] = json.loads(value)
+    row = (record["day"], record["service"], record["country_code"],
+           sortable(record["updated_at"]), record["status"], value.decode())  # fmt: skip
+    upsert = call_views.RECONCILE if db.postgres else RECONCILE
+    return bool(db.execute(upsert, row).rowcount == 1)
+
+
 def payload(value: bytes) -> bytes:
     """The JSON of a value, plain or in the schema registry's wire format (byte 0, the
     schema id in 4 bytes, then the JSON: NXCLOUD_REGISTRY_WIRE_FORMAT)."""
@@ -164,7 +201,9 @@ def positions(db: Table, topic: str) -> dict[int, int]:
 
 
 def apply_batch(
-    db: Table, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    db: Table,
+    batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    reconciliation: str | None = None,
 ) -> Summary:
     """One transaction: the batch's rows and the offsets after it."""
     summary = Summary()
@@ -173,7 +212,12 @@ def apply_batch(
             for record in records:
                 summary.read += 1
                 # The connector writes no tombstones; a record without a value is skipped.
-                if record.value is not None:
+                if record.value is None:
+                    continue
+                if tp.topic == reconciliation:
+                    summary.changed += apply_reconciliation(db, dict(record.headers),
+                                                            record.value)  # fmt: skip
+                else:
                     summary.changed += apply(db, dict(record.headers), record.value)
             if records:
                 db.execute(REMEMBER, (tp.topic, tp.partition, records[-1].offset + 1))
@@ -192,11 +236,13 @@ async def follow(
     *,
     from_beginning: bool = False,
     stop_at_end: bool = False,
+    reconciliation: str | None = RECONCILIATION,
 ) -> Summary:
     """Read `topic` into the table from where the table stopped (or from the beginning);
-    with `stop_at_end`, return once the end offsets of the start are reached. `reach`: the
-    connector's settings (every Kafka client option from connector.clients), or bootstrap
-    servers on PLAINTEXT."""
+    with `stop_at_end`, return once the end offsets of the start are reached. The
+    `reconciliation` topic goes to its own table, when it exists. `reach`: the connector's
+    settings (every Kafka client option from connector.clients), or bootstrap servers on
+    PLAINTEXT."""
     settings = kafka(reach)
     consumer = AIOKafkaConsumer(
         **clients.options(settings, client_id="nxcloud-call-table"),
@@ -208,16 +254,22 @@ async def follow(
     total = Summary()
     try:
         partitions = await partitions_of(settings, topic)
+        if reconciliation is not None:
+            try:
+                partitions += await partitions_of(settings, reconciliation)
+            except (UnknownTopicOrPartitionError, TopicAuthorizationFailedError):
+                reconciliation = None  # no such topic (or not for this user): the calls only
         consumer.assign(partitions)
-        stored = {} if from_beginning else positions(db, topic)
         for tp in partitions:
+            stored = {} if from_beginning else positions(db, tp.topic)
             if tp.partition in stored:
                 consumer.seek(tp, stored[tp.partition])
             else:
                 await consumer.seek_to_beginning(tp)
         ends = await consumer.end_offsets(partitions) if stop_at_end else {}
         while not stop_at_end or not await _reached(consumer, ends):
-            batch = apply_batch(db, await consumer.getmany(timeout_ms=500, max_records=500))
+            batches = await consumer.getmany(timeout_ms=500, max_records=500)
+            batch = apply_batch(db, batches, reconciliation)
             total.read += batch.read
             total.changed += batch.changed
     finally:
@@ -258,6 +310,10 @@ def main() -> None:
     parser.add_argument("--bootstrap-servers", help="instead of KAFKA_BOOTSTRAP_SERVERS")
     parser.add_argument("--topic", default=TOPIC)
     parser.add_argument(
+        "--reconciliation-topic", default=RECONCILIATION,
+        help="each day's reconciliation, into its own table (when the topic exists)",
+    )  # fmt: skip
+    parser.add_argument(
         "--db", default="calls.sqlite", help="a SQLite file, or postgresql://USER@HOST/DB"
     )
     parser.add_argument("--from-beginning", action="store_true", help="ignore stored offsets")
@@ -275,7 +331,8 @@ def main() -> None:
         with clients.refusals(settings):  # a refused login or ACL in one line
             summary = asyncio.run(follow(settings, db, args.topic,
                                          from_beginning=args.from_beginning,
-                                         stop_at_end=args.stop_at_end))  # fmt: skip
+                                         stop_at_end=args.stop_at_end,
+                                         reconciliation=args.reconciliation_topic))  # fmt: skip
     except KeyboardInterrupt:
         return
     except ConnectorError as exc:

@@ -20,6 +20,32 @@ POSTGRES: Final = (
     )
     """,
     """
+    CREATE TABLE IF NOT EXISTS reconciliation (
+        day          DATE NOT NULL,
+        service      TEXT NOT NULL,
+        country_code TEXT NOT NULL,
+        updated_at   TIMESTAMPTZ NOT NULL,
+        status       TEXT NOT NULL,
+        record       JSONB NOT NULL,
+        PRIMARY KEY (day, service, country_code)
+    )
+    """,
+    # Each day's reconciliation as columns, money as numeric (docs/reconciliation.md).
+    """
+    CREATE OR REPLACE VIEW reconciliation_figures AS
+    SELECT day, service, country_code, status, (record->>'cdr_settled')::boolean AS cdr_settled,
+           (record->>'calls')::integer AS calls, (record->>'matched')::integer AS matched,
+           (record->>'cdr_only')::integer AS cdr_only, (record->>'dr_only')::integer AS dr_only,
+           (record->>'awaiting_dr')::integer AS awaiting_dr,
+           (record->>'awaiting_cdr')::integer AS awaiting_cdr,
+           (record->>'cost')::numeric AS cost, (record->>'dr_cost')::numeric AS dr_cost,
+           (record->>'cdr_cost')::numeric AS cdr_cost,
+           (record->'cost_mismatch'->>'calls')::integer AS cost_mismatch_calls,
+           (record->'cost_mismatch'->>'amount')::numeric AS cost_mismatch_amount,
+           updated_at
+    FROM reconciliation
+    """,
+    """
     CREATE TABLE IF NOT EXISTS positions (
         topic      TEXT NOT NULL,
         partition  INTEGER NOT NULL,
@@ -67,4 +93,11 @@ ON CONFLICT (call_id) DO UPDATE SET
     updated_at = excluded.updated_at, revision = excluded.revision,
     event_id = excluded.event_id, event = excluded.event
 WHERE (excluded.updated_at, excluded.revision) > (calls.updated_at, calls.revision)
+"""
+RECONCILE: Final = """
+INSERT INTO reconciliation (day, service, country_code, updated_at, status, record)
+VALUES (?, ?, ?, ?, ?, ?::jsonb)
+ON CONFLICT (day, service, country_code) DO UPDATE SET
+    updated_at = excluded.updated_at, status = excluded.status, record = excluded.record
+WHERE excluded.updated_at > reconciliation.updated_at
 """

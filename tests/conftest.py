@@ -73,16 +73,23 @@ def postgres() -> Iterator[str]:
         yield local.url
 
 
-# The `kafka` marker: a test that needs Kafka (a broker, or its jars and Java). Tests that
-# use a broker fixture are marked here; tests that start a broker or the `kafka` and `up`
+# The `kafka` marker: a test that needs Java, for Kafka (a broker, or its jars) or for Apicurio
+# Registry, each fetched by Maven (itself Java) on a machine that lacks them. Tests that use a
+# broker or registry fixture are marked here; tests that start a broker or the `kafka` and `up`
 # commands themselves carry the mark in their module. `pytest -m "not kafka"` runs the rest.
-KAFKA_FIXTURES = frozenset({"kafka_bootstrap", "secure_kafka"})
+KAFKA_FIXTURES = frozenset({"kafka_bootstrap", "secure_kafka", "schema_registry"})
 NOT_MARKED = "a-test-not-marked-kafka-starts-no-kafka"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "kafka: needs Kafka (a broker, or its jars and Java); deselect: -m 'not kafka'"
+        "markers",
+        "kafka: needs Java: a Kafka broker (or its jars), or Apicurio Registry, both fetched by "
+        "Maven on first use; deselect: -m 'not kafka'",
+    )
+    config.addinivalue_line(
+        "markers",
+        "image: builds or runs the image, whose Python is its own (not the one running pytest)",
     )
 
 
@@ -104,13 +111,14 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
 def _no_kafka_unless_marked(item: pytest.Item) -> Iterator[None]:
     """Keeps the marking honest: a test not marked `kafka` finds, in this process and in
     every process it starts, while its fixtures (of any scope) are set up, while it runs and
-    while it is torn down, a `java` that refuses to run, so starting Kafka fails at once and
-    names the missing mark."""
+    while it is torn down, a `java` that refuses to run (for Kafka, for Maven and for Apicurio
+    Registry), so starting either fails at once and names the missing mark."""
     if item.get_closest_marker("kafka") is not None:
         yield
         return
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JAVA_HOME", str(_refusing_java_home()))
+        patch.setenv("APICURIO_JAVA_HOME", str(_refusing_java_home()))
         yield
 
 

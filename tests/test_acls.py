@@ -34,6 +34,12 @@ def test_each_component_gets_only_what_it_uses() -> None:
     for component in granted.values():
         assert not [g for g in component if g.resource == "cluster"]
         assert not [g for g in component if "All" in g.operations]
+    reconciler = granted["reconciler"]
+    assert operations(reconciler, "topic", names.call_events) == {"Read", "Describe"}
+    assert operations(reconciler, "topic", names.poller_state) == {"Read", "Describe"}
+    assert operations(reconciler, "topic", names.reconciliation) == {"Read", "Write", "Describe"}
+    assert operations(reconciler, "group", "nxcloud-reconciler.t1") == {"Read", "Describe"}
+    assert len(reconciler) == 4
     declared = {spec.name for spec in declare(settings)}
     operator = granted["operator"]
     assert {g.name for g in operator if g.resource == "topic" and g.pattern == "literal"} == (

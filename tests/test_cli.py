@@ -93,7 +93,7 @@ async def test_kafka_command_serves_keeps_data_and_topics_command_converges(
         assert stop(kafka, signal.SIGTERM) == 0
 
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("created  ") == 6
+    assert first.stdout.count("created  ") == 7
     assert second.returncode == 0, second.stderr
     assert second.stdout.split() == [
         "ok",
@@ -108,6 +108,8 @@ async def test_kafka_command_serves_keeps_data_and_topics_command_converges(
         "nxcloud.voice.poller-state",
         "ok",
         "nxcloud.voice.observations",
+        "ok",
+        "nxcloud.voice.reconciliation",
     ]
     assert drift.returncode == 1
     assert "drift    nxcloud.voice.dr.raw: partitions is 2, declared 5" in drift.stdout
@@ -185,7 +187,7 @@ def test_kafka_secure_prints_per_user_settings_that_work_and_no_password(
             process.kill()
             process.wait()
     assert created.returncode == 0, created.stderr
-    assert created.stdout.count("created  ") == 6
+    assert created.stdout.count("created  ") == 7
     assert refused.returncode == 4  # Kafka refused
     assert refused.stderr.strip() == (
         "nxcloud-connector: Kafka refused the SCRAM-SHA-512 login of user 'operator': "

@@ -33,3 +33,14 @@ def test_a_state_from_before_given_by_dr_takes_what_a_seen_dr_had_as_final() -> 
     written["billed_by_dr"] = ["basic_price", "cycles"]  # a DR that left two prices blank
     state = decode_state(orjson.dumps(written))
     assert state.given_by_dr == (kept_then - billing) | {"basic_price", "cycles"}
+
+
+def test_a_state_from_before_reported_takes_the_drs_own_figures_from_what_it_gave() -> None:
+    state, _ = merge(None, CDR, T0)
+    state, _ = merge(state, DR, T0 + timedelta(minutes=1))
+    assert set(state.reported) == {"cdr", "dr"}
+    written = orjson.loads(encode_state(state))
+    del written["reported"]
+    before = decode_state(orjson.dumps(written))
+    assert before.reported == {"dr": state.reported["dr"]}  # the CDR row's: at its next row
+    assert decode_state(orjson.dumps({**written, "sources": ["cdr"]})).reported == {}

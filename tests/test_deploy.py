@@ -46,7 +46,7 @@ STRIMZI = "kafka.strimzi.io/v1"
 CRD_API_VERSIONS = (
     STRIMZI, "cert-manager.io/v1", "gateway.networking.k8s.io/v1", "monitoring.coreos.com/v1",
 )  # fmt: skip
-COMPONENTS = ("receiver", "poller", "worker")
+COMPONENTS = ("receiver", "poller", "worker", "reconciler")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 UID = 10001
 
@@ -124,8 +124,9 @@ def containers(workload: Obj) -> Iterator[Obj]:
 
 
 def generated(name: str) -> str:
-    """A generated ConfigMap's or Secret's name without kustomize's hash suffix."""
-    return re.sub(r"-[a-z0-9]{10}$", "", name)
+    """A generated ConfigMap's or Secret's name without kustomize's hash suffix (ten
+    characters of an alphabet without vowels, so no word is taken for one)."""
+    return re.sub(r"-[bcdfghkmt2456789]{10}$", "", name)
 
 
 def settings_of(objects: tuple[Obj, ...]) -> tuple[Obj, Settings]:
@@ -234,7 +235,8 @@ def test_everything_but_the_kafkatopics_is_in_the_connectors_namespace(overlay: 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_container_is_probed_limited_and_unprivileged(overlay: str) -> None:
     workloads = of_kind(render(f"overlays/{overlay}"), *WORKLOAD_KINDS)
-    assert {w["metadata"]["name"] for w in workloads} >= {"receiver", "poller", "worker"}
+    assert {w["metadata"]["name"] for w in workloads} >= {"receiver", "poller", "worker",
+                                                          "reconciler"}  # fmt: skip
     for workload in workloads:
         name = f"{workload['kind']}/{workload['metadata']['name']}"
         pod = pod_spec(workload)
@@ -279,6 +281,7 @@ def test_only_mounted_volumes_are_written(overlay: str) -> None:
         "receiver": {"/tmp", str(settings.spool_dir)},
         "worker": {"/tmp", str(settings.worker_data_dir)},
         "poller": {"/tmp"},
+        "reconciler": {"/tmp", str(settings.reconciler_data_dir)},
     }
     for workload in of_kind(objects, *WORKLOAD_KINDS):
         mounts = {m["mountPath"] for c in containers(workload) for m in c["volumeMounts"]}
@@ -455,10 +458,13 @@ def test_production_traffic_is_denied_unless_allowed() -> None:
         for s in of_kind(objects, "Service")
         if selects(monitors[0]["spec"]["selector"], s["metadata"]["labels"])
     ]
-    assert sorted(scraped) == ["poller-metrics", "receiver-metrics", "worker-metrics"]
+    assert sorted(scraped) == ["poller-metrics", "receiver-metrics", "reconciler-metrics",
+                               "worker-metrics"]  # fmt: skip
     _, settings = settings_of(objects)
     (worker_in,) = policies["worker"]["ingress"]
     assert worker_in["ports"] == [{"protocol": "TCP", "port": settings.worker_metrics_port}]
+    (reconciler_in,) = policies["reconciler"]["ingress"]
+    assert reconciler_in["ports"] == [{"protocol": "TCP", "port": settings.reconciler_metrics_port}]
 
 
 def test_the_monitoring_kustomization_renders_the_rules_and_the_dashboard() -> None:
@@ -623,6 +629,7 @@ NXCLOUD_FILES = {
     "poller": {"NXCLOUD_APPKEY_FILE": (CREDENTIALS, "NXCLOUD_APPKEY"),
                "NXCLOUD_SECRETKEY_FILE": (CREDENTIALS, "NXCLOUD_SECRETKEY")},
     "worker": {},
+    "reconciler": {},
 }  # fmt: skip
 REGISTRY_OVERLAYS = ("confluent-cloud",)
 REGISTRY_FILES = {"NXCLOUD_REGISTRY_PASSWORD_FILE": ("nxcloud-schema-registry", "password")}

@@ -537,6 +537,33 @@ async def test_the_token_is_accepted_and_scrubbed_in_any_encoding(
     assert (b"token=[redacted]" in stored) == (b"token=" in target)
 
 
+async def test_the_token_is_scrubbed_as_a_field_name_deep_in_a_value_and_in_utf_16(
+    edge_settings: Settings, topic_names: TopicNames
+) -> None:
+    guarded = dataclasses.replace(edge_settings, receiver_token=Secret(ODD_TOKEN))
+    spelled = b"TOK%2BORCHID%2F4f19%3Da2"
+    query = b"token=%s&%s=1&note=TOK%%25252BORCHID%%25252F4f19%%25253Da2&voice_type=7" % (
+        spelled,
+        spelled,
+    )
+    body = f"voice_type=7&note={spelled.decode()}&x={ODD_TOKEN}".encode("utf-16")
+    async for running in start(guarded, topic_names):
+        named = await running.send(b"GET %s?%s HTTP/1.1\r\n%s\r\n" % (DR, query, HOST))
+        wide = await running.send(
+            b"POST %s/%s HTTP/1.1\r\n%sContent-Type: application/x-www-form-urlencoded;"
+            b" charset=utf-16\r\nContent-Length: %d\r\n\r\n%s"
+            % (DR, spelled, HOST, len(body), body)
+        )
+        letters = await running.letters(2)
+    assert [(r.status, r.body) for r in (named, wide)] == [(400, b"error")] * 2
+    assert b"ORCHID" not in orjson.dumps(letters)
+    by_method = {letter["method"]: letter for letter in letters}
+    fields = {"[redacted]": "1", "note": "[redacted]", "voice_type": "7"}
+    assert by_method["GET"]["fields"] == fields
+    stored_body = base64.b64decode(by_method["POST"]["body_base64"]).decode("utf-16")
+    assert stored_body == "voice_type=7&note=[redacted]&x=[redacted]"
+
+
 async def test_a_token_holding_a_slash_works_in_the_path(
     edge_settings: Settings, topic_names: TopicNames
 ) -> None:
@@ -563,3 +590,102 @@ async def test_a_431_is_answered_even_with_1_3_mb_following(server: Server) -> N
     assert (reply.status, reply.body) == (431, b"error")
     (letter,) = await server.letters(1)
     assert letter["reason"] == "request head exceeds 16384 bytes"
+
+
+async def test_a_push_port_locked_shut_is_not_live_and_says_why_once(
+    edge_settings: Settings, topic_names: TopicNames, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    capped = dataclasses.replace(
+        edge_settings,
+        receiver_max_connections=3,
+        receiver_head_timeout_seconds=120,
+        receiver_read_timeout_seconds=120,
+        receiver_locked_seconds=1,
+    )
+
+    async def probe(running: Server, path: bytes) -> tuple[int, bytes]:
+        reply = await running.send(b"GET %s HTTP/1.1\r\n\r\n" % path, port=running.management)
+        return reply.status, reply.body
+
+    async def gauge(running: Server) -> float:
+        reply = await running.send(b"GET /metrics HTTP/1.1\r\n\r\n", port=running.management)
+        (line,) = [
+            line
+            for line in reply.body.decode().splitlines()
+            if line.startswith("nxcloud_receiver_connections ")
+        ]
+        return float(line.split()[1])
+
+    async def refused(running: Server) -> bool:
+        reader, writer = await running.open()
+        try:
+            return await closed(reader, 5)
+        finally:
+            writer.close()
+
+    async for running in start(capped, topic_names):
+        # The cap held by requests in flight (bodies on their way): busy, not locked.
+        busy = [await running.open() for _ in range(3)]
+        for _, writer in busy:
+            writer.write(b"POST %s HTTP/1.1\r\n%sContent-Length: 100\r\n\r\nphone=" % (DR, HOST))
+        assert await refused(running)
+        await asyncio.sleep(1.5)  # past NXCLOUD_RECEIVER_LOCKED_SECONDS
+        assert await probe(running, b"/healthz") == (200, b"ok")
+        for _, writer in busy:
+            writer.close()
+
+        # The cap held by connections that send nothing: every new one refused.
+        deadline = time.monotonic() + 30
+        while await gauge(running) > 0:  # the busy ones gone
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        held = [await running.open() for _ in range(3)]
+        while await gauge(running) < 3:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert await refused(running)
+        while (health := await probe(running, b"/healthz"))[0] == 200:
+            assert time.monotonic() < deadline, "still live"
+            await asyncio.sleep(0.2)
+        ready = await probe(running, b"/readyz")
+        again = await probe(running, b"/healthz")
+        for _, writer in held:
+            writer.close()
+        while await probe(running, b"/healthz") != (200, b"ok"):
+            assert time.monotonic() < deadline, "not live again"
+            await asyncio.sleep(0.2)
+    why = b"the push port has refused every new connection for "
+    assert health[0] == again[0] == 503
+    assert health[1].startswith(b"not live: " + why)
+    assert b"(3 of 3 open, 0 requests in flight)" in health[1]
+    assert ready[0] == 503
+    assert ready[1].startswith(b"not ready: " + why)
+    told = [r for r in caplog.records if r.getMessage() == "push port locked shut, not live"]
+    assert len(told) == 1
+    assert [r.getMessage() for r in caplog.records].count("push port accepting connections again")
+
+
+async def test_the_management_port_cuts_slow_heads_and_caps_its_connections(
+    edge_settings: Settings, topic_names: TopicNames
+) -> None:
+    capped = dataclasses.replace(edge_settings, receiver_management_max_connections=2)
+    async for running in start(capped, topic_names):
+        silent = [await running.open(running.management) for _ in range(2)]
+        third, writer = await running.open(running.management)
+        assert await closed(third, 1.5)  # refused at once: two are open
+        writer.close()
+        for reader, writer in silent:
+            assert await closed(reader, 15)  # cut after the head timeout
+            writer.close()
+
+        reader, writer = await running.open(running.management)
+        writer.write(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+        async with asyncio.timeout(15):
+            reply = await read_reply(reader)
+        assert await closed(reader, 15)
+        writer.close()
+        metrics = await running.send(b"GET /metrics HTTP/1.1\r\n\r\n", port=running.management)
+    assert (reply.status, reply.body) == (408, b"error")
+    assert b"nxcloud_receiver_management_connections_refused_total 1.0" in metrics.body
+    assert b"unreadable_408" not in metrics.body  # nothing dead-lettered, no push counted

@@ -3,7 +3,15 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from connector.errors import ConfigError
-from connector.guard import REDACTED, client_address, network_ok, scrub, target_token, token_ok
+from connector.guard import (
+    REDACTED,
+    client_address,
+    network_ok,
+    scrub,
+    scrub_text,
+    target_token,
+    token_ok,
+)
 from connector.settings import Settings
 
 PROXIES = (ip_network("10.0.0.0/8"), ip_network("::1/128"))
@@ -72,6 +80,38 @@ def test_every_spelling_of_the_token_is_scrubbed() -> None:
     assert scrub(b"x=TOK ORCHID", "TOK ORCHID") == b"x=[redacted]"
     assert scrub(b"x=TOK+ORCHID", "TOK ORCHID") == b"x=[redacted]"  # + is a space in a form
     assert scrub(b"x=TOK%2BORCHIDS", "TOK ORCHID") == b"x=TOK%2BORCHIDS"  # %2B is a plus
+
+
+def test_the_token_is_scrubbed_however_deep_it_is_percent_encoded() -> None:
+    token = "TOK+ORCHID/4f19=a2"
+    deeper = [
+        b"TOK%252BORCHID%252F4f19%253Da2",  # a value holding the token's query spelling
+        b"TOK%25252bORCHID%25252f4f19%25253da2",
+        b"%2554OK%25%32BORCHID/4f19=a2",  # the hex digits of an escape encoded too
+        b"%252525252554OK+ORCHID/4f19=a2",
+    ]
+    for spelling in deeper:
+        assert scrub(b"note=" + spelling + b"&b=2", token) == b"note=[redacted]&b=2"
+    assert scrub(b"note=TOK%252BORCHIDS&x=%25", "TOK ORCHID") == b"note=TOK%252BORCHIDS&x=%25"
+    assert scrub(b"%4TOK%2bORCHID/4f19=a2", token) == b"%4[redacted]"  # % before it, raw
+
+
+def test_the_token_is_scrubbed_from_utf_16_and_utf_32_text() -> None:
+    token = "TOK+ORCHID/4f19=a2"
+    form = "voice_type=7&token=TOK%2BORCHID%2F4f19%3Da2&TOK%2BORCHID%2F4f19%3Da2=1&n=成功"
+    for codec in ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-be"):
+        scrubbed = scrub(form.encode(codec), token).decode(codec)
+        assert scrubbed == "voice_type=7&token=[redacted]&[redacted]=1&n=成功", codec
+    odd = b"\x00" + "x=TOK+ORCHID/4f19=a2".encode("utf-16-le")  # at an odd offset
+    assert scrub(odd, token) == b"\x00" + "x=[redacted]".encode("utf-16-le")
+
+
+def test_a_field_is_scrubbed_as_text() -> None:
+    token = "TOK+ORCHID/4f19=a2"
+    assert scrub_text("TOK+ORCHID/4f19=a2", token) == "[redacted]"
+    assert scrub_text("成功 TOK%2BORCHID%2F4f19%3Da2", token) == "成功 [redacted]"
+    assert scrub_text("成功 100%", token) == "成功 100%"
+    assert scrub_text("anything", None) == "anything"
 
 
 def test_the_token_is_read_decoded_from_a_raw_target() -> None:

@@ -42,7 +42,8 @@ from tests.kafka_helpers import read_topic
 from tests.support import VERIFICATION
 
 # The first test also waits for the build: debootstrap and pip in vfs take minutes.
-pytestmark = pytest.mark.timeout(2400)
+# `image`: the image has a Python of its own, so these need not run on every host Python.
+pytestmark = [pytest.mark.timeout(2400), pytest.mark.image]
 
 IMAGE = "localhost/nxcloud-connector-test"
 DR_PATH = "/nxcloud/voice/dr"

@@ -9,7 +9,8 @@ import pytest
 FREE_OF_FAUST = [
     "acls", "admin", "cdr", "cli", "clients", "codec", "compat", "deadletters", "delivery", "dr",
     "envelope", "frames", "guard", "head", "identity", "manifests", "merge", "normalize", "outage",
-    "records", "replay", "schedule", "schema", "settings", "tail", "topics",
+    "records", "replay", "schedule", "schema", "settings", "tail", "topics", "reconciliation",
+    "reconciler.loop", "reconciler.store", "reconciler.metrics",
     "receiver.app", "receiver.protocol", "receiver.publisher", "receiver.push", "receiver.spool",
     "receiver.states", "receiver.heap",
     "poller.loop", "poller.backfill", "local.sandbox", "local.broker", "local.stack",

@@ -6,12 +6,16 @@ that is hard to read."""
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.sslproto
 import inspect
+import ssl
 from collections.abc import Callable
 from importlib.metadata import version
 
 import pytest
 import uvicorn._types
+import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
@@ -27,6 +31,23 @@ from starlette.formparsers import MultiPartParser
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 Check = Callable[[], bool]
+
+
+def _uvloop_tls_protocol_is_made_as_asyncios() -> bool:
+    """uvloop's SSLProtocol is a Cython class without a signature to read: make one."""
+    from uvloop.loop import SSLProtocol  # type: ignore[attr-defined]
+
+    async def made() -> bool:
+        loop = asyncio.get_running_loop()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        protocol = SSLProtocol(
+            loop, asyncio.Protocol(), context, loop.create_future(), True, None,
+            ssl_handshake_timeout=5.0, ssl_shutdown_timeout=2.0,
+        )  # fmt: skip
+        methods = ("connection_made", "connection_lost", "get_buffer", "buffer_updated")
+        return all(callable(getattr(protocol, name, None)) for name in methods)
+
+    return bool(uvloop.run(made()))
 
 
 def _sets(function: Callable[..., object], *attributes: str) -> Check:
@@ -172,6 +193,25 @@ RELIED_ON: dict[str, tuple[str, Check]] = {
             and "x.cancel()\n            await x" in inspect.getsource(Fetcher.close)
         ),
     ),
+    "asyncio.sslproto.SSLProtocol(loop, app_protocol, sslcontext, waiter, server_side, ...)": (
+        "receiver/protocol.py: Handshake is the loop's own TLS protocol made at accept",
+        _parameters(
+            asyncio.sslproto.SSLProtocol.__init__,
+            "loop",
+            "app_protocol",
+            "sslcontext",
+            "waiter",
+            "server_side",
+            "server_hostname",
+            "call_connection_made",
+            "ssl_handshake_timeout",
+            "ssl_shutdown_timeout",
+        ),
+    ),
+    "uvloop.loop.SSLProtocol, made as asyncio's is": (
+        "receiver/protocol.py: Handshake on uvloop is uvloop's own TLS protocol",
+        _uvloop_tls_protocol_is_made_as_asyncios,
+    ),
     "aiokafka AIOKafkaConsumer._client.force_metadata_update": (
         "admin.py partitions_of: fresh metadata for a topic the consumer is not subscribed to",
         lambda: (
@@ -197,3 +237,4 @@ def test_the_versions_these_names_were_checked_against_are_installed() -> None:
     assert version("httptools") == "0.9.0"
     assert version("starlette") == "1.10.0"
     assert version("aiokafka") == "0.14.0"
+    assert version("uvloop") == "0.23.0"

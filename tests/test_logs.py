@@ -50,3 +50,22 @@ def test_a_line_is_json_without_ansi_codes_or_uvicorns_coloured_copy() -> None:
     entry = orjson.loads(line)
     assert entry["message"] == "Uvicorn running on http://0.0.0.0:8080"
     assert set(entry) == {"time", "level", "logger", "message", "port"}
+
+
+def test_what_aiokafka_retries_by_itself_is_a_warning_and_the_rest_stays_an_error() -> None:
+    """A coordinator or a leader not elected yet, as at every start, heals alone."""
+
+    def logged(name: str, message: str) -> str:
+        record = logging.makeLogRecord({
+            "name": name, "levelname": "ERROR", "levelno": logging.ERROR, "msg": message,
+        })  # fmt: skip
+        assert logs.Retried().filter(record)
+        return str(orjson.loads(logs.JsonFormatter().format(record))["level"])
+
+    coordinator = "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError"
+    assert logged("aiokafka.consumer.group_coordinator", coordinator) == "warning"
+    leader = "Failed fetch offsets from 1: [Error 6] NotLeaderForPartitionError: TopicPartition"
+    assert logged("aiokafka.consumer.fetcher", leader) == "warning"
+    denied = "Unexpected error: [Error 29] TopicAuthorizationFailedError: nxcloud.voice.dr.raw"
+    assert logged("aiokafka.consumer.fetcher", denied) == "error"
+    assert logged("connector.worker", coordinator) == "error"  # only aiokafka's own

@@ -56,15 +56,47 @@ def test_a_repeat_changes_nothing_and_emits_nothing() -> None:
     assert repolled.revision == 2
 
 
-def test_a_settled_cdr_cost_is_a_revision_until_the_dr_is_seen() -> None:
+def test_a_settled_cdr_cost_is_the_billing_until_the_dr_is_seen_and_then_only_its_report() -> None:
     state, _ = merge(None, CDR, T0)
     state, event = merge(state, settled(CDR, 0.04), T0)
     assert event is not None
     assert event["billing"]["unit_price"] == "0.04"
-    state, _ = merge(state, DR, T0)
+    assert event["reports"] == {
+        "dr": None,
+        "cdr": {
+            "duration_seconds": 19,
+            "cycle_seconds": 20,
+            "cycles": 1,
+            "connected": True,
+            "cost": "0.04",
+        },
+    }
+    state, dr_event = merge(state, DR, T0)
+    assert dr_event is not None
     state, event = merge(state, settled(CDR, 0.07), T0)
-    assert event is None
+    assert event is not None
+    assert event["billing"] == dr_event["billing"]
     assert state.facts["unit_price"] == DR.facts["unit_price"]
+    assert event["reports"]["dr"] == dr_event["reports"]["dr"]
+    assert event["reports"]["cdr"]["cost"] == "0.07"
+    assert merge(state, settled(CDR, 0.07), T0 + timedelta(hours=1))[1] is None  # a re-poll
+
+
+def test_each_source_reports_its_own_figures_whatever_the_merge_takes() -> None:
+    disagreeing = from_cdr({**CDR_GROUP_ROW, "second": 25, "size": 2, "cycle": 20}, 0, ZONE)
+    for first, second in permutations((DR, disagreeing)):
+        state, _ = merge(None, first, T0)
+        _, event = merge(state, second, T0 + timedelta(minutes=1))
+        assert event is not None
+        assert event["duration_seconds"] == DR.facts["duration_seconds"]
+        assert event["reports"]["dr"]["duration_seconds"] == DR.facts["duration_seconds"]
+        assert event["reports"]["cdr"] == {
+            "duration_seconds": 25,
+            "cycle_seconds": 20,
+            "cycles": 2,
+            "connected": True,
+            "cost": "0.1",
+        }
 
 
 def test_a_price_the_dr_left_blank_follows_the_newest_cdr_row_and_is_not_final() -> None:
@@ -146,16 +178,20 @@ def test_a_batch_merges_each_call_on_its_own_earlier_changes_and_keeps_the_last_
             ("b", DR, T0),  # revision 2 on the stored state
             ("c", other, T0),  # a new call
             ("d", DR, T0 + timedelta(seconds=1)),  # a repeat of b, within the batch
-            ("e", settled(CDR, 0.04), T0 + timedelta(seconds=2)),  # the DR's cost stands
+            # the DR's cost stands; only the CDR row's own report changes
+            ("e", settled(CDR, 0.04), T0 + timedelta(seconds=2)),
         ],
         table.get,
     )
     assert [(e["call_id"], e["revision"]) for e in batch.events] == [
         (DR.call_id, 2),
         (other.call_id, 1),
+        (DR.call_id, 3),
     ]
-    assert batch.changed[DR.call_id][0] == "b"
-    assert batch.changed[DR.call_id][1].revision == 2
+    assert batch.events[2]["billing"] == batch.events[0]["billing"]
+    assert batch.events[2]["reports"]["cdr"]["cost"] == "0.04"
+    assert batch.changed[DR.call_id][0] == "e"
+    assert batch.changed[DR.call_id][1].revision == 3
     assert batch.changed[other.call_id][0] == "c"
     assert table == {CDR.call_id: earlier}
 

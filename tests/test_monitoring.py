@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from connector.poller.loop import PollerMetrics
 from connector.receiver.metrics import ReceiverMetrics
+from connector.reconciler.metrics import ReconcilerMetrics
 from connector.worker.telemetry import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +76,7 @@ def served() -> set[str]:
     names: set[str] = set()
     registries: list[CollectorRegistry] = [
         ReceiverMetrics().registry, PollerMetrics().registry, WorkerMetrics().registry,
+        ReconcilerMetrics().registry,
     ]  # fmt: skip
     for registry in registries:
         for family in registry.collect():
@@ -86,7 +88,7 @@ def dashboard_queries() -> list[str]:
     dashboard = json.loads((MONITORING / "dashboard.json").read_text())
     panels = dashboard["panels"]
     assert [p["title"].split(":")[0] for p in panels if p["type"] == "row"] == [
-        "Receiver", "Poller", "Worker", "Release",
+        "Receiver", "Poller", "Worker", "Reconciliation", "Release",
     ]  # fmt: skip
     queries = [t["expr"] for p in panels for t in p.get("targets", [])]
     queries += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
@@ -106,7 +108,7 @@ def test_a_component_that_vanishes_or_cannot_be_scraped_alerts() -> None:
     the releases that run (nxcloud_build_info)."""
     exprs = {rule["alert"]: rule["expr"] for group in rule_groups()["groups"]
              for rule in group["rules"]}  # fmt: skip
-    metrics = (ReceiverMetrics(), PollerMetrics(), WorkerMetrics())
+    metrics = (ReceiverMetrics(), PollerMetrics(), WorkerMetrics(), ReconcilerMetrics())
     serving = [{family.name for family in m.registry.collect()} - {"nxcloud_build_info"}
                for m in metrics]  # fmt: skip
     for own in serving:

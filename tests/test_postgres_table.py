@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import orjson
@@ -99,4 +100,64 @@ async def test_repeats_a_replay_and_a_kill_mid_batch_end_in_the_same_table(
     assert {call for (call,) in without_dr} == {
         call for call, e in latest.items() if "dr" not in e["sources"]
     }
+    table.close()
+
+
+def day_records() -> list[dict[str, object]]:
+    """The reconciler's records of a day, in the order written: early figures, exact ones,
+    and the early ones once more (a writer that took over late), which must not win."""
+    from tests.reconciliation_helpers import (
+        AFTER_GRACE,
+        GROUP_CALLS,
+        POLLED,
+        START,
+        reconcile,
+        the_day,
+    )
+
+    early = reconcile(the_day(), START + timedelta(hours=2), {})
+    exact = reconcile(the_day(), AFTER_GRACE, POLLED)
+    written = []
+    for at, records in (("2026-11-23T04:00:00Z", early), ("2026-11-23T08:00:00Z", exact),
+                        ("2026-11-23T03:00:00Z", early)):  # fmt: skip
+        written += [{**record, "updated_at": at} for record in records.values()]
+    assert any(subset_of(r, GROUP_CALLS) for r in written)
+    return written
+
+
+def subset_of(record: dict[str, object], expected: dict[str, object]) -> bool:
+    return {name: record[name] for name in expected} == expected
+
+
+async def test_the_reconciliation_table_keeps_each_days_latest_figures(
+    settings: Settings, topic_names: TopicNames, postgres: str
+) -> None:
+    specs = [s for s in declare(settings, topic_names)
+             if s.name in (topic_names.call_events, topic_names.reconciliation)]  # fmt: skip
+    async with admin.admin_client(settings) as client:
+        await admin.ensure(client, specs)
+    written = day_records()
+    headers = [("ce_dataschema", b"urn:nxcloud-connector:schema:reconciliation:v1.0")]
+    async with AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers) as producer:
+        for record in written:
+            key = f"{record['day']}|{record['service']}|{record['country_code']}".encode()
+            await producer.send(topic_names.reconciliation, orjson.dumps(record), key=key,
+                                headers=headers)  # fmt: skip
+    bootstrap, table = settings.kafka_bootstrap_servers, open_table(postgres)
+    extra = ("--reconciliation-topic", topic_names.reconciliation)
+    done = consume(bootstrap, topic_names.call_events, postgres, *extra)
+    output, _ = await asyncio.to_thread(done.communicate, timeout=120)
+    assert done.returncode == 0, output
+    assert f"read {len(written)} events, changed 4 rows" in output, output
+    figures = table.execute(
+        "SELECT service, calls, cdr_only, dr_only, cost, cdr_cost, cost_mismatch_amount, "
+        "cdr_settled FROM reconciliation_figures ORDER BY service"
+    ).fetchall()
+    assert figures == [
+        ("group_call", 8, 1, 1, Decimal("0.257"), Decimal("0.271"), Decimal("0.05"), True),
+        ("notification", 1, 0, 0, Decimal("0.12"), Decimal("0.12"), Decimal("0"), True),
+    ]
+    again = consume(bootstrap, topic_names.call_events, postgres, "--from-beginning", *extra)
+    output, _ = await asyncio.to_thread(again.communicate, timeout=120)
+    assert f"read {len(written)} events, changed 0 rows" in output, output
     table.close()

@@ -1,7 +1,9 @@
 """The push port under a flood of half-sent heads, against `nxcloud-connector receiver` in
-its own process: connections beyond NXCLOUD_RECEIVER_MAX_CONNECTIONS are refused at once
-and counted, the receiver's memory stays within a bound, and goes back to the kernel once
-they are gone.
+its own process (on uvloop, as in production): connections beyond
+NXCLOUD_RECEIVER_MAX_CONNECTIONS are refused at once and counted, the receiver's memory stays
+within a bound, and goes back to the kernel once they are gone. Storms of connections reset
+or closed every way, on both ports, with real TLS clients among them: every one is counted
+out, and every real client is answered.
 Also: what stops the receiver at start is one line naming the variable, exit 3."""
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -19,10 +23,23 @@ from pathlib import Path
 
 import pytest
 
+from bench.storm import (
+    client_hello,
+    close_after,
+    handshake_storm,
+    real_clients,
+    request,
+    reset_after,
+    reset_in_handshake,
+    ssl_push,
+    storm,
+)
 from connector.local.broker import free_port, stop_process
 from connector.local.certs import Authority
-from connector.receiver.protocol import HANDSHAKES
+from connector.receiver import server
+from connector.receiver.gate import HANDSHAKES
 from connector.settings import Settings
+from tests.receiver_helpers import closed
 
 FLOOD = 10_000
 CAP = 2000
@@ -117,6 +134,102 @@ async def flood(
     return peak, rss_mib(pid)
 
 
+def receiver_env(settings: Settings, tmp_path: Path, push: int, management: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "NXCLOUD_RECEIVER_HOST": "127.0.0.1",
+        "NXCLOUD_RECEIVER_PORT": str(push),
+        "NXCLOUD_RECEIVER_MANAGEMENT_HOST": "127.0.0.1",
+        "NXCLOUD_RECEIVER_MANAGEMENT_PORT": str(management),
+        "NXCLOUD_SPOOL_DIR": str(tmp_path / "spool"),
+        "NXCLOUD_TOPIC_SUFFIX": ".flood",
+    }
+
+
+async def until_none_counted(management: int, name: str, asking: int = 0) -> float:
+    """The gauge `name` once it has fallen to none (but the `asking` connection)."""
+    deadline = time.monotonic() + 60
+    while (held := await asyncio.to_thread(metric, management, name) - asking) > 0:
+        assert time.monotonic() < deadline, f"{name}: {held:.0f} still counted after 60 s"
+        await asyncio.sleep(0.5)
+    return held
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+async def test_connections_ended_every_way_on_both_ports_are_all_counted_out(
+    settings: Settings, tmp_path: Path, tls: bool
+) -> None:
+    flood_size()  # the file descriptor limit raised for the receiver too
+    push, management = free_port(), free_port()
+    env = receiver_env(settings, tmp_path, push, management)
+    env["NXCLOUD_RECEIVER_HEAD_TIMEOUT_SECONDS"] = "2"
+    env["NXCLOUD_RECEIVER_IDLE_TIMEOUT_SECONDS"] = "2"
+    authority = Authority(tmp_path / "ca")
+    if tls:
+        issued = authority.issue("push", "push", ("127.0.0.1",))
+        env["NXCLOUD_RECEIVER_TLS_CERT_FILE"] = str(issued.cert)
+        env["NXCLOUD_RECEIVER_TLS_KEY_FILE"] = str(issued.key)
+    context = ssl.create_default_context(cafile=str(authority.cert_file))
+    count, each = 1000, 25  # 25 at a time per storm: together well under the 256 handshakes
+    with receiver(env, tmp_path / "receiver.log") as process:
+        await asyncio.to_thread(wait_ready, process, management)
+        storms = [
+            storm(port, count, ending, concurrency=each)
+            for port in (push, management)
+            for ending in (reset_after(0), reset_after(0.01), reset_after(0.05), close_after(0.01))
+        ]
+        clients = {"python-ssl": 100, "curl": 30, "openssl": 30}
+        if tls:
+            storms += [
+                storm(push, count, reset_in_handshake(client_hello()), concurrency=each),
+                handshake_storm(push, count // 2, context, concurrency=each),
+            ]
+        together = asyncio.gather(*storms)
+        outcomes = await real_clients(push, authority.cert_file, clients, 40) if tls else {}
+        failed = await together
+        # Begun and never finished: cut by the handshake (or head) timeout, 2 s.
+        stalled = await asyncio.gather(*(cut_after(push, HALF_HELLO, 30) for _ in range(50)))
+        push_held = await until_none_counted(management, "nxcloud_receiver_connections")
+        management_held = await until_none_counted(
+            management, "nxcloud_receiver_management_connections", asking=1
+        )
+        refused = metric(management, "nxcloud_receiver_connections_refused_total")
+        last = request("after-the-storms")
+        if tls:
+            reply = await asyncio.to_thread(ssl_push, push, authority.cert_file, last)
+        else:
+            reply = await asyncio.to_thread(plain_push, push, last)
+    print(f"{'TLS' if tls else 'plain'}: {len(storms)} storms of up to {count}, real clients"
+          f" {({name: dict(outcome) for name, outcome in outcomes.items()})}, {refused:.0f}"
+          " refused at the push port")  # fmt: skip
+    assert failed == [0] * len(storms)
+    assert all(stalled), f"{stalled.count(False)} of 50 stalled handshakes or heads not cut"
+    assert (push_held, management_held) == (0, 0)  # each counted out once: never below zero
+    for name, outcome in outcomes.items():
+        assert dict(outcome) == {"success": clients[name]}, name
+    assert reply.endswith(b"success")
+
+
+async def cut_after(port: int, half: bytes, deadline: float) -> bool:
+    """Send `half` of a handshake or head and no more: True once the server has closed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(half)
+    try:
+        return await closed(reader, deadline)
+    finally:
+        writer.close()
+
+
+def plain_push(port: int, raw: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(raw)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
 async def test_a_flood_of_half_sent_heads_is_capped_and_its_memory_given_back(
     settings: Settings, tmp_path: Path, tls: bool
@@ -186,6 +299,7 @@ def start_failure(env: dict[str, str]) -> tuple[int, list[str]]:
         ("key of another certificate", "NXCLOUD_RECEIVER_TLS_KEY_FILE"),
         ("certificate without key", "NXCLOUD_RECEIVER_TLS_KEY_FILE"),
         ("management port = push port", "NXCLOUD_RECEIVER_MANAGEMENT_PORT"),
+        ("production open to anyone", "NXCLOUD_RECEIVER_ALLOW_ANYONE=true"),
     ],
 )
 def test_what_stops_the_receiver_at_start_is_one_line_naming_the_variable(
@@ -214,6 +328,8 @@ def test_what_stops_the_receiver_at_start_is_one_line_naming_the_variable(
         env["NXCLOUD_RECEIVER_TLS_KEY_FILE"] = str(other.key)
     elif case == "certificate without key":
         del env["NXCLOUD_RECEIVER_TLS_KEY_FILE"]
+    elif case == "production open to anyone":
+        env["NXCLOUD_DEPLOYMENT"] = "production"
     else:
         env["NXCLOUD_RECEIVER_MANAGEMENT_PORT"] = str(port)
     code, lines = start_failure(env)
@@ -223,3 +339,20 @@ def test_what_stops_the_receiver_at_start_is_one_line_naming_the_variable(
     assert variable in lines[0]
     assert "BEGIN" not in lines[0]
     assert "Traceback" not in lines[0]
+
+
+@pytest.mark.parametrize(
+    "allowed",
+    [
+        {"NXCLOUD_RECEIVER_ALLOW_ANYONE": "true"},
+        {"NXCLOUD_RECEIVER_TOKEN": "a-token"},
+        {"NXCLOUD_RECEIVER_ALLOW_NETWORKS": "203.0.113.0/24"},
+    ],
+)
+def test_production_starts_with_a_token_an_allow_list_or_knowingly_open(
+    allowed: dict[str, str],
+) -> None:
+    env = {"NXCLOUD_DEPLOYMENT": "production", "NXCLOUD_RECEIVER_PORT": "8080"}
+    assert server.open_to_anyone(Settings.from_env(env | allowed)) is None
+    assert "NXCLOUD_RECEIVER_TOKEN" in (server.open_to_anyone(Settings.from_env(env)) or "")
+    assert server.open_to_anyone(Settings.from_env({})) is None  # not production

@@ -1,6 +1,9 @@
 """TLS at the receiver's push port, over real sockets with the `ssl` module: a CA made here,
 the provider's example as printed inside TLS, a certificate renewed on disk, old protocols,
-stalled and plain-text handshakes."""
+stalled and plain-text handshakes; real clients that send their ClientHello at once (Python's
+ssl, curl and `openssl s_client`), and connections reset before, during and after their
+handshake, all counted out. (The receiver's own process, on uvloop, under storms of them:
+tests/test_receiver_flood.py.)"""
 
 from __future__ import annotations
 
@@ -14,6 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from bench.storm import (
+    client_hello,
+    close_after,
+    handshake_storm,
+    real_clients,
+    reset_after,
+    reset_in_handshake,
+    storm,
+)
 from connector.local.certs import Authority
 from connector.settings import Settings
 from connector.topics import TopicNames
@@ -157,3 +169,50 @@ async def test_a_tls_client_hello_on_the_plain_port_is_answered_or_closed(
         assert await closed(reader, 15)
         writer.close()
         assert (reply.status, reply.body) in ((400, b"error"), (408, b"error"))
+
+
+async def test_real_clients_that_send_their_hello_at_once_are_all_answered(
+    tls_server: Server, authority: Authority
+) -> None:
+    counts = {"python-ssl": 60, "curl": 20, "openssl": 20}
+    outcomes = await real_clients(tls_server.port, authority.cert_file, counts, concurrency=40)
+    assert {name: dict(outcome) for name, outcome in outcomes.items()} == {
+        name: {"success": count} for name, count in counts.items()
+    }
+    stored = await tls_server.stored("real-openssl-1")  # the example as printed, raw spaces
+    assert stored["fields"]["result"] == "Successful connection"
+
+
+async def metric(server: Server, name: str) -> float:
+    reply = await server.send(b"GET /metrics HTTP/1.1\r\n\r\n", port=server.management)
+    for line in reply.body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def test_connections_reset_before_during_and_after_the_handshake_are_counted_out(
+    tls_server: Server, authority: Authority
+) -> None:
+    hello = client_hello()
+    port = tls_server.port
+    failed = await asyncio.gather(
+        storm(port, 300, reset_after(0), concurrency=40),
+        storm(port, 300, reset_after(0.01), concurrency=40),
+        storm(port, 300, reset_after(0.05), concurrency=40),
+        storm(port, 300, reset_in_handshake(hello), concurrency=40),
+        storm(port, 300, close_after(0.01), concurrency=40),
+        handshake_storm(port, 200, client_context(authority), concurrency=40),
+    )
+    assert list(failed) == [0] * 6
+    deadline = asyncio.get_running_loop().time() + 30
+    while (held := await metric(tls_server, "nxcloud_receiver_connections")) > 0:
+        assert asyncio.get_running_loop().time() < deadline, f"{held:.0f} still counted"
+        await asyncio.sleep(0.2)
+    assert held == 0  # each counted out once: never below zero
+    reader, writer = await open_tls(tls_server, client_context(authority))
+    writer.write(b"GET %s?%s HTTP/1.1\r\n%s\r\n" % (DR, example("after-storm"), HOST))
+    async with asyncio.timeout(15):
+        reply = await read_reply(reader)
+    writer.close()
+    assert reply.body == b"success"

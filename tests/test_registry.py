@@ -16,6 +16,8 @@ from connector.settings import Secret, Settings
 from connector.topics import TopicNames
 from tests.process_helpers import run_cli
 
+RELEASED = Path(__file__).resolve().parents[1] / "schemas" / "released"
+
 
 def test_a_framed_value_and_a_plain_one_read_alike() -> None:
     framed = wire.frame(258, b'{"a":1}')
@@ -77,7 +79,7 @@ def test_registering_twice_keeps_the_ids(schema_registry: str, topic_names: Topi
     env = {"NXCLOUD_REGISTRY_URL": schema_registry, "NXCLOUD_TOPIC_SUFFIX": suffix}
     first = run_cli("registry", env=env)
     assert first.returncode == 0, first.stderr
-    assert len(first.stdout.splitlines()) == 4
+    assert len(first.stdout.splitlines()) == 5
     assert f"{topic_names.call_events}-value" in first.stdout
     again = run_cli("registry", env=env)
     assert (again.returncode, again.stdout) == (0, first.stdout)
@@ -157,3 +159,26 @@ def test_a_release_rolled_back_finds_its_schema_registered_and_keeps_its_id(
     first = httpx.get(f"{schema_registry}/subjects/{name}/versions/1").json()
     ids = registry.Ids(Settings(registry_url=schema_registry), topic_names)
     assert asyncio.run(ids.of(topic_names.call_events)) == first["id"] != latest["id"]
+
+
+def test_the_shipped_call_event_schema_is_accepted_over_its_first_release(
+    schema_registry: str, topic_names: TopicNames
+) -> None:
+    """A deployment whose subject holds call-event v1.0 (before `reports`) registers the
+    shipped revision as the subject's next version under BACKWARD_TRANSITIVE."""
+    released = orjson.loads((RELEASED / "call-event.v1.0.json").read_bytes())
+    identifier = released.pop("$id")
+    released.pop("$schema")
+    first_form = orjson.dumps({"$comment": f"registered form of {identifier}", **released})
+    name = f"{topic_names.call_events}-value"
+    settings = Settings(registry_url=schema_registry)
+
+    async def register() -> tuple[registry.Registered, registry.Registered]:
+        async with registry.Registry(settings) as client:
+            first = await client.register(name, first_form.decode())
+            await client.set_compatibility(name)
+            return first, await client.register(name, registry.registered_form("call-event"))
+
+    first, shipped = asyncio.run(register())
+    assert (first.version, shipped.version) == (1, 2)
+    assert schema.schema_id(schema.CALL_EVENT).minor > 0

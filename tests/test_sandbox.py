@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,26 @@ def test_the_traffic_has_every_kind_of_call() -> None:
     for call in calls:
         messages[call.messageid] = messages.get(call.messageid, 0) + 1
     assert max(messages.values()) > 1
+
+
+def test_drs_are_pushed_in_the_order_calls_end_from_the_calls_in_progress() -> None:
+    """`up` shows merged events within its first minute: the first DRs are those of the calls
+    in progress at start, not of the next message's calls once all of them have ended."""
+    world = sandbox.World(5, ORIGIN, 1.0)
+    since = ORIGIN + timedelta(minutes=30)
+    endings = list(itertools.islice(world.endings(since), 600))
+    ends = [call.ended_at for call in endings]
+    assert ends == sorted(ends)
+    assert ends[0] >= since
+    assert ends[0] - since < timedelta(seconds=10)
+    assert endings[0].started_at < since  # in progress at start
+    window = (since, since + timedelta(minutes=2))
+    expected = [
+        c for m in range(6000) for c in world.calls(m) if window[0] <= c.ended_at < window[1]
+    ]
+    pushed = [call for call in endings if call.ended_at < window[1]]
+    assert sorted(pushed, key=lambda c: (c.message, c.leg)) == sorted(
+        expected, key=lambda c: (c.message, c.leg))  # each call once, none missed  # fmt: skip
 
 
 def test_every_generated_dr_is_valid_as_the_provider_documents() -> None:
@@ -107,3 +128,29 @@ async def test_each_call_is_pushed_once_to_the_receiver_as_form_data(
         calls = world.calls(int(value["fields"]["messageid"]) - 700000)
         pushed = [c.dr_fields(stand_in.zone) for c in calls]
         assert value["fields"] in pushed
+
+
+def test_some_pushes_are_lost_and_some_rows_unlisted_as_the_seed_decides() -> None:
+    world = sandbox.World(5, ORIGIN, 1.0)
+    calls = [call for m in range(2000) for call in world.calls(m)]
+    gaps = sandbox.Sandbox(world, lost_pushes=0.03, unlisted=0.02)
+    lost = [c for c in calls if not gaps.pushes(c)]
+    unlisted = [c for c in calls if not gaps.lists(c)]
+    assert 0.02 < len(lost) / len(calls) < 0.04
+    assert 0.01 < len(unlisted) / len(calls) < 0.03
+    assert not {c.cdr_id for c in lost} & {c.cdr_id for c in unlisted}  # one or the other
+    again = sandbox.Sandbox(sandbox.World(5, ORIGIN, 1.0), lost_pushes=0.03, unlisted=0.02)
+    assert [again.pushes(c) for c in calls] == [gaps.pushes(c) for c in calls]
+    plain = sandbox.Sandbox(world)
+    assert all(plain.pushes(c) and plain.lists(c) for c in calls)
+    form = {"appkey": "sandbox", "secretkey": "sandbox", "voiceType": "0", "page": "1",
+            "page_size": "1000", "start_time": provider_time(ORIGIN, gaps.zone),
+            "end_time": provider_time(ORIGIN + timedelta(minutes=5), gaps.zone)}  # fmt: skip
+    status, body, _ = gaps.answer(form)
+    assert (status, isinstance(body, dict)) == (200, True), body
+    listed = {row["id"] for row in body["info"]["rows"]}  # type: ignore[call-overload]
+    status, body, _ = plain.answer(form)
+    everything = {row["id"] for row in body["info"]["rows"]}  # type: ignore[call-overload]
+    assert len(everything) < 1000  # one page
+    assert listed < everything
+    assert everything - listed == {c.cdr_id for c in unlisted if c.cdr_id in everything}

@@ -77,7 +77,7 @@ def test_each_event_names_the_shipped_schema_that_validates_it() -> None:
         assert event is not None
         headers = dict(envelope.headers(event, envelope.source(Settings())))
         identifier = headers["ce_dataschema"].decode()
-        assert identifier == "urn:nxcloud-connector:schema:call-event:v1.0"
+        assert identifier == "urn:nxcloud-connector:schema:call-event:v1.1"
         document = schema.resolve(identifier)
         assert not list(Draft202012Validator(document).iter_errors(event))
         assert headers["ce_id"].decode() == event["event_id"]
@@ -116,7 +116,7 @@ def test_the_schema_command_lists_and_prints_them() -> None:
         return done.stdout
 
     listed = run().splitlines()
-    assert listed[0].split() == ["call-event.v1", "urn:nxcloud-connector:schema:call-event:v1.0"]
+    assert listed[0].split() == ["call-event.v1", "urn:nxcloud-connector:schema:call-event:v1.1"]
     assert len(listed) == len(schema.names())
     assert run("call-event") == (SHIPPED / "call-event.v1.json").read_text(encoding="utf-8")
     assert orjson.loads(run("dr-raw.v1"))["$id"].endswith(":dr-raw:v1.0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import time
 from dataclasses import fields, replace
@@ -130,6 +131,42 @@ def test_a_secret_from_a_file_meets_the_same_rules_as_one_given_directly(tmp_pat
     settings = Settings.from_env({"NXCLOUD_RECEIVER_TOKEN_FILE": str(token)})
     assert settings.receiver_token is not None
     assert settings.receiver_token.reveal() == "TOK+ORCHID/4f19=a2"
+
+
+@pytest.mark.parametrize("how", ["emptied", "unreadable", "deleted"])
+def test_a_token_file_that_cannot_be_read_is_logged_once_and_the_last_token_stays(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="connector.settings")
+    path = tmp_path / "token"
+    path.write_text("first-token")
+    settings = Settings.from_env({"NXCLOUD_RECEIVER_TOKEN_FILE": str(path)})
+    token = settings.receiver_token
+    assert token is not None
+    if how == "emptied":
+        rotate(path, "\n")
+    elif how == "unreadable":  # (as root, a mode cannot stop a read: a directory does)
+        path.unlink()
+        path.mkdir()
+    else:
+        path.unlink()
+    seen = []
+    for _ in range(3):
+        later()
+        seen.append(token.reveal())
+    assert seen == ["first-token"] * 3
+    told = [r for r in caplog.records if r.getMessage().startswith("secret file cannot be read")]
+    assert len(told) == 1
+    assert told[0].__dict__["variable"] == "NXCLOUD_RECEIVER_TOKEN_FILE"
+    assert told[0].__dict__["reason"] in {"empty", "missing", "unreadable (Is a directory)"}
+    assert "first-token" not in caplog.text
+
+    if path.is_dir():
+        path.rmdir()
+    rotate(path, "second-token")
+    later()
+    assert token.reveal() == "second-token"
+    assert [r.getMessage() for r in caplog.records].count("secret file read again") == 1
 
 
 async def test_the_registry_client_sends_a_rotated_password_at_its_next_request(

@@ -10,7 +10,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,15 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from connector import admin, clients, replay
+from connector import admin, clients, replay, report
 from connector.clock import utcnow
 from connector.errors import KafkaAccessError
 from connector.local import sandbox
 from connector.local.certs import Authority
 from connector.poller.loop import Poller, poll
 from connector.receiver.app import create_app
+from connector.reconciler.loop import Reconciler
+from connector.reconciler.store import MemoryStore
 from connector.settings import Secret, Settings
 from connector.tail import matcher, tail
 from connector.topics import declare
@@ -109,6 +111,23 @@ async def test_a_pushed_dr_and_its_polled_cdr_become_call_events_one_user_each(
     assert redriven.read == redriven.observations + redriven.dead_letters
     applied = await admin.converge(operator, declare(operator, names), create=False)
     assert not applied.plan.create
+    # The reconciler with its user; the operator reads what it wrote.
+    halt = asyncio.Event()
+    reconciler = Reconciler(secure_kafka.settings("reconciler"), names, MemoryStore(),
+                            tick_seconds=0.5)  # fmt: skip
+    reconciling = asyncio.create_task(reconciler.run(halt))
+    try:
+        written = await read_topic(
+            operator,
+            names.reconciliation,
+            lambda records: any(r["calls"] for r in records),
+            deadline=120,
+        )
+    finally:
+        halt.set()
+        await reconciling
+    day = date.fromisoformat(written[-1]["day"])
+    assert [r["calls"] for r in await report.records(operator, names.reconciliation, [day])]
     worker_log = (tmp_path / "worker.log").read_text(errors="replace")
     assert "[^Worker]: Ready" in worker_log
     for password in secure_kafka.security.passwords().values():

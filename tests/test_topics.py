@@ -23,6 +23,7 @@ def test_the_public_topic_names_are_fixed() -> None:
         "nxcloud.voice.dead-letter",
         "nxcloud.voice.poller-state",
         "nxcloud.voice.observations",
+        "nxcloud.voice.reconciliation",
     ]
 
 
@@ -71,7 +72,7 @@ def test_topics_as_declared_need_nothing_even_with_extra_configs() -> None:
     result = plan(declare(settings), existing_as_declared(settings))
     assert result.create == ()
     assert result.drift == ()
-    assert len(result.matching) == 6
+    assert len(result.matching) == 7
 
 
 def test_partition_count_and_config_drift_are_reported() -> None:
@@ -91,3 +92,9 @@ def test_partition_count_and_config_drift_are_reported() -> None:
     assert drift[("nxcloud.voice.call-events", "cleanup.policy")] == ("compact,delete", "delete")
     assert drift[("nxcloud.voice.dr.raw", "replication factor")] == ("1", "3")
     assert drift[("nxcloud.voice.dr.raw", "retention.ms")] == (str(30 * DAY_MS), "unset")
+
+
+def test_the_reconciliation_is_compacted_on_one_partition_that_elects_the_reconciler() -> None:
+    (spec,) = [spec for spec in declare(Settings()) if spec.name.endswith("reconciliation")]
+    assert (spec.partitions, spec.config["cleanup.policy"]) == (1, "compact")
+    assert TopicNames().with_suffix("x").reconciliation == "nxcloud.voice.reconciliation.x"

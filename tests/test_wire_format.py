@@ -9,6 +9,7 @@ import asyncio
 import io
 import signal
 import time
+from datetime import date
 from pathlib import Path
 
 import orjson
@@ -18,7 +19,9 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
 
-from connector import admin, clients, registry, replay, wire
+from connector import admin, clients, registry, replay, report, wire
+from connector.reconciler.loop import Reconciler
+from connector.reconciler.store import MemoryStore
 from connector.settings import Settings
 from connector.tail import tail
 from connector.topics import TopicNames
@@ -146,3 +149,14 @@ async def test_the_worker_writes_the_wire_format_and_every_reader_reads_it(
                                pick=framed)  # fmt: skip
     context = SerializationContext(into, MessageField.VALUE)
     assert {deserialize(value, context)["call_id"] for value, _ in rebuilt} == set(expected)
+
+    # The reconciler reads the framed call events and frames its records too.
+    await Reconciler(wired_settings, names, MemoryStore()).run(asyncio.Event(), once=True)
+    reconciled = await read_topic(settings, names.reconciliation, lambda got: len(got) >= 1,
+                                  pick=framed)  # fmt: skip
+    context = SerializationContext(names.reconciliation, MessageField.VALUE)
+    figures = [deserialize(value, context) for value, _ in reconciled]
+    assert sum(record["calls"] for record in figures) == len(expected)
+    days = {date.fromisoformat(record["day"]) for record in figures}
+    shown = await report.records(settings, names.reconciliation, days)
+    assert sum(record["calls"] for record in shown) == len(expected)

@@ -71,6 +71,9 @@ class Authority:
             _builder(name, _name(name), self._key.public_key())
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False
+            )
+            .add_extension(
                 x509.KeyUsage(
                     digital_signature=True,
                     content_commitment=False,
@@ -99,8 +102,15 @@ class Authority:
         """A certificate for `hosts` (DNS names or IP addresses) when given, else a client's."""
         key = ec.generate_private_key(ec.SECP256R1())
         usage = ExtendedKeyUsageOID.SERVER_AUTH if hosts else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = _builder(common_name, self._cert.subject, key.public_key()).add_extension(
-            x509.ExtendedKeyUsage([usage]), critical=False
+        # Both key identifiers: Python 3.13's default contexts verify strictly (RFC 5280).
+        authority_key = x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key())
+        builder = (
+            _builder(common_name, self._cert.subject, key.public_key())
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(authority_key, critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
         )
         if hosts:
             builder = builder.add_extension(

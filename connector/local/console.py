@@ -30,6 +30,7 @@ def alarming(line: str) -> bool:
 
 def shown(name: str, line: str) -> str:
     """`line` as the terminal shows it: the component's name, level, message, its fields."""
+    name += " " if len(name) >= NAME_WIDTH else ""  # the reconciler's is longer
     try:
         entry = orjson.loads(line)
     except orjson.JSONDecodeError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import random
 import time
@@ -215,6 +216,19 @@ class World:
             )
         return calls
 
+    def endings(self, since: datetime) -> Iterator[Call]:
+        """Every call that ends at or after `since`, in the order they end: those in progress
+        at `since` first, so DRs flow from the start, not once the next message's calls end."""
+        message = self.first_message_at_or_after(since - timedelta(seconds=self.max_seconds + 6))
+        ending: list[tuple[datetime, int, int, Call]] = []
+        while True:
+            while not ending or self.message_time(message) <= ending[0][0]:
+                for call in self.calls(message):
+                    if call.ended_at >= since:
+                        heapq.heappush(ending, (call.ended_at, call.message, call.leg, call))
+                message += 1
+            yield heapq.heappop(ending)[3]
+
     def calls_between(self, start: datetime, end: datetime) -> Iterator[Call]:
         """Calls whose start_time falls in [start, end]."""
         message = self.first_message_at_or_after(start - timedelta(seconds=1))
@@ -242,11 +256,28 @@ class Sandbox:
     cdr_delay: timedelta = timedelta(seconds=2)
     settle_delay: timedelta = timedelta(seconds=10)
     push_to: str | None = None
+    # Shares of calls whose DR push is lost (CDR-only) and whose CDR row the query API
+    # never returns (DR-only), so a reconciliation has something to find; which calls is a
+    # function of the seed.
+    lost_pushes: float = 0.0
+    unlisted: float = 0.0
     clock: Callable[[], datetime] = utcnow
     faults: list[str] = field(default_factory=list)
     requests: list[float] = field(default_factory=list)
     pushed: int = 0
     _last_request: dict[str, float] = field(default_factory=dict)
+
+    def _fate(self, call: Call) -> float:
+        return random.Random(f"{self.world.seed}:{call.message}:{call.leg}").random()  # noqa: S311
+
+    def pushes(self, call: Call) -> bool:
+        """Whether the call's DR is pushed (else the push is lost: a CDR-only call)."""
+        return self._fate(call) >= self.lost_pushes
+
+    def lists(self, call: Call) -> bool:
+        """Whether the query API returns the call's row (else a DR-only call)."""
+        fate = self._fate(call)
+        return not self.lost_pushes <= fate < self.lost_pushes + self.unlisted
 
     def answer(self, form: dict[str, str]) -> tuple[int, dict[str, Any] | bytes, dict[str, str]]:
         """(HTTP status, JSON body or raw bytes, headers) for one CDR query."""
@@ -286,7 +317,7 @@ class Sandbox:
         visible = [
             call
             for call in self.world.calls_between(start, end)
-            if call.service in wanted and call.ended_at + self.cdr_delay <= now
+            if call.service in wanted and call.ended_at + self.cdr_delay <= now and self.lists(call)
         ]
         rows = [
             call.cdr_row(self.zone, settled=call.ended_at + self.settle_delay <= now)
@@ -296,22 +327,20 @@ class Sandbox:
         return 200, {"code": "1", "info": info}, {}
 
     async def push_forever(self, http: httpx.AsyncClient) -> None:
-        """Push each call's DR once, as the provider does, when the call ends."""
+        """Push each call's DR once, as the provider does, when the call ends (at once for
+        the calls of the history, which ended before the sandbox started)."""
         assert self.push_to is not None
-        message = self.world.first_message_at_or_after(self.clock())
-        while True:
-            calls = self.world.calls(message)
-            due = max(call.ended_at for call in calls)
-            wait = (due - self.clock()).total_seconds()
+        for call in self.world.endings(self.world.origin):
+            wait = (call.ended_at - self.clock()).total_seconds()
             if wait > 0:
                 await asyncio.sleep(wait)
-            for call in calls:
-                try:
-                    await http.post(self.push_to, data=call.dr_fields(self.zone))
-                    self.pushed += 1
-                except httpx.HTTPError as exc:
-                    log.warning("dr push failed, not retried", extra={"error": type(exc).__name__})
-            message += 1
+            if not self.pushes(call):
+                continue
+            try:
+                await http.post(self.push_to, data=call.dr_fields(self.zone))
+                self.pushed += 1
+            except httpx.HTTPError as exc:
+                log.warning("dr push failed, not retried", extra={"error": type(exc).__name__})
 
 
 def create_app(sandbox: Sandbox) -> Starlette:

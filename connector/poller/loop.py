@@ -320,7 +320,9 @@ async def poll(settings: Settings, names: TopicNames | None = None) -> int:
     async with httpx.AsyncClient(timeout=timeout) as http:
         poller = Poller(settings, names or TopicNames.of(settings), http)
         if settings.poller_metrics_port:
-            start_http_server(settings.poller_metrics_port, registry=poller.metrics.registry)
+            start_http_server(
+                settings.poller_metrics_port, settings.metrics_host, poller.metrics.registry
+            )
         with clients.refusals(settings):
             await poller.run(stop)
     return 0

@@ -32,16 +32,18 @@ from connector.guard import (
     target_token,
     token_ok,
 )
+from connector.receiver.gate import Gate, locked_reason
 from connector.receiver.metrics import ReceiverMetrics
 from connector.receiver.protocol import (
     LISTENER,
     MANAGEMENT,
     METRICS,
     PUSH,
+    PUSH_GATE,
     REFUSED,
     EdgeProtocol,
-    Gate,
     Limits,
+    ManagementProtocol,
 )
 from connector.receiver.publisher import Publisher, Readiness, Store, new_producer
 from connector.receiver.push import Push, Reader
@@ -67,17 +69,31 @@ def edge(settings: Settings) -> type[EdgeProtocol]:
     tls = Certificate(cert_file, key_file) if cert_file and key_file else None
 
     class ReceiverProtocol(EdgeProtocol):
-        limits = Limits(
-            head_bytes=settings.receiver_max_head_bytes,
-            headers=settings.receiver_max_headers,
-            head_seconds=settings.receiver_head_timeout_seconds,
-            raw_bytes=settings.receiver_max_body_bytes,
-        )
+        limits = edge_limits(settings)
         refusal_path = DR_PATH
         gate = Gate(settings.receiver_max_connections)
         certificate = tls
 
     return ReceiverProtocol
+
+
+def management_edge(settings: Settings) -> type[ManagementProtocol]:
+    """The management port's HTTP protocol: the push port's head limits, a cap of its own."""
+
+    class Management(ManagementProtocol):
+        limits = edge_limits(settings)
+        gate = Gate(settings.receiver_management_max_connections)
+
+    return Management
+
+
+def edge_limits(settings: Settings) -> Limits:
+    return Limits(
+        head_bytes=settings.receiver_max_head_bytes,
+        headers=settings.receiver_max_headers,
+        head_seconds=settings.receiver_head_timeout_seconds,
+        raw_bytes=settings.receiver_max_body_bytes,
+    )
 
 
 def is_dr_path(path: str) -> bool:
@@ -122,10 +138,19 @@ class DrEndpoint:
     clock: Callable[[], datetime]
     publisher: Store | None = None
 
+    in_flight: int = 0
+
     def __post_init__(self) -> None:
         self.reader = Reader(self.settings, self.clock)
 
     async def handle(self, request: Request) -> Response:
+        self.in_flight += 1
+        try:
+            return await self._handle(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _handle(self, request: Request) -> Response:
         refused = request.scope.get("extensions", {}).get(REFUSED)
         if refused is not None:
             return await self._unreadable(request, refused)
@@ -228,6 +253,31 @@ class DrEndpoint:
         return reply
 
 
+@dataclass
+class Locked:
+    """Whether the push port is locked shut (`gate.locked_reason`), logged once each time it
+    becomes so; the gate is the push listener's, which the server puts in the app's state."""
+
+    settings: Settings
+    endpoint: DrEndpoint
+    told: bool = False
+
+    def reason(self, request: Request) -> str | None:
+        listener = request.scope.get("state", {}).get(PUSH_GATE)
+        if listener is None:
+            return None
+        gate, loop_time, tls = listener
+        why = locked_reason(
+            gate, loop_time(), self.endpoint.in_flight, self.settings.receiver_locked_seconds, tls
+        )
+        if why is not None and not self.told:
+            log.error("push port locked shut, not live", extra={"reason": why})
+        elif why is None and self.told:
+            log.info("push port accepting connections again")
+        self.told = why is not None
+        return why
+
+
 def kafka_store(settings: Settings, metrics: ReceiverMetrics) -> AbstractAsyncContextManager[Store]:
     spool = Spool(settings.spool_dir, settings.spool_max_bytes)
     timeout = settings.receiver_kafka_timeout_ms / 1000
@@ -271,12 +321,20 @@ def create_app(
             yield {METRICS: metrics}
             endpoint.publisher = None
 
-    async def healthz(_request: Request) -> Response:
+    locked = Locked(settings, endpoint)
+
+    async def healthz(request: Request) -> Response:
+        reason = locked.reason(request)
+        if reason is not None:
+            return PlainTextResponse(f"not live: {reason}", status_code=503)
         return PlainTextResponse("ok")
 
-    async def readyz(_request: Request) -> Response:
+    async def readyz(request: Request) -> Response:
         publisher = endpoint.publisher
         state = await publisher.readiness() if publisher else Readiness(False, "starting")
+        reason = locked.reason(request)
+        if reason is not None:
+            state = Readiness(False, reason)
         if state.ok:
             return PlainTextResponse("ready")
         return PlainTextResponse(f"not ready: {state.reason}", status_code=503)

@@ -83,6 +83,17 @@ class ReceiverMetrics:
             "Connections to the push port closed at once: NXCLOUD_RECEIVER_MAX_CONNECTIONS open",
             registry=self.registry,
         )
+        self.management_connections = Gauge(
+            "nxcloud_receiver_management_connections",
+            "Connections open on the management port",
+            registry=self.registry,
+        )
+        self.management_refused = Counter(
+            "nxcloud_receiver_management_connections_refused",
+            "Connections to the management port closed at once:"
+            " NXCLOUD_RECEIVER_MANAGEMENT_MAX_CONNECTIONS open",
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -13,20 +13,27 @@ closes the connection. Closing means: the answer is flushed, the write side shut
 and at most `Limits.linger_bytes` more bytes are read and dropped for `Limits.linger_seconds`
 (an answer not yet written pauses the reading instead, so that it goes out).
 
-At most `Limits.connections` connections are open at once: one more is closed as soon as it
-is accepted, before any TLS, and counted. With a `Certificate`, each connection speaks TLS
-(started here, so the cap comes first), its handshake cut after `Limits.head_seconds`.
-Every request is marked with the listener it came in on (`LISTENER`: `PUSH` here,
-`MANAGEMENT` on `ManagementProtocol`).
+At most `gate.limit` connections are open at once: one more is closed as soon as it is
+accepted, before any TLS, and counted. With a `Certificate`, each accepted connection's
+protocol is the event loop's own TLS protocol (`Handshake`, uvloop's or asyncio's
+`SSLProtocol`, as `create_server(ssl=...)` would make it), so every byte a client sends goes
+to TLS from the first; it counts the connection in when accepted and out when the socket is
+gone, however it ends, and cuts a handshake after `Limits.head_seconds`. The HTTP protocol
+runs inside it once the handshake is done. Every request is marked with the listener it came
+in on (`LISTENER`: `PUSH`, or `MANAGEMENT` on `ManagementProtocol`, which answers what it
+refuses itself: nothing on the management port is dead-lettered).
 """
 
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
+import functools
 import http
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, cast
 
 import httptools
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent, HTTPScope
@@ -36,6 +43,7 @@ from uvicorn.server import ServerState
 
 from connector import head
 from connector.receiver import heap
+from connector.receiver.gate import Gate
 from connector.receiver.metrics import ReceiverMetrics
 from connector.receiver.tls import Certificate
 
@@ -46,6 +54,7 @@ LISTENER: Final = "connector.listener"
 PUSH: Final = "push"
 MANAGEMENT: Final = "management"
 METRICS: Final = "connector.receiver_metrics"
+PUSH_GATE: Final = "connector.push_gate"  # (gate, the loop's clock, TLS or not)
 
 
 @dataclass(frozen=True)
@@ -59,62 +68,12 @@ class Limits:
     answer_seconds: float = 30.0
 
 
-HANDSHAKES: Final = 256
-EBB_FROM: Final = 256
-
-
-@dataclass
-class Gate:
-    """The connections open on one listener, at most `limit`; of them at most `handshakes`
-    in a TLS handshake (each holds the TLS layer's buffers, up to 256 KiB)."""
-
-    limit: int
-    handshakes: int = HANDSHAKES
-    open: int = 0
-    shaking: int = 0
-    peak: int = 0
-
-    def admit(self, tls: bool = False) -> bool:
-        if self.open >= self.limit or (tls and self.shaking >= self.handshakes):
-            return False
-        self.open += 1
-        self.shaking += tls
-        self.peak = max(self.peak, self.open)
-        return True
-
-    def leave(self) -> bool:
-        """One connection fewer; True when a flood has ebbed: from at least EBB_FROM open,
-        down to a quarter of the most since the last ebb (time to give memory back)."""
-        self.open -= 1
-        if self.peak < EBB_FROM or self.open > self.peak // 4:
-            return False
-        self.peak = self.open
-        return True
-
-
-class ManagementProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, its requests marked as the management listener's."""
-
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        self.access_log = False  # a request line can hold a DR: never logged
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.scope.setdefault("extensions", {})[LISTENER] = {"name": MANAGEMENT}
-
-
 class EdgeProtocol(HttpToolsProtocol):
     limits: ClassVar[Limits] = Limits()
     refusal_path: ClassVar[str] = "/"
     gate: ClassVar[Gate] = Gate(2000)
     certificate: ClassVar[Certificate | None] = None
+    listener: ClassVar[str] = PUSH
 
     def __init__(
         self,
@@ -137,47 +96,35 @@ class EdgeProtocol(HttpToolsProtocol):
         self._closing = False
         self._answered = False
         self._dropped = 0
+        self._gated = True  # False inside a Handshake, which counts the connection itself
         self._admitted = False
-        self._connected = False
-        self._early = bytearray()  # what TLS handed over before start_tls returned
+
+    @classmethod
+    def factory(
+        cls, config: Config, server_state: ServerState, app_state: dict[str, Any]
+    ) -> Callable[[], asyncio.BaseProtocol]:
+        """What the listener makes for each accepted connection: this protocol, or with a
+        certificate the loop's TLS protocol carrying it."""
+        loop = asyncio.get_running_loop()
+        certificate = cls.certificate
+        if certificate is None:
+            return lambda: cls(config, server_state, app_state, loop)
+        handshake = handshake_class(is_uvloop(loop))
+
+        def secured() -> asyncio.BaseProtocol:
+            inner = cls(config, server_state, app_state, loop)
+            inner._gated = False
+            made = handshake(loop, inner, certificate.current(), cls, app_state)
+            return cast(asyncio.BaseProtocol, made)
+
+        return secured
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        metrics: ReceiverMetrics | None = self.app_state.get(METRICS)
-        if not self.gate.admit(tls=self.certificate is not None):
-            transport.abort()
-            if metrics is not None:
-                metrics.connections_refused.inc()
-            return
-        self._admitted = True
-        if metrics is not None:
-            metrics.connections.set(self.gate.open)
-        if self.certificate is None:
-            self._connect(transport)
-            return
-        task = self.loop.create_task(self._start_tls(transport, self.certificate.current()))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
-
-    async def _start_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
-        try:
-            secured = await self.loop.start_tls(
-                transport, self, context, server_side=True,
-                ssl_handshake_timeout=self.limits.head_seconds,
-            )  # fmt: skip
-        except (OSError, TimeoutError, ConnectionError, ssl.SSLError):
-            transport.abort()  # no handshake in time, or not TLS: nothing to answer
-            return
-        finally:
-            self.gate.shaking -= 1
-        if secured is None or secured.is_closing():
-            return
-        self._connect(secured)
-        early, self._early = bytes(self._early), bytearray()
-        if early:
-            self.data_received(early)
-
-    def _connect(self, transport: asyncio.Transport) -> None:
-        self._connected = True
+        if self._gated:
+            if not enter(self.gate, self.listener, self.app_state, self.loop.time()):
+                transport.abort()
+                return
+            self._admitted = True
         super().connection_made(transport)
         self._arm_head_timer()
 
@@ -185,24 +132,18 @@ class EdgeProtocol(HttpToolsProtocol):
         for timer in (self._head_timer, self._close_timer):
             if timer is not None:
                 timer.cancel()
-        if self._admitted:
+        if not self._gated:
+            super().connection_lost(exc)
+        elif self._admitted:
             self._admitted = False
-            if self.gate.leave():
-                self.loop.call_soon(heap.give_back)
-            metrics: ReceiverMetrics | None = self.app_state.get(METRICS)
-            if metrics is not None:
-                metrics.connections.set(self.gate.open)
-        if self._connected:
+            leave(self.gate, self.listener, self.app_state, self.loop)
             super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope.setdefault("extensions", {})[LISTENER] = {"name": PUSH}
+        self.scope.setdefault("extensions", {})[LISTENER] = {"name": self.listener}
 
     def data_received(self, data: bytes) -> None:
-        if not self._connected:
-            self._early += data
-            return
         self._unset_keepalive_if_required()
         if self._closing:
             self._dropped += len(data)
@@ -411,3 +352,134 @@ class EdgeProtocol(HttpToolsProtocol):
             start = b"HTTP/1.1 %d %s\r\nconnection: close\r\n" % (status, phrase)
             self.transport.write(start + b"".join(reply))
             self._shut_write_side()
+
+
+class ManagementProtocol(EdgeProtocol):
+    """The management listener: the same bounded heads and timeouts, a small cap of its own;
+    what it refuses it answers `error` itself, stores nothing and counts nowhere."""
+
+    gate: ClassVar[Gate] = Gate(64)
+    listener: ClassVar[str] = MANAGEMENT
+
+    async def _answer(self, refused: dict[str, object]) -> None:
+        if self.transport.is_closing():
+            return
+        status = int(str(refused["status"]))
+        phrase = http.HTTPStatus(status).phrase.encode()
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: 5\r\n\r\nerror" % (status, phrase)
+        )
+        self._shut_write_side()
+
+
+def _metrics(app_state: dict[str, Any]) -> ReceiverMetrics | None:
+    metrics: ReceiverMetrics | None = app_state.get(METRICS)
+    return metrics
+
+
+def enter(
+    gate: Gate, listener: str, app_state: dict[str, Any], now: float, tls: bool = False
+) -> bool:
+    """Admit one connection through `gate`, or count its refusal: False then."""
+    admitted = gate.admit(tls, now)
+    metrics = _metrics(app_state)
+    if metrics is not None:
+        if listener == PUSH:
+            opened, refused = metrics.connections, metrics.connections_refused
+        else:
+            opened, refused = metrics.management_connections, metrics.management_refused
+        if admitted:
+            opened.set(gate.open)
+        else:
+            refused.inc()
+    return admitted
+
+
+def leave(
+    gate: Gate, listener: str, app_state: dict[str, Any], loop: asyncio.AbstractEventLoop
+) -> None:
+    if gate.leave():
+        loop.call_soon(heap.give_back)
+    metrics = _metrics(app_state)
+    if metrics is not None:
+        opened = metrics.connections if listener == PUSH else metrics.management_connections
+        opened.set(gate.open)
+
+
+class _Handshake:
+    """The event loop's own TLS protocol around one connection's `EdgeProtocol`, as
+    `loop.create_server(ssl=...)` makes it, and the connection's place in the gate.
+
+    create_server(ssl=...) would tell the application nothing of a connection whose handshake
+    fails or is reset (the TLS protocol calls the application's connection_made only after
+    the handshake, and its connection_lost only then), and could not refuse one before its
+    handshake: so the listener makes this protocol itself. It is the socket's protocol from
+    its accept to its end, so it sees every byte and every end exactly once. (Its own
+    attributes are `_door_*`: asyncio's SSLProtocol has an `_app_state` of its own.)"""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        inner: EdgeProtocol,
+        context: ssl.SSLContext,
+        edge: type[EdgeProtocol],
+        app_state: dict[str, Any],
+    ) -> None:
+        waiter = loop.create_future()
+        waiter.add_done_callback(self._handshake_over)
+        super().__init__(  # type: ignore[call-arg]
+            loop, inner, context, waiter, True, None,
+            ssl_handshake_timeout=edge.limits.head_seconds,
+            ssl_shutdown_timeout=edge.limits.linger_seconds,
+        )  # fmt: skip
+        self._door_loop = loop
+        self._door_edge = edge
+        self._door_state = app_state
+        self._door_admitted = False
+        self._door_shaking = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        edge = self._door_edge
+        if not enter(edge.gate, edge.listener, self._door_state, self._door_loop.time(), tls=True):
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self._door_admitted = self._door_shaking = True
+        super().connection_made(transport)  # type: ignore[misc]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._door_admitted:
+            return
+        self._door_admitted = False
+        self._shaken()
+        leave(self._door_edge.gate, self._door_edge.listener, self._door_state, self._door_loop)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _handshake_over(self, waiter: asyncio.Future[None]) -> None:
+        if not waiter.cancelled():
+            waiter.exception()  # a failed handshake is no error of ours: nothing to log
+        self._shaken()
+
+    def _shaken(self) -> None:
+        if self._door_shaking:
+            self._door_shaking = False
+            self._door_edge.gate.shaken()
+
+
+@functools.cache
+def handshake_class(on_uvloop: bool) -> type[_Handshake]:
+    """`_Handshake` on the TLS protocol of the loop's kind: uvloop's own, else asyncio's."""
+    base: type = asyncio.sslproto.SSLProtocol
+    if on_uvloop:
+        from uvloop.loop import SSLProtocol  # type: ignore[attr-defined]
+
+        base = SSLProtocol
+    return type("Handshake", (_Handshake, base), {})
+
+
+def is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    return isinstance(loop, uvloop.Loop)

@@ -17,7 +17,7 @@ from starlette.types import Scope
 
 from connector import dr
 from connector.errors import Invalid, Refused
-from connector.guard import REDACTED
+from connector.guard import scrub_text
 from connector.receiver.protocol import BODY_ERROR, TARGET
 from connector.settings import Settings
 
@@ -80,13 +80,14 @@ class Reader:
         return dr.merge(dr.decode_form(query_pairs, charset), from_body)
 
     def scrub(self, fields: dr.Fields) -> dr.Fields:
-        """The fields with the token, as decoded, replaced wherever a value holds it."""
+        """The fields with every spelling of the token replaced, in names and values."""
         token = self.settings.receiver_token
         if token is None:
             return fields
         secret = token.reveal()
-        redacted = REDACTED.decode()
-        return {name: value.replace(secret, redacted) for name, value in fields.items()}
+        return {
+            scrub_text(name, secret): scrub_text(value, secret) for name, value in fields.items()
+        }
 
 
 async def read_body(request: Request, limit: int, patience: float) -> bytes:

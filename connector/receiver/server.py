@@ -17,12 +17,13 @@ from starlette.applications import Starlette
 from uvicorn.config import Config
 
 from connector.errors import ConfigError
-from connector.receiver.app import create_app, edge
-from connector.receiver.protocol import EdgeProtocol, ManagementProtocol
+from connector.receiver.app import create_app, edge, management_edge
+from connector.receiver.protocol import PUSH_GATE, EdgeProtocol, ManagementProtocol
 from connector.settings import Settings
 
 log = logging.getLogger(__name__)
 STARTUP_FAILURE = 3
+PRODUCTION = "production"  # NXCLOUD_DEPLOYMENT, as deploy/overlays/production sets it
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -39,33 +40,32 @@ def bind(host: str, port: int) -> socket.socket:
 class ReceiverServer(uvicorn.Server):
     """uvicorn's server, listening on the push socket and the management socket."""
 
-    def __init__(self, config: Config, push: socket.socket, management: socket.socket) -> None:
+    def __init__(
+        self,
+        config: Config,
+        push: socket.socket,
+        management: socket.socket,
+        management_protocol: type[ManagementProtocol] = ManagementProtocol,
+    ) -> None:
         super().__init__(config)
         self.push_socket = push
         self.management_socket = management
+        self.management_protocol = management_protocol
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await self.lifespan.startup()
         if self.lifespan.should_exit:
             sys.exit(STARTUP_FAILURE)
         loop = asyncio.get_running_loop()
+        push: type[EdgeProtocol] = self.config.http_protocol_class  # type: ignore[assignment]
+        state = self.lifespan.state
+        state[PUSH_GATE] = (push.gate, loop.time, push.certificate is not None)
         self.servers = []
         for sock, protocol in (
-            (self.push_socket, self.config.http_protocol_class),
-            (self.management_socket, ManagementProtocol),
+            (self.push_socket, push),
+            (self.management_socket, self.management_protocol),
         ):
-
-            def create(
-                _loop: asyncio.AbstractEventLoop | None = None,
-                protocol: type[asyncio.Protocol] = protocol,
-            ) -> asyncio.Protocol:
-                return protocol(  # type: ignore[call-arg]
-                    config=self.config,
-                    server_state=self.server_state,
-                    app_state=self.lifespan.state,
-                    _loop=_loop,
-                )
-
+            create = protocol.factory(self.config, self.server_state, state)
             self.servers.append(await loop.create_server(create, sock=sock, backlog=2048))
         log.info("receiver listening", extra={"push": address(self.push_socket),
                  "management": address(self.management_socket)})  # fmt: skip
@@ -79,6 +79,9 @@ def address(sock: socket.socket) -> str:
 
 def server(settings: Settings, app: Starlette, protocol: type[EdgeProtocol]) -> ReceiverServer:
     """The receiver's server, its sockets bound (OSError when a port is taken)."""
+    problem = open_to_anyone(settings)
+    if problem is not None:
+        raise ConfigError(problem)
     config = uvicorn.Config(
         app,
         http=protocol,
@@ -96,7 +99,21 @@ def server(settings: Settings, app: Starlette, protocol: type[EdgeProtocol]) -> 
     except ConfigError:
         push.close()
         raise
-    return ReceiverServer(config, push, management)
+    return ReceiverServer(config, push, management, management_edge(settings))
+
+
+def open_to_anyone(settings: Settings) -> str | None:
+    """Why a production receiver must not start: its push port would store what anyone sends
+    (dead letters included), with neither a token nor an allow-list, unless allowed."""
+    if settings.deployment != PRODUCTION or settings.receiver_allow_anyone:
+        return None
+    if settings.receiver_token is not None or settings.receiver_allow_networks:
+        return None
+    return (
+        f"NXCLOUD_RECEIVER_TOKEN or NXCLOUD_RECEIVER_ALLOW_NETWORKS: neither is set, and"
+        f" NXCLOUD_DEPLOYMENT={PRODUCTION} (anyone could store pushes and dead letters); set"
+        " one, or NXCLOUD_RECEIVER_ALLOW_ANYONE=true to run so knowingly"
+    )
 
 
 def listen(variable: str, host: str, port: int) -> socket.socket:

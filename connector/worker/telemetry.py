@@ -158,9 +158,9 @@ class WorkerMetrics:
         self._lag_labels: set[tuple[str, str]] = set()
         self._restored = 0
 
-    def serve(self, port: int) -> None:
+    def serve(self, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104
         try:
-            start_http_server(port, registry=self.registry)
+            start_http_server(port, host, registry=self.registry)
         except OSError as exc:
             reason = f"NXCLOUD_WORKER_METRICS_PORT: cannot serve on {port}: {exc}"
             raise ConfigError(reason) from None
