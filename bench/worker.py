@@ -38,7 +38,7 @@ from connector.local.broker import BrokerConfig, LocalKafka, free_port
 from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from connector.worker.agents import BATCH
-from connector.worker.telemetry import RebalanceSensor, WorkerMetrics
+from connector.worker.telemetry import Monitor, WorkerMetrics
 
 ZONE = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -274,7 +274,7 @@ def metrics_code_us() -> float:
     """CPU microseconds per record of what the metrics add to the worker's path: the counting
     after each batch, and the no-op hooks Faust calls on one more sensor for each record."""
     metrics = WorkerMetrics()
-    sensor = RebalanceSensor(metrics)
+    sensor = Monitor(metrics)
     tp = TP("nxcloud.voice.dr.raw", 0)
     records = cast(
         list[EventT[bytes]],
