@@ -9,8 +9,8 @@ import pytest
 FREE_OF_FAUST = [
     "acls", "admin", "cdr", "cli", "clients", "codec", "compat", "deadletters", "delivery", "dr",
     "envelope", "frames", "groups", "guard", "head", "identity", "manifests", "merge", "normalize",
-    "outage",
-    "records", "replay", "schedule", "schema", "settings", "tail", "topics", "reconciliation",
+    "outage", "records", "replay", "rocks", "schedule", "schema", "settings", "tail", "topics",
+    "reconciliation",
     "reconciler.loop", "reconciler.store", "reconciler.metrics",
     "receiver.app", "receiver.protocol", "receiver.publisher", "receiver.push", "receiver.spool",
     "receiver.states", "receiver.heap",

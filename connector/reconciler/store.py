@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from connector.errors import ConnectorError
+from connector import rocks
 
 PART, GROUP, OFFSET = b"p", b"g", b"o"
 
@@ -90,15 +90,9 @@ class RocksStore:
     """One RocksDB in `path`; keys prefixed p (call_id), g (group key), o (topic, partition)."""
 
     def __init__(self, path: Path) -> None:
-        try:
-            from rocksdict import Options, Rdict
-        except ImportError:  # pragma: no cover - the image and the dev install have it
-            raise ConnectorError(
-                "NXCLOUD_RECONCILER_STORE=rocksdb:// needs rocksdict: "
-                "pip install 'nxcloud-connector[rocksdict]'"
-            ) from None
+        rocksdict = rocks.rocksdict("NXCLOUD_RECONCILER_STORE")
         path.mkdir(parents=True, exist_ok=True)
-        self._db = Rdict(str(path), Options(raw_mode=True))
+        self._db = rocksdict.Rdict(str(path), rocksdict.Options(raw_mode=True))
 
     def part(self, call_id: str) -> bytes | None:
         found: bytes | None = self._db.get(PART + call_id.encode())

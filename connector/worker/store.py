@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from connector.errors import ConfigError
+from connector import rocks
 
 OFFSET_KEY: Final = b"\0offset"  # a call_id is printable: no call is keyed so
 MIB: Final = 1024 * 1024
@@ -72,14 +72,7 @@ class MemoryPartition:
 
 class RocksPartition:
     def __init__(self, path: Path) -> None:
-        try:
-            import rocksdict
-        except ImportError:  # pragma: no cover - the image and the dev install have it
-            raise ConfigError(
-                "NXCLOUD_WORKER_STORE=rocksdb:// needs rocksdict: "
-                "pip install 'nxcloud-connector[rocksdict]'"
-            ) from None
-        self._rocksdict, self.path = rocksdict, path
+        self._rocksdict, self.path = rocks.rocksdict("NXCLOUD_WORKER_STORE"), path
         self._db = self._open()
         found = self._db.get(OFFSET_KEY)
         self.offset = -1 if found is None else int(found)
