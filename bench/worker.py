@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -490,11 +491,13 @@ class Delays:
 
 
 async def listen(
-    stage: Stage, consumer: AIOKafkaConsumer, seen: dict[str, Seen], until: float
+    stage: Stage, consumer: AIOKafkaConsumer, seen: dict[str, Seen], total: int, until: float
 ) -> None:
-    """The raw DR records and call events of the pushes in `seen`, until each has its event."""
+    """The raw DR records and call events of the `total` pushes in `seen` (filled as they are
+    sent), until each has its event."""
     raw, events = stage.names.dr_raw, stage.names.call_events
-    while time.time() < until and (not seen or any(not s.read for s in seen.values())):
+    read = 0
+    while read < total and time.time() < until:
         batches = await consumer.getmany(timeout_ms=200)
         now = time.time()
         for tp, records in batches.items():
@@ -507,6 +510,7 @@ async def listen(
                     push = seen.get(orjson.loads(record.value)["message_id"])
                     if push is not None and not push.read:
                         push.event_ms, push.read = record.timestamp, now
+                        read += 1
 
 
 async def paced(
@@ -524,7 +528,7 @@ async def paced(
         schedules[number % lanes].append(item)
     seen: dict[str, Seen] = {}
     pushing = asyncio.gather(*(push_lane(port, s, seen) for s in schedules))
-    await listen(stage, consumer, seen, start + seconds + 60)
+    await listen(stage, consumer, seen, total, start + seconds + 60)
     await pushing
     sent = [push.sent for push in seen.values()]
     done = [push for push in seen.values() if push.read and push.raw_ms]
@@ -609,6 +613,16 @@ async def memory(bootstrap: str, scratch: Path, calls: int) -> None:
     print(f"  peak RSS: {max(rss for _, rss in samples):,.0f} MB; {calls / elapsed:,.0f} calls/s")
 
 
+@contextmanager
+def broker() -> Iterator[tuple[str, Path]]:
+    """A local broker of its own and a scratch folder: its bootstrap servers and the folder."""
+    with tempfile.TemporaryDirectory() as directory:
+        scratch = Path(directory)
+        config = BrokerConfig(scratch / "kafka", free_port(), free_port(), heap="1g")
+        with LocalKafka(config) as kafka:
+            yield kafka.bootstrap_servers, scratch
+
+
 PARTS = ("throughput", "latency", "metrics", "memory")
 
 
@@ -624,20 +638,16 @@ def main() -> int:
     parser.add_argument("--state", type=int, default=1_000_000, help="calls in the memory run")
     parser.add_argument("--only", choices=PARTS, action="append", help="run just these parts")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory:
-        scratch = Path(directory)
-        config = BrokerConfig(scratch / "kafka", free_port(), free_port(), heap="1g")
-        with LocalKafka(config) as kafka:
-            bootstrap = kafka.bootstrap_servers
-            parts: dict[str, Callable[[], Any]] = {
-                "throughput": lambda: throughput(bootstrap, scratch, args.calls, args.rounds),
-                "latency": lambda: latency(bootstrap, scratch, args.rates, args.seconds),
-                "metrics": lambda: metrics_cost(bootstrap, scratch, args.calls, args.rounds),
-                "memory": lambda: memory(bootstrap, scratch, args.state),
-            }
-            for name, run in parts.items():
-                if args.only is None or name in args.only:
-                    asyncio.run(run())
+    with broker() as (bootstrap, scratch):
+        parts: dict[str, Callable[[], Any]] = {
+            "throughput": lambda: throughput(bootstrap, scratch, args.calls, args.rounds),
+            "latency": lambda: latency(bootstrap, scratch, args.rates, args.seconds),
+            "metrics": lambda: metrics_cost(bootstrap, scratch, args.calls, args.rounds),
+            "memory": lambda: memory(bootstrap, scratch, args.state),
+        }
+        for name, run in parts.items():
+            if args.only is None or name in args.only:
+                asyncio.run(run())
     return 0
 
 
