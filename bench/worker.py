@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import subprocess
@@ -147,7 +148,7 @@ async def create_topic(stage: Stage, name: str) -> None:
 @dataclass(frozen=True)
 class Rate:
     """Records through one consumer: seconds from its first output to its last, and the CPU
-    seconds its process used (from ready to caught up)."""
+    seconds its process used meanwhile."""
 
     records: int
     seconds: float
@@ -163,7 +164,8 @@ class Rate:
 
 
 async def passthrough(stage: Stage, expected: int, output: str) -> Rate:
-    """A plain consume-and-produce loop over the raw topics (in this process)."""
+    """A plain consume-and-produce loop over the raw topics (in this process), from its
+    first fetch to its last acknowledgement."""
     names = stage.names
     consumer = AIOKafkaConsumer(
         names.dr_raw, names.cdr_raw, **stage.kafka(
@@ -172,13 +174,12 @@ async def passthrough(stage: Stage, expected: int, output: str) -> Rate:
         ),
     )  # fmt: skip
     producer = AIOKafkaProducer(**stage.kafka(acks="all", enable_idempotence=True, linger_ms=5))
-    done, started = 0, 0.0
+    done, started, cpu = 0, 0.0, 0.0
     async with consumer, producer:
-        cpu = time.process_time()
         while done < expected:
             batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
             if batches and not started:
-                started = time.monotonic()
+                started, cpu = time.monotonic(), time.process_time()
             futures = [
                 await producer.send(output, value=record.value, key=record.key)
                 for records in batches.values()
@@ -211,9 +212,9 @@ async def committed_and_end(
         await client.close()
 
 
-async def event_span(stage: Stage, topic: str | None = None) -> tuple[int, float]:
-    """How many records `topic` (the call events) has, and seconds from the first to the
-    last one."""
+async def event_span(stage: Stage, topic: str | None = None) -> tuple[int, float, float]:
+    """How many records `topic` (the call events) has, and the Kafka timestamps (s) of the
+    first and the last one."""
     consumer = AIOKafkaConsumer(**stage.kafka(enable_auto_commit=False))
     async with consumer:
         partitions = [
@@ -227,7 +228,7 @@ async def event_span(stage: Stage, topic: str | None = None) -> tuple[int, float
                 consumer.seek(tp, offset)
                 record = await consumer.getone(tp)
                 stamps.append(record.timestamp)
-    return sum(ends.values()), (max(stamps) - min(stamps)) / 1000
+    return sum(ends.values()), min(stamps) / 1000, max(stamps) / 1000
 
 
 class Process:
@@ -309,17 +310,34 @@ async def await_drained(
     raise RuntimeError(f"{process.log}: did not catch up in time")
 
 
+async def sample_cpu(process: Process, samples: list[tuple[float, float]]) -> None:
+    """The process's CPU seconds at each moment (time.time()), every 50 ms, until cancelled."""
+    while True:
+        samples.append((time.time(), process.cpu_seconds()))
+        await asyncio.sleep(0.05)
+
+
+def cpu_at(samples: list[tuple[float, float]], moment: float) -> float:
+    """The CPU seconds used by `moment`, between the samples taken around it."""
+    for (before, used), (after, then) in itertools.pairwise(samples):
+        if before <= moment <= after:
+            return used + (then - used) * (moment - before) / (after - before)
+    return samples[0][1] if moment < samples[0][0] else samples[-1][1]
+
+
 async def drain(stage: Stage, process: Process, records: int, group: str, output: str) -> Rate:
-    """`records` through a started `process` (its group and output topic): from its first
-    output record to its last, and the CPU it used from ready to caught up."""
+    """`records` through a started `process` (its group and output topic), from its first
+    output record to its last (their Kafka timestamps): the seconds, and the CPU the process
+    used meanwhile (so its start and its wait for the last commit do not count)."""
+    samples: list[tuple[float, float]] = []
+    sampling = asyncio.create_task(sample_cpu(process, samples))
     try:
-        cpu = process.cpu_seconds()
         await await_drained(stage, process, time.monotonic() + 600, group)
-        cpu = process.cpu_seconds() - cpu
     finally:
+        sampling.cancel()
         process.stop()
-    _, seconds = await event_span(stage, output)
-    return Rate(records, seconds, cpu)
+    _, first, last = await event_span(stage, output)
+    return Rate(records, last - first, cpu_at(samples, last) - cpu_at(samples, first))
 
 
 WORKER, NOOP, PASSTHROUGH = "worker", "no-op Faust agent", "aiokafka passthrough"
