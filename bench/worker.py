@@ -531,6 +531,9 @@ async def listen(
                         read += 1
 
 
+RUNS = itertools.count()  # each paced run's message ids are its own: the worker dedupes
+
+
 async def paced(
     stage: Stage, port: int, consumer: AIOKafkaConsumer, rate: int, seconds: int
 ) -> Delays:
@@ -538,9 +541,9 @@ async def paced(
     lanes = 16
     schedules: list[list[tuple[float, str, bytes]]] = [[] for _ in range(lanes)]
     total = rate * seconds
-    start = time.time() + 1.0
+    start, run = time.time() + 1.0, next(RUNS)
     for number in range(total):
-        message_id = f"latency-{rate}-{number}"
+        message_id = f"latency-{run}-{number}"
         body = urlencode({**template, "messageid": message_id}).encode()
         item = (start + number / rate, message_id, http_request("/nxcloud/voice/dr", body))
         schedules[number % lanes].append(item)
@@ -592,6 +595,12 @@ async def latency(
             topics = (stage.names.dr_raw, stage.names.call_events)
             consumer.assign([TopicPartition(t, p) for t in topics for p in range(PARTITIONS)])
             await consumer.seek_to_end()
+            # Faust says "Ready" before the worker has its partitions: wait until pushes
+            # come through, so the first rate does not start behind.
+            warming = time.monotonic()
+            warm = await paced(stage, port, consumer, 50, 1)
+            print(f"latency: {warm.events} of 50 warm-up pushes through in"
+                  f" {time.monotonic() - warming:.1f} s after the worker's Ready")  # fmt: skip
             for rate in rates:
                 started = load()
                 results.append(await paced(stage, port, consumer, rate, seconds))
