@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -502,6 +502,7 @@ class Delays:
     achieved: float
     events: int
     steps: dict[str, list[float]]  # ms, sorted
+    cpu_us: dict[str, float] = field(default_factory=dict)  # CPU per push, by process
 
     def percentile(self, step: str, fraction: float) -> float:
         values = self.steps[step]
@@ -566,6 +567,9 @@ def print_delays(delays: Delays, started: str) -> None:
         if values:
             p50, p99 = delays.percentile(step, 0.5), delays.percentile(step, 0.99)
             print(f"  {step:36} {p50:8,.0f} {p99:8,.0f} {values[-1]:8,.0f}")
+    if delays.cpu_us:
+        used = ", ".join(f"{name} {us:,.0f} µs" for name, us in delays.cpu_us.items())
+        print(f"  CPU per push over the run: {used}")
     print(f"  ({load()} at the end)", flush=True)
 
 
@@ -603,7 +607,12 @@ async def latency(
                   f" {time.monotonic() - warming:.1f} s after the worker's Ready")  # fmt: skip
             for rate in rates:
                 started = load()
-                results.append(await paced(stage, port, consumer, rate, seconds))
+                before = (receiver.cpu_seconds(), process.cpu_seconds(), time.process_time())
+                delays = await paced(stage, port, consumer, rate, seconds)
+                after = (receiver.cpu_seconds(), process.cpu_seconds(), time.process_time())
+                used = zip(("receiver", "worker", "this benchmark"), before, after, strict=True)
+                cpu_us = {name: (end - start) / delays.pushes * 1e6 for name, start, end in used}
+                results.append(replace(delays, cpu_us=cpu_us))
                 print_delays(results[-1], started)
                 process.check_running()
     finally:
