@@ -22,8 +22,8 @@ from aiokafka.protocol.admin import DescribeGroupsResponse_v3
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Int8, Int16, Int32, Schema, String
 
+from connector import groups
 from connector.errors import KafkaAccessError
-from connector.records import group_id
 from connector.settings import Settings
 from connector.topics import TopicNames
 
@@ -47,21 +47,10 @@ def _topics(names: Sequence[str], *operations: str) -> list[Grant]:
     return [Grant("topic", name, operations) for name in names]
 
 
-def poller_group(settings: Settings) -> str:
-    return f"nxcloud-poller.{settings.account}"
-
-
-def reconciler_group(settings: Settings) -> str:
-    """The reconcilers' election: the member that holds the reconciliation topic's one
-    partition writes (`connector.reconciler`)."""
-    suffix = f".{settings.topic_suffix}" if settings.topic_suffix else ""
-    return f"nxcloud-reconciler{suffix}"
-
-
 def grants(settings: Settings, names: TopicNames | None = None) -> dict[str, tuple[Grant, ...]]:
     """What each component's user may do, and nothing more."""
     names = names or TopicNames.of(settings)
-    app = group_id(settings)
+    app = groups.worker(settings)
     sources = (names.dr_raw, names.cdr_raw, names.observations)
     every_topic = (names.dr_raw, names.cdr_raw, names.call_events, names.dead_letter,
                    names.poller_state, names.observations, names.reconciliation)  # fmt: skip
@@ -70,7 +59,7 @@ def grants(settings: Settings, names: TopicNames | None = None) -> dict[str, tup
         "poller": (
             *_topics((names.cdr_raw,), "Write", "Describe"),
             *_topics((names.poller_state,), "Read", "Write", "Describe"),
-            Grant("group", poller_group(settings), ("Read", "Describe")),
+            Grant("group", groups.poller(settings), ("Read", "Describe")),
         ),
         "worker": (
             *_topics(sources, "Read", "Describe"),
@@ -105,7 +94,7 @@ def grants(settings: Settings, names: TopicNames | None = None) -> dict[str, tup
         "reconciler": (
             *_topics((names.call_events, names.poller_state), "Read", "Describe"),
             *_topics((names.reconciliation,), "Read", "Write", "Describe"),
-            Grant("group", reconciler_group(settings), ("Read", "Describe")),
+            Grant("group", groups.reconciler(settings), ("Read", "Describe")),
         ),
     }
 

@@ -1,6 +1,5 @@
 """What the worker reads, as plain values: a raw record as an observation (its dead letter
-when it cannot be used: `connector.deadletters`), and the consumer group whose commits say
-what was merged.
+when it cannot be used: `connector.deadletters`).
 Shared by the worker and replay; no Faust, no I/O."""
 
 from __future__ import annotations
@@ -33,8 +32,3 @@ def observe(
         if isinstance(exc, Unusable):
             raise
         raise Unusable(f"not a raw record: {type(exc).__name__}: {exc}") from None
-
-
-def group_id(settings: Settings) -> str:
-    """The Faust app id: also the consumer group whose commits say what was merged."""
-    return f"nxcloud-worker.{settings.topic_suffix}" if settings.topic_suffix else "nxcloud-worker"

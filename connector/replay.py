@@ -22,11 +22,22 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from connector import admin, clients, codec, deadletters, dr, envelope, normalize, registry, wire
+from connector import (
+    admin,
+    clients,
+    codec,
+    deadletters,
+    dr,
+    envelope,
+    groups,
+    normalize,
+    registry,
+    wire,
+)
 from connector.errors import ConnectorError, Invalid, Unusable
 from connector.identity import call_key, dr_key
 from connector.merge import CallState, merge
-from connector.records import group_id, observe
+from connector.records import observe
 from connector.settings import Settings
 from connector.topics import TopicNames, TopicSpec, declare
 
@@ -222,7 +233,7 @@ async def _await_merged(
     try:
         while time.monotonic() < deadline:
             try:
-                committed = await client.list_consumer_group_offsets(group_id(settings))
+                committed = await client.list_consumer_group_offsets(groups.worker(settings))
             except KafkaError:
                 committed = {}
             if all(

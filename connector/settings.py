@@ -419,12 +419,11 @@ class Settings:
         "NXCLOUD_WORKER_DR_GRACE_SECONDS", _int_at_least(1), 4 * 3600
     )
     # Restarts without a stall (docs/kubernetes.md): a stable instance id (the
-    # pod's name) for static membership, a session that outlasts a restart, standbys.
+    # pod's name) for static membership, a session that outlasts a restart.
     worker_instance_id: str = _env("NXCLOUD_WORKER_INSTANCE_ID", _text, "")
     worker_session_timeout_seconds: int = _env(
         "NXCLOUD_WORKER_SESSION_TIMEOUT_SECONDS", _int_between(6, 1800), 10
     )
-    worker_standby_replicas: int = _env("NXCLOUD_WORKER_STANDBY_REPLICAS", _int_between(0, 3), 1)
     log_level: str = _env("NXCLOUD_LOG_LEVEL", _log_level, "INFO")
     # The call-event contract: whose events they are, and how long the topic keeps a call.
     deployment: str = _env("NXCLOUD_DEPLOYMENT", _uri_segment, "default")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from connector import acls, admin, registry
+from connector import acls, admin, groups, registry
 from connector.check import (
     Checked,
     grant_verdict,
@@ -29,7 +29,6 @@ from connector.clock import utcnow
 from connector.local import sandbox
 from connector.local.broker import free_port
 from connector.local.certs import Authority
-from connector.records import group_id
 from connector.settings import Secret, Settings
 from connector.topics import ExistingTopic, TopicNames, TopicSpec, declare
 from tests.kafka_helpers import serving
@@ -97,7 +96,7 @@ async def test_on_a_plain_broker_a_missing_topic_is_named_then_everything_passes
     after = await run(ours, "all", utcnow())
     assert passed(after), failing(after)
     assert verdicts(after)[f"topic {names.poller_state}"] == "ok"
-    assert verdicts(after)[f"ACL group {group_id(ours)}"] == "ok"
+    assert verdicts(after)[f"ACL group {groups.worker(ours)}"] == "ok"
 
 
 def test_the_command_prints_a_line_each_and_exits_8_on_a_failure(settings: Settings) -> None:

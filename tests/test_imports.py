@@ -8,7 +8,8 @@ import pytest
 
 FREE_OF_FAUST = [
     "acls", "admin", "cdr", "cli", "clients", "codec", "compat", "deadletters", "delivery", "dr",
-    "envelope", "frames", "guard", "head", "identity", "manifests", "merge", "normalize", "outage",
+    "envelope", "frames", "groups", "guard", "head", "identity", "manifests", "merge", "normalize",
+    "outage",
     "records", "replay", "schedule", "schema", "settings", "tail", "topics", "reconciliation",
     "reconciler.loop", "reconciler.store", "reconciler.metrics",
     "receiver.app", "receiver.protocol", "receiver.publisher", "receiver.push", "receiver.spool",
@@ -32,3 +33,14 @@ def test_the_probe_sees_faust_where_it_is_imported() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("module", ["acls", "groups", "receiver.app"])
+def test_the_receivers_access_needs_no_merge_and_no_phone_numbers(module: str) -> None:
+    """The ACLs and group names the receiver's check uses pull in none of the worker's core."""
+    heavy = ("connector.merge", "connector.normalize", "phonenumbers")
+    probe = f"import sys, connector.{module}; print(sorted(set(sys.modules) & set({heavy!r})))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]", f"connector.{module} imports {result.stdout.strip()}"

@@ -1,27 +1,37 @@
-"""A restore read straight from the changelog (connector/worker/changelog.py, recovery.py)
-leaves the table as the changelog says: each key's last value, tombstoned keys gone, and
-the offsets Faust keeps where the next restore must start."""
+"""The worker's call store caught up from its changelog (connector/worker/changelog.py,
+restore.py, store.py): each key's last value, tombstoned keys gone, the offset it reached
+kept with the states; and a worker killed between the changelog's acknowledgement and the
+store write loses nothing and repeats no revision with another content."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import signal
+import time
 from pathlib import Path
 
 import rocksdict
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from faust.stores.rocksdb import Store
-from faust.types import TP
 
+from connector import groups
 from connector.local.broker import free_port
-from connector.records import group_id
 from connector.settings import Settings
 from connector.topics import TopicNames
 from connector.worker import changelog
-from connector.worker.recovery import STRAIGHT_FROM
-from tests.worker_helpers import await_ready, scrape, start_worker, stop, topics_and_env
+from connector.worker.store import OFFSET_KEY
+from tests.worker_helpers import (
+    await_ready,
+    cdr_record,
+    dr_record,
+    revisions_on,
+    scrape,
+    start_worker,
+    stop,
+    topics_and_env,
+    traffic,
+)
 
 PARTITIONS = 3
 
@@ -57,41 +67,52 @@ async def test_the_reader_hands_over_each_partition_from_its_start_to_its_end(
     await create(bootstrap, topic)
     await write(bootstrap, topic, [(p, b"k%d" % n, b"%d-%d" % (p, n))
                                    for n in range(300) for p in range(PARTITIONS)])  # fmt: skip
-    spans = {TP(topic, 0): (0, 300), TP(topic, 1): (120, 250), TP(topic, 2): (300, 300)}
-    got: dict[TP, list[int]] = {tp: [] for tp in spans}
-    finished: list[TP] = []
-    async for batches, done in changelog.read({"bootstrap_servers": bootstrap}, spans):
-        for tp, records in batches.items():
+    options = {"bootstrap_servers": bootstrap}
+    assert await changelog.ends(options, topic, [0, 1, 2]) == {0: 300, 1: 300, 2: 300}
+    spans = {0: (0, 300), 1: (120, 250), 2: (300, 300)}
+    got: dict[int, list[int]] = {p: [] for p in spans}
+    finished: list[int] = []
+    async for batches, done in changelog.read(options, topic, spans):
+        for p, records in batches.items():
             assert records
-            assert all(record.value == b"%d-%d" % (tp.partition, record.offset)
-                       for record in records)  # fmt: skip
-            got[tp] += [record.offset for record in records]
+            assert all(record.value == b"%d-%d" % (p, record.offset) for record in records)
+            got[p] += [record.offset for record in records]
         assert not done & set(finished)
         finished += done
-    assert got == {tp: list(range(*span)) for tp, span in spans.items()}
+    assert got == {p: list(range(*span)) for p, span in spans.items()}
     assert sorted(finished) == sorted(spans)
 
 
 def stored(data: Path) -> tuple[dict[bytes, bytes], dict[int, int]]:
-    """What a stopped worker's RocksDB files hold: the table, and each partition's offset."""
-    table: dict[bytes, bytes] = {}
+    """What a stopped worker's RocksDB files hold: the calls, and each partition's offset."""
+    calls: dict[bytes, bytes] = {}
     offsets: dict[int, int] = {}
-    for path in data.rglob("*-[0-9]*.db"):
-        partition = int(path.name.removesuffix(".db").rsplit("-", 1)[1])
+    for path in sorted((data / "calls").iterdir()):
         db = rocksdict.Rdict(str(path), rocksdict.Options(raw_mode=True),
                              access_type=rocksdict.AccessType.read_only())  # fmt: skip
         try:
             for key, value in db.items():
                 assert isinstance(key, bytes)
                 assert isinstance(value, bytes)
-                if key == Store.offset_key:
-                    offsets[partition] = int(value)
+                if key == OFFSET_KEY:
+                    offsets[int(path.name)] = int(value)
                 else:
-                    assert key not in table, key
-                    table[key] = value
+                    assert key not in calls, key
+                    calls[key] = value
         finally:
             db.close()
-    return table, offsets
+    return calls, offsets
+
+
+def caught_up(port: int, within: float = 120) -> dict[str, float]:
+    """The worker's metrics once its first catch-up from the changelog ended."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        metrics = scrape(port)
+        if metrics.get("nxcloud_worker_recovery_seconds", 0) > 0:
+            return metrics
+        time.sleep(0.2)
+    raise AssertionError(f"the worker on {port} did not catch up within {within} s")
 
 
 def read_logs(directory: Path) -> list[str]:
@@ -110,7 +131,7 @@ async def test_a_cold_restore_leaves_each_keys_last_value_and_the_offsets_to_go_
     settings: Settings, topic_names: TopicNames, tmp_path: Path
 ) -> None:
     """A worker on RocksDB with an empty data directory restores a changelog of overwrites
-    and tombstones straight; its files hold each key's last value and no deleted key.
+    and tombstones; its files hold each key's last value and no deleted key.
     Started again with its files, it reads nothing; after more changes it reads only
     those, and the files match the changelog again."""
     rng = random.Random(5)
@@ -118,11 +139,11 @@ async def test_a_cold_restore_leaves_each_keys_last_value_and_the_offsets_to_go_
     async with topics_and_env(settings, topic_names) as (_, base, _):
         env = {**base, "NXCLOUD_WORKER_STORE": "rocksdb://", "NXCLOUD_WORKER_STATE_DAYS": "36500",
                "NXCLOUD_WORKER_EXPIRY_INTERVAL_SECONDS": "86400"}  # fmt: skip
-        topic = f"{group_id(Settings.from_env(env))}-calls-changelog"
+        topic = f"{groups.worker(Settings.from_env(env))}-calls-changelog"
         await create(bootstrap, topic)
         expected: dict[bytes, bytes] = {}
         last: dict[int, int] = {}
-        for round_, count in enumerate((2 * STRAIGHT_FROM, 0, STRAIGHT_FROM + 500)):
+        for round_, count in enumerate((20_000, 0, 10_500)):
             if count:
                 records = changes(rng, 3000, count)
                 last.update(await write(bootstrap, topic, records))
@@ -139,17 +160,65 @@ async def test_a_cold_restore_leaves_each_keys_last_value_and_the_offsets_to_go_
                                   tmp_path / "a")  # fmt: skip
             try:
                 await asyncio.to_thread(await_ready, worker)
-                restored = scrape(port)["nxcloud_worker_restored_records_total"]
+                metrics = await asyncio.to_thread(caught_up, port)
+                restored = metrics["nxcloud_worker_restored_records_total"]
             finally:
                 await asyncio.to_thread(stop, worker, signal.SIGTERM)
             assert restored == count, (round_, restored)
-            table, offsets = stored(tmp_path / "a")
-            assert table == expected, round_
+            calls, offsets = stored(tmp_path / "a")
+            assert calls == expected, round_
             assert offsets == last, round_
     logs = read_logs(tmp_path)
-    assert ["restored straight from the changelog" in log for log in logs] == [
+    assert ["restored from the changelog" in log for log in logs] == [
         True,
         False,
         True,
     ], logs[-1][-3000:]
-    assert not any("straight from the changelog failed" in log for log in logs)
+    assert not any("catching up from the changelog failed" in log for log in logs)
+
+
+async def test_a_worker_killed_after_the_changelog_took_a_batch_but_before_its_store_did(
+    settings: Settings, topic_names: TopicNames, tmp_path: Path
+) -> None:
+    """The first batch's events and changelog records are acknowledged, then the worker
+    exits before its store write (RocksDB, so the store it finds again is behind its
+    changelog). Started again, it restores the batch from the changelog: the records read
+    again (their offsets were never committed) emit nothing new or only exact repeats, and
+    the next records of each call make revision 2, never a second revision 1."""
+    calls = list(traffic(20))
+    bootstrap = settings.kafka_bootstrap_servers
+    async with topics_and_env(settings, topic_names) as (names, base, producer):
+        env = {**base, "NXCLOUD_WORKER_STORE": "rocksdb://"}
+        crashing = start_worker({**env, "CRASH_AT_STORE_WRITE": "1"}, tmp_path / "a",
+                                log=tmp_path / "crash.log",
+                                module="tests.crash_worker")  # fmt: skip
+        try:
+            await asyncio.to_thread(await_ready, crashing)
+            for number, call in enumerate(calls):
+                key, value = dr_record(call, number)
+                await producer.send(names.dr_raw, value, key=key)
+            await producer.flush()
+            assert await asyncio.to_thread(crashing.wait, 120) == 9
+        finally:
+            if crashing.poll() is None:
+                await asyncio.to_thread(stop, crashing, signal.SIGKILL)
+        port = free_port()
+        worker = start_worker({**env, "NXCLOUD_WORKER_METRICS_PORT": str(port)}, tmp_path / "a")
+        try:
+            await asyncio.to_thread(await_ready, worker)
+            restored = (await asyncio.to_thread(caught_up, port))[
+                "nxcloud_worker_restored_records_total"
+            ]
+            await revisions_on(bootstrap, names, 1, len(calls))
+            for key, value in (cdr_record(call, True) for call in calls):
+                await producer.send(names.cdr_raw, value, key=key)
+            await producer.flush()
+            events = await revisions_on(bootstrap, names, 2, len(calls))
+        finally:
+            await asyncio.to_thread(stop, worker, signal.SIGTERM)
+    assert restored > 0  # the batch the killed worker's store never took
+    by_revision: dict[tuple[str, int], set[str]] = {}
+    for event in events:
+        by_revision.setdefault((event["call_id"], event["revision"]), set()).add(event["event_id"])
+    assert all(len(ids) == 1 for ids in by_revision.values()), "a revision with two contents"
+    assert sorted(revision for _, revision in by_revision) == [1] * len(calls) + [2] * len(calls)

@@ -9,8 +9,6 @@ import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
 
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,7 +21,6 @@ from connector.settings import Settings
 from connector.topics import TopicNames, declare
 from connector.worker.telemetry import (
     Behind,
-    RebalanceSensor,
     WorkerMetrics,
     behind,
     reason_label,
@@ -90,23 +87,16 @@ def total(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return sum(value for (sample, _), value in metrics.items() if sample == name)
 
 
-def test_a_restore_reports_its_rate_and_counts_the_records_applied() -> None:
-    """The records the recovery applied between an assignment and the end of recovery,
-    per second of that time; the counter takes every record applied, once."""
+def test_a_catch_up_reports_its_time_and_rate_and_counts_the_records_applied() -> None:
+    """Each catch-up from the changelog: its time, its records per second of that time when
+    it read any, and every record applied counted once."""
     metrics = WorkerMetrics()
-    recovery = SimpleNamespace(applied=100)
-    app = cast(Any, SimpleNamespace(tables=SimpleNamespace(recovery=recovery)))
-    sensor = RebalanceSensor(metrics)
-    state = sensor.on_rebalance_start(app)
-    sensor.on_rebalance_return(app, state)
-    state["returned"] -= 2.0  # the restore took two seconds
-    recovery.applied = 50_100
-    sensor.on_rebalance_end(app, state)
-    rate = metrics.registry.get_sample_value("nxcloud_worker_restore_records_per_second")
-    assert rate is not None
-    assert 20_000 < rate <= 25_000
-    metrics.restored_up_to(50_100)  # the lag timer, after the sensor: nothing new
-    assert metrics.registry.get_sample_value("nxcloud_worker_restored_records_total") == 50_100
+    metrics.restored_from_changelog(50_000, 2.0)
+    metrics.restored_from_changelog(0, 0.5)  # a later one that found nothing new
+    sample = metrics.registry.get_sample_value
+    assert sample("nxcloud_worker_restore_records_per_second") == 25_000
+    assert sample("nxcloud_worker_recovery_seconds") == 0.5
+    assert sample("nxcloud_worker_restored_records_total") == 50_000
 
 
 async def test_the_worker_metrics_follow_what_it_was_fed(

@@ -13,9 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from connector import normalize
+from connector import groups, normalize
 from connector.local.broker import free_port
-from connector.records import group_id
 from connector.settings import Settings
 from connector.topics import TopicNames
 from tests.kafka_helpers import read_topic, tombstone_key
@@ -153,7 +152,7 @@ async def test_a_worker_forgets_the_calls_past_the_state_horizon(
     old_id, today_id = (normalize.from_dr(c.dr_fields(ZONE), ZONE).call_id for c in (old, today))
     now, bootstrap = datetime.now(UTC), settings.kafka_bootstrap_servers
     async with topics_and_env(settings, topic_names) as (names, env, producer):
-        changelog = f"{group_id(Settings.from_env(env))}-calls-changelog"
+        changelog = f"{groups.worker(Settings.from_env(env))}-calls-changelog"
         worker = start_worker({**env, "NXCLOUD_WORKER_EXPIRY_INTERVAL_SECONDS": "1",
                                "NXCLOUD_DEPLOYMENT": "eu-1", "NXCLOUD_ACCOUNT": "acct 7"},
                               tmp_path / "a")  # fmt: skip

@@ -33,15 +33,21 @@ LOGS: dict[int, Path] = {}
 
 
 def start_worker(
-    env: dict[str, str], data: Path, *, log: Path | None = None, default_data_dir: bool = False
+    env: dict[str, str],
+    data: Path,
+    *,
+    log: Path | None = None,
+    default_data_dir: bool = False,
+    module: str = "connector",
 ) -> subprocess.Popen[str]:
     """A worker whose output goes to `log` (default `<data>.log`; a pipe nobody reads would
-    stall it), its state in `data` (or, with `default_data_dir`, where the settings put it)."""
+    stall it), its state in `data` (or, with `default_data_dir`, where the settings put it);
+    `module` runs it (`python -m module worker`)."""
     log = log or data.with_suffix(".log")
     state = {} if default_data_dir else {"NXCLOUD_WORKER_DATA_DIR": str(data)}
     with log.open("a") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "connector", "worker"],
+            [sys.executable, "-m", module, "worker"],
             env={"NXCLOUD_WORKER_METRICS_PORT": str(free_port()), **env, **state},
             stdout=output,
             stderr=subprocess.STDOUT,

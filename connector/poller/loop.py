@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from connector import admin, cdr, clients, identity, release, schedule
+from connector import admin, cdr, clients, groups, identity, release, schedule
 from connector.clock import utcnow
 from connector.errors import Malformed
 from connector.ratelimit import TokenBucket
@@ -197,8 +197,8 @@ class Poller:
         return AIOKafkaConsumer(
             **clients.options(
                 self.settings,
-                group_id=f"nxcloud-poller.{self.settings.account}",
-                client_id=f"nxcloud-poller.{self.settings.account}",
+                group_id=groups.poller(self.settings),
+                client_id=groups.poller(self.settings),
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 session_timeout_ms=6000,

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from prometheus_client import start_http_server
 
-from connector import acls, admin, clients, registry, schema, wire
+from connector import admin, clients, groups, registry, schema, wire
 from connector import reconciliation as rec
 from connector.clock import rfc3339, utcnow
 from connector.errors import ConnectorError
@@ -309,8 +309,8 @@ class Reconciler:
 
     def _elect(self) -> AIOKafkaConsumer:
         election = AIOKafkaConsumer(**clients.options(
-            self.settings, group_id=acls.reconciler_group(self.settings),
-            client_id=acls.reconciler_group(self.settings), enable_auto_commit=False,
+            self.settings, group_id=groups.reconciler(self.settings),
+            client_id=groups.reconciler(self.settings), enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=1000,
         ))  # fmt: skip
         election.subscribe([self.target], listener=self.listener)

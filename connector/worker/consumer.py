@@ -40,7 +40,6 @@ import types
 from collections.abc import AsyncIterator, Coroutine, Generator, Mapping
 from typing import Any, ClassVar, Final, cast
 
-from faust.tables import TableManager
 from faust.transport.drivers import aiokafka
 from faust.types import TP, Message
 from faust.types.transports import ConsumerT
@@ -58,7 +57,6 @@ class Consumer(aiokafka.Consumer):
         self.next_offsets: dict[TP, int] = {}
         self.jumped_to: dict[TP, int] = {}
         self.read_again: set[TP] = set()
-        self.changelogs: frozenset[str] | None = None
 
     def ack(self, message: Message) -> bool:
         """Only a record a stream took in (tracked) counts as processed: Faust acknowledges
@@ -125,8 +123,6 @@ class Consumer(aiokafka.Consumer):
                 continue
             if expected is None or message.offset >= expected:
                 self.next_offsets[tp] = message.offset + 1
-            if await self._restored(tp, message):
-                continue
             yield tp, message
 
     async def wait_first(self, *coros: WaitArgT, timeout: Seconds = None) -> WaitResults:  # type: ignore[assignment]  # noqa: ASYNC109 (mode's signature)
@@ -145,38 +141,9 @@ class Consumer(aiokafka.Consumer):
             raise
         return await super().wait_first(finish(first, step), *others, timeout=timeout)
 
-    async def _restored(self, tp: TP, message: Message) -> bool:
-        """Hands a changelog record straight to the table's recovery as an event: Faust's
-        way (the drain loop, the conductor's lock, a producer check, the deserializers for
-        what are raw bytes) was most of a restore's time (docs/worker.md#restarts). A full
-        queue is waited for as Faust's conductor waits, in a task of its own: the queue
-        cancels it when it is cleared at the end of a rebalance, and recovery then reads
-        its changelog partitions again from where it stands. While the flow is suspended
-        the record takes Faust's way, which waits for it to resume."""
-        if tp.topic not in self._changelog_topics():
-            return False
-        app = self.app
-        if not app.flow_control.is_active():
-            return False
-        event = app.create_event(message.key, message.value, message.headers, message)
-        queue = cast(TableManager, app.tables).changelog_queue
-        if queue.full():
-            await asyncio.wait([asyncio.ensure_future(queue.put(event))])
-        else:
-            queue.put_nowait(event)
-        return True
-
-    def _changelog_topics(self) -> frozenset[str]:
-        """Faust builds this set anew at every call; the tables are fixed at start."""
-        if self.changelogs is None:
-            self.changelogs = frozenset(self.app.tables.changelog_topics)
-        return self.changelogs
-
     def _held_back(self, tp: TP, message: Message) -> bool:
         app = self.app
-        if not app.rebalancing and message.generation_id == app.consumer_generation_id:
-            return False
-        return tp.topic not in self._changelog_topics()
+        return app.rebalancing or message.generation_id != app.consumer_generation_id
 
     async def _read_again(self) -> None:
         if self.app.rebalancing or not self.read_again:

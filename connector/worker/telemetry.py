@@ -118,20 +118,21 @@ class WorkerMetrics:
         )
         self.rebalance_seconds = Histogram(
             "nxcloud_worker_rebalance_seconds",
-            "Time from a rebalance's start to the end of its table recovery",
+            "Time from a rebalance's start to the end of Faust's part of it",
             buckets=REBALANCE_BUCKETS, registry=registry,
         )  # fmt: skip
         self.recovery_seconds = Gauge(
             "nxcloud_worker_recovery_seconds",
-            "Time the last table recovery took (assignment to ready)", registry=registry,
+            "Time the last catch-up from the changelog took (assignment to ready)",
+            registry=registry,
         )  # fmt: skip
         self.restored = Counter(
             "nxcloud_worker_restored_records",
-            "Changelog records applied to the table (recovery and standbys)", registry=registry,
+            "Changelog records applied to the call store (catch-ups)", registry=registry,
         )  # fmt: skip
         self.restore_rate = Gauge(
             "nxcloud_worker_restore_records_per_second",
-            "Changelog records applied per second by the last table recovery",
+            "Changelog records applied per second by the last catch-up that read any",
             registry=registry,
         )  # fmt: skip
         self.calls = Gauge(
@@ -156,7 +157,6 @@ class WorkerMetrics:
         self.processed: dict[TP, tuple[int, float]] = {}
         self.held_since: dict[TP, float] = {}
         self._lag_labels: set[tuple[str, str]] = set()
-        self._restored = 0
 
     def serve(self, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104
         try:
@@ -215,11 +215,12 @@ class WorkerMetrics:
         self.oldest.set(oldest)
         self.ready.set(1)
 
-    def restored_up_to(self, applied: int) -> None:
-        """Count the changelog records applied since the last call (`applied` so far)."""
-        if applied > self._restored:
-            self.restored.inc(applied - self._restored)
-            self._restored = applied
+    def restored_from_changelog(self, records: int, seconds: float) -> None:
+        """A catch-up from the changelog ended: `records` applied in `seconds`."""
+        self.recovery_seconds.set(seconds)
+        self.restored.inc(records)
+        if records:
+            self.restore_rate.set(records / max(seconds, 1e-3))
 
     def census(self, census: Census) -> None:
         self.calls.set(census.calls)
@@ -228,7 +229,7 @@ class WorkerMetrics:
 
 
 class RebalanceSensor(Sensor):
-    """Faust's sensor hooks: a rebalance starts, its assignment returns, recovery ends."""
+    """Faust's sensor hooks: a rebalance starts and ends."""
 
     def __init__(self, metrics: WorkerMetrics, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -240,25 +241,8 @@ class RebalanceSensor(Sensor):
         self.metrics.processed.clear()  # another worker may have moved them on
         return {"started": time.monotonic()}
 
-    def on_rebalance_return(self, app: AppT, state: dict[str, Any]) -> None:
-        state["returned"] = time.monotonic()
-        state["applied"] = applied(app)
-
     def on_rebalance_end(self, app: AppT, state: dict[str, Any]) -> None:
-        now = time.monotonic()
-        self.metrics.rebalance_seconds.observe(now - state["started"])
-        seconds = now - state.get("returned", state["started"])
-        self.metrics.recovery_seconds.set(seconds)
-        records = applied(app) - state.get("applied", 0)
-        if records > 0:
-            self.metrics.restore_rate.set(records / max(seconds, 1e-3))
-        self.metrics.restored_up_to(applied(app))
-
-
-def applied(app: AppT) -> int:
-    """Changelog records the table's recovery applied so far (`ChunkedRecovery`)."""
-    recovery = getattr(app.tables, "recovery", None)
-    return int(getattr(recovery, "applied", 0))
+        self.metrics.rebalance_seconds.observe(time.monotonic() - state["started"])
 
 
 def install(app: AppT, metrics: WorkerMetrics, sources: Iterable[str]) -> None:
@@ -272,4 +256,3 @@ def install(app: AppT, metrics: WorkerMetrics, sources: Iterable[str]) -> None:
         held = [tp for tp in consumer.assignment() if tp.topic in topics]
         positions: Mapping[TP, int] = getattr(consumer, "next_offsets", {})
         metrics.sample({tp: consumer.highwater(tp) for tp in held}, positions, time.time())
-        metrics.restored_up_to(applied(app))

@@ -1,0 +1,129 @@
+"""Each partition the worker is given, caught up from its changelog before a record of it
+is merged: from the offset its store reached to the end the changelog had at the
+assignment (all of it for a memory store, the tail for a RocksDB store that kept its disk).
+
+Started on Faust's public `on_partitions_assigned` signal; the merge waits for the
+partitions of its batch (`wait`). A partition kept through a rebalance stays as it is: only
+this worker wrote to it meanwhile. A partition that went is closed once no batch and no
+expiry uses the store (`lock`); its records still in a batch are skipped at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from time import monotonic
+from typing import Any, Final
+
+from aiokafka.errors import KafkaError
+
+from connector.worker import changelog
+from connector.worker.store import Store
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS: Final = 2.0
+
+
+class Restorer:
+    def __init__(
+        self,
+        store: Store,
+        topic: str,
+        *,
+        options: Callable[[], Mapping[str, Any]],
+        declare: Callable[[], Awaitable[None]],
+        lock: asyncio.Lock,
+        restored: Callable[[int, float], None] = lambda records, seconds: None,
+    ) -> None:
+        self.store, self.topic, self.options, self.lock = store, topic, options, lock
+        self.assigned: set[int] = set()
+        self.declare, self.restored = declare, restored
+        self.applied = 0  # changelog records applied, every catch-up together
+        self.ready: dict[int, asyncio.Future[None]] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.closing: asyncio.Future[None] | None = None
+        self.declared = False
+
+    def _future(self, partition: int) -> asyncio.Future[None]:
+        found = self.ready.get(partition)
+        if found is None:
+            found = self.ready[partition] = asyncio.get_running_loop().create_future()
+        return found
+
+    async def assign(self, partitions: set[int]) -> None:
+        """The assignment: partitions that went are closed, the new ones caught up."""
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.wait([self.task])
+        gone = (set(self.store.partitions) | set(self.ready)) - partitions
+        self.assigned = set(partitions)
+        for partition in gone:
+            waited = self.ready.pop(partition, None)
+            if waited is not None and not waited.done():
+                waited.set_result(None)  # a batch waiting for it skips its records
+        if gone:
+            self.closing = asyncio.ensure_future(self._close(gone))
+        behind = {p for p in partitions if not self._future(p).done()}
+        self.task = asyncio.ensure_future(self._catch_up(behind)) if behind else None
+
+    async def _close(self, gone: set[int]) -> None:
+        async with self.lock:  # not under a batch or the expiry
+            for partition in gone - self.assigned:
+                self.store.close(partition)
+
+    async def wait(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            future = self._future(partition)
+            if not future.done():
+                await asyncio.shield(future)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.wait([self.task])
+        async with self.lock:
+            self.store.close_all()
+
+    async def _catch_up(self, partitions: set[int]) -> None:
+        while True:
+            try:
+                await self._read(partitions)
+                return
+            except (KafkaError, OSError) as exc:
+                log.warning("catching up from the changelog failed, trying again",
+                            extra={"error": repr(exc), "retry_seconds": RETRY_SECONDS})  # fmt: skip
+                await asyncio.sleep(RETRY_SECONDS)
+
+    async def _read(self, partitions: set[int]) -> None:
+        if not self.declared:
+            await self.declare()
+            self.declared = True
+        options, started, count = self.options(), monotonic(), 0
+        ends = await changelog.ends(options, self.topic, sorted(partitions))
+        spans = {}
+        for partition in partitions:
+            held = self.store.open(partition)
+            if held.offset >= ends[partition]:
+                log.warning("a store is ahead of its changelog (a topic made anew?): "
+                            "restoring the partition in full",
+                            extra={"partition": partition, "offset": held.offset,
+                                   "end": ends[partition]})  # fmt: skip
+                held.clear()
+            spans[partition] = (held.offset + 1, ends[partition])
+        async for batches, finished in changelog.read(options, self.topic, spans):
+            for partition, records in batches.items():
+                changes = {record.key: record.value for record in records if record.key}
+                self.store.write(partition, changes, records[-1].offset)
+                count += len(records)
+                self.applied += len(records)
+            for partition in finished:
+                self._future(partition).set_result(None)
+        seconds = monotonic() - started
+        self.restored(count, seconds)
+        if count:
+            log.info("restored from the changelog", extra={
+                "records": count, "partitions": len(spans), "seconds": round(seconds, 1),
+                "per_second": round(count / max(seconds, 1e-3)),
+            })  # fmt: skip
