@@ -29,7 +29,6 @@ from connector.topics import TopicNames
 # The worker's (connector/worker/agents.py): a batch shares one wait for the acknowledgements.
 BATCH: Final = 1000
 BATCH_WITHIN_SECONDS: Final = 0.02
-FETCH_BYTES: Final = 8 * 1024 * 1024
 TRANSPORT: Final = "nxcloud-kafka"  # the worker's consumer (pyproject.toml's faust.transports)
 
 
@@ -44,13 +43,12 @@ def transport() -> str:
 
 
 def new_app(settings: Settings) -> faust.App:
-    """The worker's app options, less its tables (this app has none)."""
+    """The worker's app options."""
     scheme = transport()
     return faust.App(
         group(settings),
         broker=[f"{scheme}://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         broker_credentials=clients.broker_credentials(settings),
-        store=settings.worker_store,
         datadir=str(settings.worker_data_dir),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
@@ -64,8 +62,6 @@ def new_app(settings: Settings) -> faust.App:
         broker_request_timeout=max(90.0, settings.worker_session_timeout_seconds + 30.0),
         broker_heartbeat_interval=1.0,
         consumer_group_instance_id=settings.worker_instance_id or None,
-        table_standby_replicas=settings.worker_standby_replicas,
-        consumer_max_fetch_size=FETCH_BYTES,
         key_serializer="raw",
         value_serializer="raw",
     )
