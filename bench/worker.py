@@ -539,7 +539,7 @@ async def paced(
     stage: Stage, port: int, consumer: AIOKafkaConsumer, rate: int, seconds: int
 ) -> Delays:
     template = next(iter(sandbox.World(seed=7, origin=T0, rate=50.0).calls(0))).dr_fields(ZONE)
-    lanes = 16
+    lanes = max(16, rate // 20)  # each lane waits for an answer: 50 ms of slack a push
     schedules: list[list[tuple[float, str, bytes]]] = [[] for _ in range(lanes)]
     total = rate * seconds
     start, run = time.time() + 1.0, next(RUNS)
