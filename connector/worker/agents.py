@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, Final, cast
 
 import faust
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from faust.types import TP, EventT
 
 from connector import clients, groups
 from connector.clock import utcnow
-from connector.errors import KafkaAccessError
+from connector.errors import ConnectorError, KafkaAccessError
 from connector.settings import Settings
 from connector.topics import TopicNames
 from connector.worker import heartbeat, telemetry
@@ -33,6 +33,8 @@ from connector.worker.store import Store
 
 log = logging.getLogger(__name__)
 EXIT_REFUSED: Final = KafkaAccessError.exit_code
+EXIT_FAILED: Final = ConnectorError.exit_code
+RETRY_SECONDS: Final = 1.0
 
 # A batch shares one wait for Kafka's acknowledgement; a quiet stream waits at most this.
 BATCH: Final = 1000
@@ -41,6 +43,41 @@ BATCH_WITHIN_SECONDS: Final = 0.02
 
 def batches(stream: faust.StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:
     return cast(faust.Stream[bytes], stream).take_events(BATCH, within=BATCH_WITHIN_SECONDS)
+
+
+async def merged(pipeline: Pipeline, records: Sequence[EventT[bytes]]) -> None:
+    """The batch merged, tried again while Kafka fails it for a time (a leader moving, a
+    broker down): from the store, which holds none of what failed, the retry makes the
+    same events and changes, so what went out before the failure repeats exactly."""
+    while True:
+        try:
+            await pipeline.merge(records)
+            return
+        except KafkaError as exc:
+            if not passing(exc, pipeline.settings):
+                raise
+            log.warning("a batch failed on Kafka, trying it again",
+                        extra={"error": repr(exc), "retry_seconds": RETRY_SECONDS})  # fmt: skip
+            await asyncio.sleep(RETRY_SECONDS)
+            await pipeline.output.restart()
+
+
+def passing(exc: KafkaError, settings: Settings) -> bool:
+    """A failure that time may end: not a refusal (an ACL, a login), not one Kafka calls
+    final (a record too large, say)."""
+    if clients.explain(exc, settings) is not None:
+        return False
+    return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
+
+
+def exit_failed(exc: BaseException, settings: Settings) -> None:
+    """The batch in hand cannot be merged: exit at once, as a crash would, so nothing of
+    it is committed (Faust would restart the agent and commit past it); a restart tries
+    again. Kafka refusing the worker (an ACL, a login) is said in one line."""
+    exit_if_refused(exc, settings)
+    log.critical("the worker failed on a batch, exiting", exc_info=exc)
+    logging.shutdown()
+    os._exit(EXIT_FAILED)
 
 
 def exit_if_refused(exc: BaseException, settings: Settings) -> None:
@@ -53,10 +90,11 @@ def exit_if_refused(exc: BaseException, settings: Settings) -> None:
         os._exit(EXIT_REFUSED)
 
 
-def new_app(settings: Settings) -> faust.App:
+def new_app(settings: Settings, monitor: faust.Monitor | None = None) -> faust.App:
     """The Faust app, configured; its transport (by the URL scheme) has our consumer."""
     return faust.App(
         groups.worker(settings),
+        monitor=monitor,
         broker=[f"{SCHEME}://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         broker_credentials=clients.broker_credentials(settings),
         datadir=str(settings.worker_data_dir),
@@ -85,7 +123,7 @@ def create_app(
     metrics: telemetry.WorkerMetrics | None = None,
 ) -> faust.App:
     names = names or TopicNames.of(settings)
-    app = new_app(settings)
+    app = new_app(settings, telemetry.Monitor(metrics))
     raw = "raw"
     sources = app.topic(
         names.dr_raw, names.cdr_raw, names.observations, key_serializer=raw, value_serializer=raw
@@ -100,17 +138,19 @@ def create_app(
         declare=changelog.maybe_declare, lock=asyncio.Lock(),
         restored=metrics.restored_from_changelog if metrics is not None else _ignore,
     )  # fmt: skip
-    output = Output(app.producer, settings, names, changelog.get_topic_name())
+    output = Output(settings, names, changelog.get_topic_name())
     pipeline = Pipeline(settings, names, store, restorer, output=output, metrics=metrics)
 
     @app.agent(sources)
     async def merge_calls(stream: faust.StreamT[bytes]) -> None:
         try:
+            await output.start()
             async for records in batches(stream):
-                await pipeline.merge(records)
-        except KafkaError as exc:
-            exit_if_refused(exc, settings)
-            raise
+                await merged(pipeline, records)
+        except Exception as exc:
+            exit_failed(exc, settings)
+        finally:
+            await output.stop()
 
     @app.on_partitions_assigned.connect
     def catch_up(_app: Any, /, *args: Any, signal: Any, **_: Any) -> Awaitable[None]:

@@ -105,7 +105,7 @@ class Pipeline:
                 return None if value is None else codec.decode_state(value)
 
             batch = merge_batch(observed, stored)
-            deliveries += [await output.event(event) for event in batch.events]
+            deliveries += await output.events(batch.events)
             await asyncio.gather(*deliveries)
             changes: dict[int, dict[bytes, bytes | None]] = {}
             for call_id, (partition, state) in batch.changed.items():
@@ -116,12 +116,11 @@ class Pipeline:
 
     async def _keep(self, changes: Mapping[int, Changes]) -> None:
         """Each partition's changes to its changelog, then, acknowledged, to its store."""
-        sent = {partition: [await self.output.change(partition, call_id, state)
-                            for call_id, state in calls.items()]
-                for partition, calls in changes.items()}  # fmt: skip
-        for partition, futures in sent.items():
-            acked = await asyncio.gather(*futures)
-            self.store.write(partition, changes[partition], max(meta.offset for meta in acked))
+        offsets = await asyncio.gather(*(
+            self.output.changes(partition, calls.items()) for partition, calls in changes.items()
+        ))  # fmt: skip
+        for partition, offset in zip(changes, offsets, strict=True):
+            self.store.write(partition, changes[partition], offset)
 
     async def expire(self, now: datetime) -> None:
         """Forget the calls past the horizon on the partitions held (a tombstone in the

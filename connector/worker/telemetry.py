@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from faust import Sensor
-from faust.types import TP, AppT, EventT
+import faust
+from faust.types import TP, AppT, EventT, Message, PendingMessage, RecordMetadata, StreamT
+from faust.types.transports import ProducerT
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -228,26 +229,62 @@ class WorkerMetrics:
         self.cdr_missing.set(census.cdr_missing)
 
 
-class RebalanceSensor(Sensor):
-    """Faust's sensor hooks: a rebalance starts and ends."""
+class Monitor(faust.Monitor):
+    """The app's monitor (Faust's sensor of its own, called for every record several
+    times): it keeps only what Faust's own slow-processing check reads (when a partition's
+    stream last took a record) and, with metrics, counts rebalances and their time. Faust's
+    in-memory statistics, read by its web views (off here), are not kept."""
 
-    def __init__(self, metrics: WorkerMetrics, **kwargs: Any) -> None:
+    def __init__(self, metrics: WorkerMetrics | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.metrics = metrics
-        self.returned: float | None = None
+
+    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
+        return None
+
+    def on_stream_event_in(
+        self, tp: TP, offset: int, stream: StreamT[Any], event: EventT[Any]
+    ) -> dict[str, Any] | None:
+        self.stream_inbound_time[tp] = time.monotonic()
+        return None
+
+    def on_stream_event_out(
+        self,
+        tp: TP,
+        offset: int,
+        stream: StreamT[Any],
+        event: EventT[Any],
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
+        return None
+
+    def on_send_initiated(
+        self, producer: ProducerT, topic: str, message: PendingMessage, keysize: int, valsize: int
+    ) -> Any:
+        return None
+
+    def on_send_completed(self, producer: ProducerT, state: Any, metadata: RecordMetadata) -> None:
+        return None
 
     def on_rebalance_start(self, app: AppT) -> dict[str, Any]:
-        self.metrics.rebalances.inc()
-        self.metrics.processed.clear()  # another worker may have moved them on
-        return {"started": time.monotonic()}
+        state: dict[str, Any] = super().on_rebalance_start(app)
+        if self.metrics is not None:
+            self.metrics.rebalances.inc()
+            self.metrics.processed.clear()  # another worker may have moved them on
+        state["started"] = time.monotonic()
+        return state
 
     def on_rebalance_end(self, app: AppT, state: dict[str, Any]) -> None:
-        self.metrics.rebalance_seconds.observe(time.monotonic() - state["started"])
+        super().on_rebalance_end(app, state)
+        if self.metrics is not None:
+            self.metrics.rebalance_seconds.observe(time.monotonic() - state["started"])
 
 
 def install(app: AppT, metrics: WorkerMetrics, sources: Iterable[str]) -> None:
-    """The rebalance sensor, and a timer sampling the lag of the source partitions held."""
-    app.sensors.add(RebalanceSensor(metrics))
+    """A timer sampling the lag of the source partitions held."""
     topics = frozenset(sources)
 
     @app.timer(interval=SAMPLE_SECONDS)
