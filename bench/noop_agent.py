@@ -1,13 +1,13 @@
 """A Faust agent that does nothing, built like the worker: the worker's ceiling under Faust.
 
 The app has the options of the worker's (`connector.worker.agents.new_app`, copied here so
-that this stays while the worker changes), its transport (the broker URL scheme the
-project registers for Faust, when it is installed) and its event loop (uvloop). The agent
-reads the three source topics in batches as the worker does and writes one record a record
-read to the call-event topic (or BENCH_NOOP_OUTPUT), waiting for Kafka's acknowledgements
-once a batch.
-Run by `bench/worker.py`: `python -m bench.noop_agent` (the settings from the environment,
-as the worker takes them; logs "Ready" as Faust's worker does).
+that this stays while the worker changes), its monitor (`connector.worker.telemetry`'s),
+its transport (the broker URL scheme the project registers for Faust, when it is
+installed) and its event loop (uvloop). The agent reads the three source topics in batches
+as the worker does and writes one record a record read to the call-event topic (or
+BENCH_NOOP_OUTPUT) through Faust's producer, waiting for Kafka's acknowledgements once a
+batch. Run by `bench/worker.py`: `python -m bench.noop_agent` (the settings from the
+environment, as the worker takes them; logs "Ready" as Faust's worker does).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from faust.types import EventT
 from connector import clients, logs
 from connector.settings import Settings
 from connector.topics import TopicNames
+from connector.worker.telemetry import Monitor
 
 # The worker's (connector/worker/agents.py): a batch shares one wait for the acknowledgements.
 BATCH: Final = 1000
@@ -47,6 +48,7 @@ def new_app(settings: Settings) -> faust.App:
     scheme = transport()
     return faust.App(
         group(settings),
+        monitor=Monitor(),  # the worker's own, lighter than Faust's (no metrics here)
         broker=[f"{scheme}://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         broker_credentials=clients.broker_credentials(settings),
         datadir=str(settings.worker_data_dir),
