@@ -123,10 +123,26 @@ def merge(
         given_by_dr=_given_by_dr(state, observation),
         reported=_reported(state, observation),
     )
+    if state.revision and _same_inputs(merged, state):
+        return replace(state, cdr_seen_at=cdr_seen_at), None
     content = _content(merged)
     if state.revision and content == _content(state):
         return replace(state, cdr_seen_at=cdr_seen_at), None
     return merged, event(merged, content)
+
+
+def _same_inputs(one: CallState, other: CallState) -> bool:
+    """Whether two states of one call agree on everything `_content` reads (a repeat makes
+    no change to them): their contents are then equal without being made."""
+    return (
+        one.facts == other.facts
+        and one.sources == other.sources
+        and one.reported == other.reported
+        and one.given_by_dr == other.given_by_dr
+        and one.service == other.service
+        and one.phone_raw == other.phone_raw
+        and one.country_code == other.country_code
+    )
 
 
 def cost(facts: Mapping[str, Any]) -> Decimal | None:
