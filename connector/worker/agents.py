@@ -166,7 +166,10 @@ def create_app(
 
     @app.timer(interval=float(settings.worker_expiry_interval_seconds))  # type: ignore[untyped-decorator]
     async def forget_old_calls() -> None:
-        await pipeline.expire(utcnow())
+        try:
+            await pipeline.expire(utcnow())
+        except KafkaError as exc:  # nothing left the store: the next round tries again
+            log.warning("forgetting old calls failed", extra={"error": repr(exc)})
 
     if metrics is not None:
         telemetry.install(app, metrics, sources.topics)

@@ -116,11 +116,12 @@ class Pipeline:
 
     async def _keep(self, changes: Mapping[int, Changes]) -> None:
         """Each partition's changes to its changelog, then, acknowledged, to its store."""
-        offsets = await asyncio.gather(*(
-            self.output.changes(partition, calls.items()) for partition, calls in changes.items()
-        ))  # fmt: skip
-        for partition, offset in zip(changes, offsets, strict=True):
-            self.store.write(partition, changes[partition], offset)
+
+        async def kept(partition: int, calls: Changes) -> None:
+            offset = await self.output.changes(partition, calls.items())
+            self.store.write(partition, calls, offset)
+
+        await asyncio.gather(*(kept(partition, calls) for partition, calls in changes.items()))
 
     async def expire(self, now: datetime) -> None:
         """Forget the calls past the horizon on the partitions held (a tombstone in the

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from time import monotonic
 from typing import Any, Final
 
 from aiokafka.errors import KafkaError
 
+from connector.errors import ConnectorError
 from connector.worker import changelog
 from connector.worker.store import Store
 
@@ -95,6 +97,12 @@ class Restorer:
                 log.warning("catching up from the changelog failed, trying again",
                             extra={"error": repr(exc), "retry_seconds": RETRY_SECONDS})  # fmt: skip
                 await asyncio.sleep(RETRY_SECONDS)
+            except Exception as exc:
+                # Its partitions would wait for it for ever: the worker exits, a restart
+                # tries again.
+                log.critical("catching up from the changelog failed, exiting", exc_info=exc)
+                logging.shutdown()
+                os._exit(ConnectorError.exit_code)
 
     async def _read(self, partitions: set[int]) -> None:
         if not self.declared:
