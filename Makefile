@@ -29,7 +29,7 @@ STRIMZI_CHECK := .tools/strimzi-check
 KAFKA_CLUSTER ?= my-cluster
 KAFKA_NAMESPACE ?= kafka
 
-.PHONY: install tools up test test-fast test-python check image sbom lock manifests bench-receiver bench-spool bench-backfill bench-worker bench-topic-size bench-recovery clean clean-data
+.PHONY: install tools up test test-fast test-python check image sbom lock manifests bench-receiver bench-spool bench-backfill bench-worker bench-topic-size bench-recovery bench-smoke clean clean-data
 
 $(VENV_MADE):
 	rm -rf $(VENV)
@@ -158,6 +158,11 @@ bench-topic-size: install
 
 bench-recovery: install
 	$(BIN)/python -m bench.recovery
+
+# The ratios that matter in a few minutes (needs wrk): run before a change to the receiver,
+# the worker or normalize lands (docs/benchmarks.md).
+bench-smoke: install
+	$(BIN)/python -m bench.smoke
 
 # What make built here; the local data (Kafka's, the worker's, the spool, the logs) stays.
 clean:
