@@ -20,7 +20,8 @@ from connector.local.broker import free_port
 from connector.settings import Settings
 from connector.topics import TopicNames
 from connector.worker import changelog
-from connector.worker.store import OFFSET_KEY
+from connector.worker.restore import Restorer
+from connector.worker.store import OFFSET_KEY, Store
 from tests.worker_helpers import (
     await_ready,
     cdr_record,
@@ -222,3 +223,42 @@ async def test_a_worker_killed_after_the_changelog_took_a_batch_but_before_its_s
         by_revision.setdefault((event["call_id"], event["revision"]), set()).add(event["event_id"])
     assert all(len(ids) == 1 for ids in by_revision.values()), "a revision with two contents"
     assert sorted(revision for _, revision in by_revision) == [1] * len(calls) + [2] * len(calls)
+
+
+async def test_a_catch_up_holds_its_partitions_and_readiness_until_they_are_restored(
+    settings: Settings, topic_names: TopicNames, tmp_path: Path
+) -> None:
+    """In process, on the real broker: while the catch-up of an assignment runs, the
+    readiness marker says so; once it ends the marker is gone, each partition holds its
+    changelog's last values and offsets, durable (RocksDB, written without its log, then
+    flushed); a partition that goes is closed and keeps its files."""
+    bootstrap = settings.kafka_bootstrap_servers
+    topic = f"{topic_names.dr_raw}-restorer"
+    await create(bootstrap, topic)
+    records: list[tuple[int, bytes, bytes | None]] = [
+        (p, b"%d-%d" % (p, n), b"state %d" % n) for n in range(50) for p in range(PARTITIONS)
+    ]
+    last = await write(bootstrap, topic, records)
+    released = asyncio.Event()
+
+    async def declare() -> None:
+        await released.wait()  # the catch-up is under way until this returns
+
+    marker, store = tmp_path / "not-ready", Store("rocksdb://", tmp_path / "calls")
+    restorer = Restorer(store, topic, options=lambda: {"bootstrap_servers": bootstrap},
+                        declare=declare, lock=asyncio.Lock(), not_ready=marker)  # fmt: skip
+    await restorer.assign({0, 1})
+    assert marker.read_text() == "catching up from the changelog: partitions [0, 1]\n"
+    released.set()
+    await asyncio.wait_for(restorer.wait({0, 1}), timeout=60)
+    assert not marker.exists()
+    assert [store.get(p, b"%d-49" % p) for p in (0, 1)] == [b"state 49", b"state 49"]
+    assert {p: store.partitions[p].offset for p in (0, 1)} == {0: last[0], 1: last[1]}
+    await restorer.assign({1})
+    assert restorer.closing is not None
+    await restorer.closing
+    assert set(store.partitions) == {1}
+    await restorer.stop()
+    files, offsets = stored(tmp_path)
+    assert offsets == {0: last[0], 1: last[1]}
+    assert files == {b"%d-%d" % (p, n): b"state %d" % n for p in (0, 1) for n in range(50)}

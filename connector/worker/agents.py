@@ -136,6 +136,7 @@ def create_app(
     restorer = Restorer(
         store, changelog.get_topic_name(), options=lambda: clients.options(settings),
         declare=changelog.maybe_declare, lock=asyncio.Lock(),
+        not_ready=settings.worker_data_dir / heartbeat.NOT_READY,
         restored=metrics.restored_from_changelog if metrics is not None else _ignore,
     )  # fmt: skip
     output = Output(settings, names, changelog.get_topic_name())

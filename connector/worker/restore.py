@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
 from time import monotonic
 from typing import Any, Final
 
@@ -37,11 +38,12 @@ class Restorer:
         options: Callable[[], Mapping[str, Any]],
         declare: Callable[[], Awaitable[None]],
         lock: asyncio.Lock,
+        not_ready: Path | None = None,
         restored: Callable[[int, float], None] = lambda records, seconds: None,
     ) -> None:
         self.store, self.topic, self.options, self.lock = store, topic, options, lock
         self.assigned: set[int] = set()
-        self.declare, self.restored = declare, restored
+        self.declare, self.restored, self.not_ready = declare, restored, not_ready
         self.applied = 0  # changelog records applied, every catch-up together
         self.ready: dict[int, asyncio.Future[None]] = {}
         self.task: asyncio.Task[None] | None = None
@@ -68,7 +70,21 @@ class Restorer:
         if gone:
             self.closing = asyncio.ensure_future(self._close(gone))
         behind = {p for p in partitions if not self._future(p).done()}
-        self.task = asyncio.ensure_future(self._catch_up(behind)) if behind else None
+        self.task = None
+        if behind:
+            self._mark(f"catching up from the changelog: partitions {sorted(behind)}")
+            self.task = asyncio.ensure_future(self._catch_up(behind))
+
+    def _mark(self, reason: str | None) -> None:
+        """The readiness probe's marker: not ready while a catch-up runs, so a rolling
+        update waits for it before it restarts the next worker."""
+        if self.not_ready is None:
+            return
+        if reason is None:
+            self.not_ready.unlink(missing_ok=True)
+        else:
+            self.not_ready.parent.mkdir(parents=True, exist_ok=True)
+            self.not_ready.write_text(reason + "\n")
 
     async def _close(self, gone: set[int]) -> None:
         async with self.lock:  # not under a batch or the expiry
@@ -123,11 +139,14 @@ class Restorer:
         async for batches, finished in changelog.read(options, self.topic, spans):
             for partition, records in batches.items():
                 changes = {record.key: record.value for record in records if record.key}
-                self.store.write(partition, changes, records[-1].offset)
+                self.store.restore(partition, changes, records[-1].offset)
                 count += len(records)
                 self.applied += len(records)
             for partition in finished:
+                self.store.flush(partition)
                 self._future(partition).set_result(None)
+            if finished and all(self._future(p).done() for p in partitions):
+                self._mark(None)
         seconds = monotonic() - started
         self.restored(count, seconds)
         if count:

@@ -34,8 +34,11 @@ class Partition(Protocol):
 
     def items(self) -> Iterator[tuple[bytes, bytes]]: ...
 
-    def write(self, changes: Changes, offset: int) -> None:
-        """The changes and the offset they reach, all or (killed at any moment) none."""
+    def write(self, changes: Changes, offset: int, *, logged: bool = True) -> None:
+        """The changes and the offset they reach, all or (killed at any moment) none;
+        not `logged`, a kill may lose them (all of them) until `flush`."""
+
+    def flush(self) -> None: ...
 
     def clear(self) -> None: ...
 
@@ -53,7 +56,7 @@ class MemoryPartition:
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         yield from list(self.calls.items())
 
-    def write(self, changes: Changes, offset: int) -> None:
+    def write(self, changes: Changes, offset: int, *, logged: bool = True) -> None:
         calls = self.calls
         for call_id, state in changes.items():
             if state is None:
@@ -61,6 +64,9 @@ class MemoryPartition:
             else:
                 calls[call_id] = state
         self.offset = max(self.offset, offset)
+
+    def flush(self) -> None:
+        return None
 
     def clear(self) -> None:
         self.calls.clear()
@@ -99,7 +105,7 @@ class RocksPartition:
             if key != OFFSET_KEY:
                 yield key, value
 
-    def write(self, changes: Changes, offset: int) -> None:
+    def write(self, changes: Changes, offset: int, *, logged: bool = True) -> None:
         batch = self._rocksdict.WriteBatch(raw_mode=True)
         for call_id, state in changes.items():
             if state is None:
@@ -108,8 +114,16 @@ class RocksPartition:
                 batch.put(call_id, state)
         if offset > self.offset:
             batch.put(OFFSET_KEY, str(offset).encode())
-        self._db.write(batch)
+        if logged:
+            self._db.write(batch)
+        else:
+            unlogged = self._rocksdict.WriteOptions()
+            unlogged.disable_wal = True
+            self._db.write(batch, unlogged)
         self.offset = max(self.offset, offset)
+
+    def flush(self) -> None:
+        self._db.flush()
 
     def clear(self) -> None:
         self._db.close()
@@ -117,6 +131,7 @@ class RocksPartition:
         self._db, self.offset = self._open(), -1
 
     def close(self) -> None:
+        self._db.flush()  # what a catch-up wrote without the log
         self._db.close()
 
 
@@ -151,3 +166,12 @@ class Store:
 
     def write(self, partition: int, changes: Changes, offset: int) -> None:
         self.partitions[partition].write(changes, offset)
+
+    def restore(self, partition: int, changes: Changes, offset: int) -> None:
+        """A catch-up's write: without RocksDB's write-ahead log, made durable by `flush`
+        before the partition takes any other write (a kill before it keeps a prefix of
+        the catch-up's batches, the offset with them, from which the next one goes on)."""
+        self.partitions[partition].write(changes, offset, logged=False)
+
+    def flush(self, partition: int) -> None:
+        self.partitions[partition].flush()
