@@ -367,9 +367,11 @@ async def rolling_restart(stage: Stage, scratch: Path, calls: int) -> None:
     try:
         await asyncio.sleep(5)
         for name in ("worker-0", "worker-1"):
-            pair.workers[name].process.stop()
+            stopping = time.monotonic()
+            await asyncio.to_thread(pair.workers[name].process.stop)
+            stopped = time.monotonic() - stopping
             found, after = await caught_up(stage, await pair.start(name))
-            restored.append((found.values["nxcloud_worker_restored_records_total"], after))
+            restored.append((found.values["nxcloud_worker_restored_records_total"], after, stopped))
             await asyncio.sleep(5)
         await pair.settled()
         await finish(flow, tasks)
@@ -380,8 +382,9 @@ async def rolling_restart(stage: Stage, scratch: Path, calls: int) -> None:
           f"{FLOW_PER_SECOND} DRs/s, {len(delays)} DRs: longest push-to-event delay "
           f"{max(delays.values()):5.1f} s (median {statistics.median(delays.values()):.2f} s); "
           f"changelog records read by the restarted workers {restored[0][0]:,.0f} and "
-          f"{restored[1][0]:,.0f} (a whole partition: {calls // PARTITIONS:,}), caught up "
-          f"{restored[0][1]:.1f} and {restored[1][1]:.1f} s after their start ({load()})",
+          f"{restored[1][0]:,.0f} (a whole partition: {calls // PARTITIONS:,}); each stopped "
+          f"in {restored[0][2]:.1f} and {restored[1][2]:.1f} s and caught up {restored[0][1]:.1f} "
+          f"and {restored[1][1]:.1f} s after its start ({load()})",
           flush=True)  # fmt: skip
 
 
