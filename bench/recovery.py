@@ -15,11 +15,12 @@ the restore). Then:
   once each has finished its first catch-up: a rolling restart of both (their directories
   kept) while DRs of new calls flow at a steady rate: the longest push-to-event delay, and
   the changelog records each restarted worker read (a partition restored in full would be
-  N / partitions of them);
+  N / partitions of them), and the rebalances the other worker saw meanwhile;
 - what a StatefulSet does when a pod's disk is lost: one of the two killed, its directory
   deleted, and started again at once with the same instance id (static membership: no
   rebalance) and an empty disk, so it restores its partitions in full: the time from the
-  kill until its partitions emit again, and the records it restored.
+  kill until its partitions emit again, the records it restored, and the rebalances the
+  other worker saw.
 
 Run: `make bench-recovery` (or `python -m bench.recovery --calls 1000000`); `--only cold`
 (repeatable: memory, cold, kept, rolling, lost) runs some cases, `--profile PATH` samples
@@ -366,12 +367,16 @@ async def rolling_restart(stage: Stage, scratch: Path, calls: int) -> None:
     restored = []
     try:
         await asyncio.sleep(5)
-        for name in ("worker-0", "worker-1"):
+        for name, other in (("worker-0", "worker-1"), ("worker-1", "worker-0")):
+            before = rebalances(stage, pair.workers[other])
             stopping = time.monotonic()
             await asyncio.to_thread(pair.workers[name].process.stop)
             stopped = time.monotonic() - stopping
             found, after = await caught_up(stage, await pair.start(name))
-            restored.append((found.values["nxcloud_worker_restored_records_total"], after, stopped))
+            moved = rebalances(stage, pair.workers[other]) - before
+            restored.append(
+                (found.values["nxcloud_worker_restored_records_total"], after, stopped, moved)
+            )
             await asyncio.sleep(5)
         await pair.settled()
         await finish(flow, tasks)
@@ -384,7 +389,8 @@ async def rolling_restart(stage: Stage, scratch: Path, calls: int) -> None:
           f"changelog records read by the restarted workers {restored[0][0]:,.0f} and "
           f"{restored[1][0]:,.0f} (a whole partition: {calls // PARTITIONS:,}); each stopped "
           f"in {restored[0][2]:.1f} and {restored[1][2]:.1f} s and caught up {restored[0][1]:.1f} "
-          f"and {restored[1][1]:.1f} s after its start ({load()})",
+          f"and {restored[1][1]:.1f} s after its start, the other worker meanwhile "
+          f"{restored[0][3]:.0f} and {restored[1][3]:.0f} rebalances ({load()})",
           flush=True)  # fmt: skip
 
 
@@ -398,6 +404,7 @@ async def lost_disk(stage: Stage, scratch: Path, calls: int) -> None:
     tasks = await flowing(flow)
     try:
         await asyncio.sleep(5)
+        other = rebalances(stage, pair.workers["worker-1"])
         pair.workers["worker-0"].process.popen.kill()
         pair.workers["worker-0"].process.popen.wait()
         killed = time.time()
@@ -407,6 +414,7 @@ async def lost_disk(stage: Stage, scratch: Path, calls: int) -> None:
         back = await emitting(flow, held, killed)
         await asyncio.sleep(5)
         holds = (await pair.settled())["worker-0"]
+        other = rebalances(stage, pair.workers["worker-1"]) - other
         await finish(flow, tasks)
     finally:
         pair.stop()
@@ -419,8 +427,13 @@ async def lost_disk(stage: Stage, scratch: Path, calls: int) -> None:
           f"restored {values['nxcloud_worker_restored_records_total']:,.0f} records in "
           f"{values['nxcloud_worker_recovery_seconds']:.1f} s "
           f"({values['nxcloud_worker_restore_records_per_second']:,.0f} records/s) and holds "
-          f"{sorted(holds)}; longest push-to-event delay on them {max(delays.values()):.1f} s "
-          f"({load()})", flush=True)  # fmt: skip
+          f"{sorted(holds)}, the other worker {other:.0f} rebalances meanwhile; longest "
+          f"push-to-event delay on them {max(delays.values()):.1f} s ({load()})",
+          flush=True)  # fmt: skip
+
+
+def rebalances(stage: Stage, worker: Worker) -> float:
+    return scrape(worker.port, stage.names.dr_raw).values["nxcloud_worker_rebalances_total"]
 
 
 async def emitting(flow: Flow, partitions: frozenset[int], since: float) -> float:
