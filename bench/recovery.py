@@ -1,21 +1,26 @@
-"""Recovery benchmark: restores, rolling restarts and a lost worker, each with its figure.
+"""Recovery benchmark: restores, a rolling restart and a lost disk, each with its figure.
 
-The table's changelog is filled with N calls (the state one DR each leaves, written
-straight to the changelog partitions a worker would have used: merging a million DRs
-first would take a quarter of an hour here and measure nothing of the restore). Then:
+The call store's changelog is filled with N calls (the state one DR each leaves, written
+straight to the changelog partition the worker writes it to, the call's source partition:
+merging a million DRs first would take a quarter of an hour here and measure nothing of
+the restore). Then:
 
 - a worker on the memory store with an empty data directory (it reads the whole
   changelog), one on RocksDB with an empty data directory (a pod that lost its disk: a cold
   restore), and one on RocksDB keeping that directory (a pod restarted with its claim: it
-  reads only the changelog's tail); each prints the time from start to Faust's "Ready",
-  the recovery and the restore rate its metrics report, and its resident memory;
-- once two workers (instance ids, RocksDB, one standby) have restored their partitions
-  and their standbys, a rolling restart of both (their directories kept) while DRs of
-  new calls flow at a steady rate: the longest push-to-event delay, and the
-  changelog records each restarted worker applied (a partition restored in full would
-  be N / partitions of them);
-- a worker killed with its disk lost (and not restarted, like a pod on a lost node) while
-  the second holds standbys: the time from the kill until its partitions emit again.
+  reads only the changelog's tail); each prints the time from start to Faust's "Ready" and
+  to the end of its first catch-up, the catch-up's records and rate as its metrics report
+  them, and its resident memory;
+- two workers as deploy/ runs them (instance ids, RocksDB, deploy/'s session timeout),
+  once each has finished its first catch-up: a rolling restart of both (their directories
+  kept) while DRs of new calls flow at a steady rate: the longest push-to-event delay, and
+  the changelog records each restarted worker read (a partition restored in full would be
+  N / partitions of them), and the rebalances the other worker saw meanwhile;
+- what a StatefulSet does when a pod's disk is lost: one of the two killed, its directory
+  deleted, and started again at once with the same instance id (static membership: no
+  rebalance) and an empty disk, so it restores its partitions in full: the time from the
+  kill until its partitions emit again, the records it restored, and the rebalances the
+  other worker saw.
 
 Run: `make bench-recovery` (or `python -m bench.recovery --calls 1000000`); `--only cold`
 (repeatable: memory, cold, kept, rolling, lost) runs some cases, `--profile PATH` samples
@@ -27,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import os
 import shutil
 import signal
 import statistics
@@ -41,7 +45,7 @@ from pathlib import Path
 from typing import Final
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.worker import PARTITIONS, T0, ZONE, Process, Stage
 from connector import codec, dr, identity, normalize
@@ -51,15 +55,50 @@ from connector.local.broker import BrokerConfig, LocalKafka, free_port
 from connector.merge import merge
 
 FLOW_PER_SECOND = 50  # DRs of new calls while workers restart
-SESSION_SECONDS = 30  # the workers' session timeout in the rolling restart
-LOST_SESSION_SECONDS = 10  # and with a worker lost: how long before its partitions move
+WORKER_ENV: Final = Path(__file__).resolve().parents[1] / "deploy" / "base" / "worker.env"
+# The states are stamped at T0, weeks ago: keep them past the expiry's horizon.
+STATE_DAYS: Final = "36500"
+CAUGHT_UP_SECONDS: Final = 3600.0
 
 
-def scrape(port: int, name: str) -> float:
+def deploy_session_seconds() -> int:
+    """The worker's session timeout as deploy/ sets it."""
+    for line in WORKER_ENV.read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "NXCLOUD_WORKER_SESSION_TIMEOUT_SECONDS":
+            return int(value)
+    raise RuntimeError(f"{WORKER_ENV}: no NXCLOUD_WORKER_SESSION_TIMEOUT_SECONDS")
+
+
+def load() -> str:
+    return "load " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+@dataclasses.dataclass
+class Worker:
+    process: Process
+    port: int
+    started: float  # monotonic
+    ready_after: float  # seconds from start to Faust's "Ready"
+
+
+@dataclasses.dataclass(frozen=True)
+class Scrape:
+    values: dict[str, float]  # the unlabelled samples
+    held: frozenset[int]  # source partitions with a lag gauge served
+
+
+def scrape(port: int, topic: str) -> Scrape:
+    values, held = {}, set()
     for line in metrics(port):
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise RuntimeError(f"{name} not served")
+        if line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        if "{" not in name:
+            values[name] = float(value)
+        elif name.startswith("nxcloud_worker_lag{") and f'topic="{topic}"' in name:
+            held.add(int(name.split('partition="')[1].split('"')[0]))
+    return Scrape(values, frozenset(held))
 
 
 def start(
@@ -70,13 +109,14 @@ def start(
     *,
     env: Mapping[str, str] | None = None,
     profile: Path | None = None,
-) -> tuple[Process, int, float]:
-    """A worker, once ready: with `profile`, py-spy samples it until then (collapsed stacks,
-    every thread, into that file)."""
+) -> Worker:
+    """A worker, once Faust says it is ready: with `profile`, py-spy samples it until its
+    first catch-up ended (collapsed stacks, every thread, into that file)."""
     port = free_port()
     environment = stage.env(
         NXCLOUD_WORKER_DATA_DIR=str(data), NXCLOUD_WORKER_STORE=store,
-        NXCLOUD_WORKER_METRICS_PORT=str(port), **(env or {}),
+        NXCLOUD_WORKER_METRICS_PORT=str(port), NXCLOUD_WORKER_STATE_DAYS=STATE_DAYS,
+        **(env or {}),
     )  # fmt: skip
     started = time.monotonic()
     process = Process(["worker"], environment, log)
@@ -88,12 +128,36 @@ def start(
             "--output", str(profile),
         ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        process.await_line("[^Worker]: Ready", timeout=3600)
+        process.await_line("[^Worker]: Ready", timeout=CAUGHT_UP_SECONDS)
+        worker = Worker(process, port, started, time.monotonic() - started)
+        if spy is not None:
+            caught_up_now(stage, worker)
     finally:
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
-    return process, port, time.monotonic() - started
+    return worker
+
+
+def caught_up_now(stage: Stage, worker: Worker) -> tuple[Scrape, float]:
+    """The worker's metrics once its first catch-up from the changelog ended (its
+    recovery gauge set) and it serves the lag of its source partitions; seconds from its
+    start until seen so."""
+    deadline = time.monotonic() + CAUGHT_UP_SECONDS
+    while time.monotonic() < deadline:
+        worker.process.check_running()
+        try:
+            found = scrape(worker.port, stage.names.dr_raw)
+        except OSError:  # not serving yet
+            found = None
+        if found and found.values.get("nxcloud_worker_recovery_seconds", 0) > 0 and found.held:
+            return found, time.monotonic() - worker.started
+        time.sleep(0.2)
+    raise RuntimeError(f"{worker.process.log}: no catch-up ended within {CAUGHT_UP_SECONDS} s")
+
+
+async def caught_up(stage: Stage, worker: Worker) -> tuple[Scrape, float]:
+    return await asyncio.to_thread(caught_up_now, stage, worker)
 
 
 def states(calls: int) -> Iterator[tuple[int, bytes, bytes]]:
@@ -109,9 +173,13 @@ def states(calls: int) -> Iterator[tuple[int, bytes, bytes]]:
 
 
 async def fill(stage: Stage, scratch: Path, calls: int) -> float:
-    """Let a worker create its changelog, then write `calls` states into it: seconds."""
-    process, _, _ = start(stage, scratch / "fill", "memory://", scratch / "fill.log")
-    process.stop()
+    """Let a worker declare its changelog (at its first catch-up), then write `calls`
+    states into it: seconds."""
+    worker = start(stage, scratch / "fill", "memory://", scratch / "fill.log")
+    try:
+        await caught_up(stage, worker)
+    finally:
+        worker.process.stop()
     producer = AIOKafkaProducer(**stage.kafka(
         acks="all", enable_idempotence=True, linger_ms=20, max_batch_size=256 * 1024,
     ))  # fmt: skip
@@ -141,31 +209,34 @@ async def run(
     stage = Stage(bootstrap, "recovery")
     await stage.create()
     took = await fill(stage, scratch, calls)
-    print(f"recovery: {calls:,} calls written to the table's changelog in {took:.0f} s "
-          f"(load average {os.getloadavg()[0]:.1f})")  # fmt: skip
+    print(f"recovery: {calls:,} calls written to the call store's changelog in {took:.0f} s "
+          f"({load()})", flush=True)  # fmt: skip
     for case, name, store, keep in RESTARTS:
         if case not in cases:
             continue
         data = scratch / "rocksdb"
         if not keep:
             shutil.rmtree(data, ignore_errors=True)
-        process, port, seconds = start(
+        worker = start(
             stage, data, store, scratch / f"{case}.log",
             profile=profile.with_name(f"{profile.name}.{case}") if profile else None,
         )  # fmt: skip
         try:
-            recovery = scrape(port, "nxcloud_worker_recovery_seconds")
-            rate = scrape(port, "nxcloud_worker_restore_records_per_second")
-            rss = process.rss_mb()
+            found, after = await caught_up(stage, worker)
+            rss = worker.process.rss_mb()
         finally:
-            process.stop()
-        print(f"  {name:50} ready after {seconds:6.1f} s (recovery {recovery:6.1f} s, "
-              f"{rate:8,.0f} records/s), RSS {rss:5.0f} MB, {megabytes(data):5.0f} MB on disk, "
-              f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+            worker.process.stop()
+        values = found.values
+        print(f"  {name:50} ready after {worker.ready_after:5.1f} s, caught up after "
+              f"{after:5.1f} s (catch-up {values['nxcloud_worker_recovery_seconds']:5.1f} s, "
+              f"{values['nxcloud_worker_restored_records_total']:9,.0f} records, "
+              f"{values['nxcloud_worker_restore_records_per_second']:8,.0f} records/s), "
+              f"RSS {rss:4.0f} MB, {megabytes(data):4.0f} MB on disk ({load()})",
+              flush=True)  # fmt: skip
     if "rolling" in cases:
         await rolling_restart(stage, scratch, calls)
     if "lost" in cases:
-        await lost_worker(stage, scratch, calls)
+        await lost_disk(stage, scratch, calls)
 
 
 def megabytes(path: Path) -> float:
@@ -173,39 +244,43 @@ def megabytes(path: Path) -> float:
 
 
 class Pair:
-    """Two workers with instance ids on RocksDB, their directories under `scratch`."""
+    """Two workers as deploy/ runs them: instance ids, RocksDB, deploy/'s session timeout;
+    their directories under `scratch`."""
 
-    def __init__(self, stage: Stage, scratch: Path, **env: str) -> None:
+    def __init__(self, stage: Stage, scratch: Path) -> None:
         self.stage, self.scratch = stage, scratch
-        self.env = {"NXCLOUD_WORKER_SESSION_TIMEOUT_SECONDS": str(SESSION_SECONDS), **env}
-        self.workers: dict[str, tuple[Process, int]] = {}
+        self.session = deploy_session_seconds()
+        self.workers: dict[str, Worker] = {}
+        self.starts = 0
         scratch.mkdir(parents=True, exist_ok=True)
 
-    async def start(self, name: str) -> None:
-        process, port, _ = await asyncio.to_thread(
+    async def start(self, name: str) -> Worker:
+        self.starts += 1
+        worker = await asyncio.to_thread(
             start, self.stage, self.scratch / name, "rocksdb://",
-            self.scratch / f"{name}.{len(self.workers)}.log",
-            env={"NXCLOUD_WORKER_INSTANCE_ID": name, **self.env},
+            self.scratch / f"{name}.{self.starts}.log",
+            env={"NXCLOUD_WORKER_INSTANCE_ID": name,
+                 "NXCLOUD_WORKER_SESSION_TIMEOUT_SECONDS": str(self.session)},
         )  # fmt: skip
-        self.workers[name] = (process, port)
+        self.workers[name] = worker
+        return worker
 
     def stop(self) -> None:
-        for process, _ in self.workers.values():
-            process.stop()
+        for worker in self.workers.values():
+            worker.process.stop()
 
-    async def settled(self, calls: int) -> None:
-        """Until each worker has applied every call: its actives and its standbys (two
-        workers, one standby each), so that the restart measured is not a cold start."""
-        deadline = time.monotonic() + 3600
+    async def settled(self) -> dict[str, frozenset[int]]:
+        """Until each worker has finished its first catch-up and together they hold every
+        partition, each its own: each one's partitions."""
+        deadline = time.monotonic() + CAUGHT_UP_SECONDS
         while time.monotonic() < deadline:
-            ports = [port for _, port in self.workers.values()]
-            # Faust applies a standby's records in batches (1,000): the last ones of each
-            # partition wait for the next, so a settled worker shows slightly fewer.
-            if all(scrape(port, "nxcloud_worker_restored_records_total") >= 0.99 * calls
-                   for port in ports):  # fmt: skip
-                return
-            await asyncio.sleep(1)
-        raise RuntimeError("the workers did not restore their partitions in time")
+            held = {name: (await caught_up(self.stage, worker))[0].held
+                    for name, worker in self.workers.items()}  # fmt: skip
+            together = [p for partitions in held.values() for p in partitions]
+            if sorted(together) == list(range(PARTITIONS)):
+                return held
+            await asyncio.sleep(0.5)
+        raise RuntimeError("the workers did not share the partitions in time")
 
 
 class Flow:
@@ -216,6 +291,7 @@ class Flow:
         self.sent: dict[str, tuple[float, int]] = {}  # message id: (sent at, partition)
         self.emitted: dict[str, float] = {}
         self.done = asyncio.Event()
+        self.listening = asyncio.Event()
 
     async def produce(self) -> None:
         call = sandbox.World(seed=7, origin=T0, rate=50.0).calls(0)[0]
@@ -235,11 +311,15 @@ class Flow:
                 await asyncio.sleep(max(0.0, started + number / FLOW_PER_SECOND - time.time()))
 
     async def consume(self) -> None:
-        consumer = AIOKafkaConsumer(
-            self.stage.names.call_events,
-            **self.stage.kafka(auto_offset_reset="latest", enable_auto_commit=False),
-        )  # fmt: skip
+        topic = self.stage.names.call_events
+        consumer = AIOKafkaConsumer(**self.stage.kafka(enable_auto_commit=False))
         async with consumer:
+            partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            consumer.assign(partitions)
+            await consumer.seek_to_end(*partitions)
+            for partition in partitions:
+                await consumer.position(partition)
+            self.listening.set()
             while not (self.done.is_set() and set(self.sent) <= set(self.emitted)):
                 batches = await consumer.getmany(timeout_ms=200)
                 for records in batches.values():
@@ -249,17 +329,24 @@ class Flow:
                         if message_id.startswith(self.prefix):
                             self.emitted.setdefault(message_id, record.timestamp / 1000)
 
-    def delays(self, partitions: set[int] | None = None) -> dict[str, float]:
+    def delays(self, partitions: frozenset[int] | None = None,
+               after: float = 0.0) -> dict[str, float]:  # fmt: skip
         return {
             message_id: self.emitted[message_id] - sent_at
             for message_id, (sent_at, partition) in self.sent.items()
-            if message_id in self.emitted and (partitions is None or partition in partitions)
+            if message_id in self.emitted
+            and sent_at > after
+            and (partitions is None or partition in partitions)
         }
 
 
 async def flowing(flow: Flow) -> tuple[asyncio.Task[None], asyncio.Task[None]]:
     consuming = asyncio.create_task(flow.consume())
-    await asyncio.sleep(2)  # the consumer has its partitions: "latest" starts from here
+    listening = asyncio.create_task(flow.listening.wait())
+    await asyncio.wait([consuming, listening], return_when=asyncio.FIRST_COMPLETED)
+    if consuming.done():
+        listening.cancel()
+        consuming.result()
     return asyncio.create_task(flow.produce()), consuming
 
 
@@ -270,62 +357,95 @@ async def finish(flow: Flow, tasks: tuple[asyncio.Task[None], asyncio.Task[None]
 
 
 async def rolling_restart(stage: Stage, scratch: Path, calls: int) -> None:
-    """Both workers restarted in turn with their ids and directories while DRs flow."""
+    """Both workers restarted in turn with their ids and directories while DRs flow, each
+    once the other had finished its catch-up."""
     pair = Pair(stage, scratch / "rolling")
     await asyncio.gather(pair.start("worker-0"), pair.start("worker-1"))
-    await pair.settled(calls)
+    await pair.settled()
     flow = Flow(stage, "rolling")
     tasks = await flowing(flow)
     restored = []
     try:
         await asyncio.sleep(5)
-        for name in ("worker-0", "worker-1"):
-            pair.workers[name][0].stop()
-            await pair.start(name)
-            restored.append(scrape(pair.workers[name][1], "nxcloud_worker_restored_records_total"))
+        for name, other in (("worker-0", "worker-1"), ("worker-1", "worker-0")):
+            before = rebalances(stage, pair.workers[other])
+            stopping = time.monotonic()
+            await asyncio.to_thread(pair.workers[name].process.stop)
+            stopped = time.monotonic() - stopping
+            found, after = await caught_up(stage, await pair.start(name))
+            moved = rebalances(stage, pair.workers[other]) - before
+            restored.append(
+                (found.values["nxcloud_worker_restored_records_total"], after, stopped, moved)
+            )
             await asyncio.sleep(5)
+        await pair.settled()
         await finish(flow, tasks)
     finally:
         pair.stop()
     delays = flow.delays()
-    print(f"  rolling restart of 2 workers, {FLOW_PER_SECOND} DRs/s, {len(delays)} DRs: "
-          f"longest push-to-event delay {max(delays.values()):5.1f} s "
-          f"(median {statistics.median(delays.values()):.2f} s); changelog records applied "
-          f"by the restarted workers {restored[0]:,.0f} and {restored[1]:,.0f} "
-          f"(a whole partition: {calls // PARTITIONS:,}), "
-          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"  rolling restart of 2 workers (session timeout {pair.session} s), "
+          f"{FLOW_PER_SECOND} DRs/s, {len(delays)} DRs: longest push-to-event delay "
+          f"{max(delays.values()):5.1f} s (median {statistics.median(delays.values()):.2f} s); "
+          f"changelog records read by the restarted workers {restored[0][0]:,.0f} and "
+          f"{restored[1][0]:,.0f} (a whole partition: {calls // PARTITIONS:,}); each stopped "
+          f"in {restored[0][2]:.1f} and {restored[1][2]:.1f} s and caught up {restored[0][1]:.1f} "
+          f"and {restored[1][1]:.1f} s after its start, the other worker meanwhile "
+          f"{restored[0][3]:.0f} and {restored[1][3]:.0f} rebalances ({load()})",
+          flush=True)  # fmt: skip
 
 
-async def lost_worker(stage: Stage, scratch: Path, calls: int) -> None:
-    """One of two workers killed, its directory deleted, not started again; standbys on."""
-    pair = Pair(stage, scratch / "lost", NXCLOUD_WORKER_STANDBY_REPLICAS="1",
-                NXCLOUD_WORKER_SESSION_TIMEOUT_SECONDS=str(LOST_SESSION_SECONDS))  # fmt: skip
+async def lost_disk(stage: Stage, scratch: Path, calls: int) -> None:
+    """One of two workers killed, its directory deleted, and started again at once with
+    the same instance id and an empty disk, as a StatefulSet does when a claim is lost."""
+    pair = Pair(stage, scratch / "lost")
     await asyncio.gather(pair.start("worker-0"), pair.start("worker-1"))
-    await pair.settled(calls)
+    held = (await pair.settled())["worker-0"]
     flow = Flow(stage, "lost")
     tasks = await flowing(flow)
     try:
         await asyncio.sleep(5)
-        process, port = pair.workers["worker-0"]
-        held = {int(line.split('partition="')[1].split('"')[0])
-                for line in metrics(port) if line.startswith("nxcloud_worker_lag{")
-                and stage.names.dr_raw in line}  # fmt: skip
-        process.popen.kill()
+        other = rebalances(stage, pair.workers["worker-1"])
+        pair.workers["worker-0"].process.popen.kill()
+        pair.workers["worker-0"].process.popen.wait()
         killed = time.time()
-        shutil.rmtree(scratch / "lost" / "worker-0", ignore_errors=True)
-        await asyncio.sleep(LOST_SESSION_SECONDS + 30)
+        shutil.rmtree(scratch / "lost" / "worker-0")
+        restarted = await pair.start("worker-0")
+        found, after = await caught_up(stage, restarted)
+        back = await emitting(flow, held, killed)
+        await asyncio.sleep(5)
+        holds = (await pair.settled())["worker-0"]
+        other = rebalances(stage, pair.workers["worker-1"]) - other
         await finish(flow, tasks)
     finally:
         pair.stop()
-    after = {
-        m: flow.emitted[m]
-        for m, (sent, partition) in flow.sent.items()
-        if sent > killed and partition in held and m in flow.emitted
-    }
-    print(f"  a worker killed, its disk lost, the other with standbys (session timeout "
-          f"{LOST_SESSION_SECONDS} s): its partitions {sorted(held)} emit again "
-          f"{min(after.values()) - killed:5.1f} s after the kill, "
-          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    values = found.values
+    delays = flow.delays(held, killed)
+    print(f"  a worker killed, its disk lost, started again with its instance id "
+          f"(session timeout {pair.session} s), {FLOW_PER_SECOND} DRs/s: its partitions "
+          f"{sorted(held)} emit again {back - killed:5.1f} s after the kill (ready "
+          f"{restarted.ready_after:.1f} s, caught up {after:.1f} s after its start); it "
+          f"restored {values['nxcloud_worker_restored_records_total']:,.0f} records in "
+          f"{values['nxcloud_worker_recovery_seconds']:.1f} s "
+          f"({values['nxcloud_worker_restore_records_per_second']:,.0f} records/s) and holds "
+          f"{sorted(holds)}, the other worker {other:.0f} rebalances meanwhile; longest "
+          f"push-to-event delay on them {max(delays.values()):.1f} s ({load()})",
+          flush=True)  # fmt: skip
+
+
+def rebalances(stage: Stage, worker: Worker) -> float:
+    return scrape(worker.port, stage.names.dr_raw).values["nxcloud_worker_rebalances_total"]
+
+
+async def emitting(flow: Flow, partitions: frozenset[int], since: float) -> float:
+    """When the first event of a DR on `partitions` sent after `since` appeared."""
+    deadline = time.monotonic() + CAUGHT_UP_SECONDS
+    while time.monotonic() < deadline:
+        seen = [flow.emitted[m] for m, (sent, partition) in list(flow.sent.items())
+                if sent > since and partition in partitions and m in flow.emitted]  # fmt: skip
+        if seen:
+            return min(seen)
+        await asyncio.sleep(0.2)
+    raise RuntimeError("the lost worker's partitions did not emit again in time")
 
 
 def metrics(port: int) -> list[str]:
@@ -338,7 +458,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--only", choices=CASES, action="append", help="a case (repeatable)")
-    parser.add_argument("--profile", type=Path, help="py-spy each restart until ready: "
+    parser.add_argument("--profile", type=Path, help="py-spy each restart until caught up: "
                         "collapsed stacks in PROFILE.<case>")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
