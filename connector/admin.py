@@ -205,6 +205,13 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPar
     return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
 
 
+async def partition_counts(settings: Settings, names: Sequence[str]) -> dict[str, int]:
+    """The partitions of each topic of `names` that exists."""
+    async with admin_client(settings) as client:
+        topics = await client.describe_topics(list(names))
+    return {t["topic"]: len(t["partitions"]) for t in topics if t["error_code"] != UNKNOWN_TOPIC}
+
+
 async def await_topics(settings: Settings, names: Sequence[str], poll_seconds: float = 5.0) -> None:
     """Return once every topic of `names` exists; until then warn, naming the missing ones.
     (Faust never subscribes again to a source topic missing when it started.)"""

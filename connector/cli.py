@@ -591,7 +591,7 @@ def run_worker(_args: argparse.Namespace) -> int:
 
     from connector import logs
     from connector.worker import telemetry
-    from connector.worker.agents import create_app
+    from connector.worker.agents import changelog_topic, create_app
 
     settings = Settings.from_env()
     logs.configure(settings.log_level)
@@ -602,6 +602,9 @@ def run_worker(_args: argparse.Namespace) -> int:
     names = TopicNames.of(settings)
     sources = [names.dr_raw, names.cdr_raw, names.observations]
     asyncio.run(admin.await_topics(settings, sources))
+    copartitioned(
+        asyncio.run(admin.partition_counts(settings, [*sources, changelog_topic(settings)]))
+    )
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last
     app = create_app(settings, names, metrics)
@@ -612,6 +615,17 @@ def run_worker(_args: argparse.Namespace) -> int:
     )  # fmt: skip
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+def copartitioned(partitions: dict[str, int]) -> None:
+    """The worker's source topics and its changelog have one partition count: a call's DR,
+    its CDR rows and its state share a partition number."""
+    if len(set(partitions.values())) > 1:
+        counts = ", ".join(f"{topic} {count}" for topic, count in sorted(partitions.items()))
+        raise ConnectorError(
+            "the worker's topics must have the same number of partitions (co-partitioned), "
+            f"found: {counts}; see `nxcloud-connector topics` and docs/operations.md"
+        )
 
 
 def run_up(args: argparse.Namespace) -> int:

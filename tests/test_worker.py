@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
 from connector import groups, normalize
 from connector.local.broker import free_port
 from connector.settings import Settings
@@ -268,3 +270,24 @@ async def test_a_worker_on_a_fresh_machine_makes_its_data_directory(
         finally:
             await asyncio.to_thread(stop, process, signal.SIGTERM)
     assert (home / "nxcloud-connector" / "worker").is_dir()
+
+
+async def test_a_worker_refuses_a_changelog_of_another_partition_count(
+    settings: Settings, topic_names: TopicNames, tmp_path: Path
+) -> None:
+    """A call's state lives on its source partition's number: a changelog left with two
+    partitions by another deployment, beside sources of three, stops the worker at start
+    with what it found, before it merges anything."""
+    async with topics_and_env(settings, topic_names) as (_names, env, _producer):
+        changelog = f"{groups.worker(Settings.from_env(env))}-calls-changelog"
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(changelog, 2, 1)])
+        finally:
+            await admin.close()
+        worker = start_worker(env, tmp_path / "a")
+        assert await asyncio.to_thread(worker.wait, 120) == 5
+    log = (tmp_path / "a.log").read_text()
+    assert f"{changelog} 2" in log
+    assert "must have the same number of partitions" in log
