@@ -4,7 +4,8 @@ The worker serves no HTTP (Faust's web server is off), so its Kubernetes probes 
 `python -m connector.worker.heartbeat PATH MAX_AGE_SECONDS`: exit 0 when PATH was touched within
 MAX_AGE_SECONDS, 1 otherwise (missing, or stale because the loop is stuck). With `--ready`
 (the readiness probe) it also fails, saying why, while the file NOT_READY beside PATH
-exists: the worker writes it while it waits for the schema registry.
+exists: the worker writes it while its call store catches up from the changelog and
+while it waits for the schema registry.
 """
 
 from __future__ import annotations
