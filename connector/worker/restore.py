@@ -44,7 +44,6 @@ class Restorer:
         self.store, self.topic, self.options, self.lock = store, topic, options, lock
         self.assigned: set[int] = set()
         self.declare, self.restored, self.not_ready = declare, restored, not_ready
-        self.applied = 0  # changelog records applied, every catch-up together
         self.ready: dict[int, asyncio.Future[None]] = {}
         self.task: asyncio.Task[None] | None = None
         self.closing: asyncio.Future[None] | None = None
@@ -141,7 +140,6 @@ class Restorer:
                 changes = {record.key: record.value for record in records if record.key}
                 self.store.restore(partition, changes, records[-1].offset)
                 count += len(records)
-                self.applied += len(records)
             for partition in finished:
                 self.store.flush(partition)
                 self._future(partition).set_result(None)
