@@ -51,13 +51,16 @@ async def end_offset(settings: Settings, topic: str) -> int:
         return sum((await consumer.end_offsets(partitions)).values())
 
 
-def await_file(path: Path, deadline: float = 60.0) -> str:
-    give_up = time.monotonic() + deadline
+def await_file(path: Path, containing: str, deadline: float = 60.0) -> str:
+    """The file's text once it says `containing` (the worker's not-ready marker also says,
+    for a moment after its start, that its call store catches up from the changelog)."""
+    give_up, text = time.monotonic() + deadline, None
     while time.monotonic() < give_up:
-        if path.exists():
-            return path.read_text()
+        text = path.read_text() if path.exists() else None
+        if text is not None and containing in text:
+            return text
         time.sleep(0.2)
-    raise AssertionError(f"{path} did not appear within {deadline} s")
+    raise AssertionError(f"{path} did not say {containing!r} within {deadline} s: {text!r}")
 
 
 # The first test to use the registry fetches it (once per machine) and starts it.
@@ -80,8 +83,7 @@ async def test_the_worker_writes_the_wire_format_and_every_reader_reads_it(
             await producer.flush()
             # The schemas are not registered yet: no id, so nothing is written, and the
             # readiness probe says why.
-            reason = await asyncio.to_thread(await_file, data / heartbeat.NOT_READY)
-            assert "schema registry" in reason
+            await asyncio.to_thread(await_file, data / heartbeat.NOT_READY, "schema registry")
             assert heartbeat.main([str(data / heartbeat.FILE_NAME), "600", "--ready"]) == 1
             assert await end_offset(settings, names.call_events) == 0
             assert await end_offset(settings, names.dead_letter) == 0
