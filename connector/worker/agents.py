@@ -90,10 +90,13 @@ def exit_if_refused(exc: BaseException, settings: Settings) -> None:
         os._exit(EXIT_REFUSED)
 
 
-def new_app(settings: Settings, monitor: faust.Monitor | None = None) -> faust.App:
-    """The Faust app, configured; its transport (by the URL scheme) has our consumer."""
+def new_app(
+    settings: Settings, monitor: faust.Monitor | None = None, app_id: str | None = None
+) -> faust.App:
+    """The Faust app, configured; its transport (by the URL scheme) has our consumer.
+    `app_id` (the consumer group) is the worker's unless given (bench/noop_agent.py)."""
     return faust.App(
-        groups.worker(settings),
+        app_id or groups.worker(settings),
         monitor=monitor,
         broker=[f"{SCHEME}://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         broker_credentials=clients.broker_credentials(settings),
